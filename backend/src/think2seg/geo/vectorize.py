@@ -1,0 +1,92 @@
+"""Turn a binary mask into polygons in the tile's CRS, holes kept, nodata excluded."""
+
+from __future__ import annotations
+
+import geopandas as gpd
+import numpy as np
+import shapely
+from affine import Affine
+from rasterio import features
+from rasterio.crs import CRS
+from shapely.geometry import Polygon
+
+from think2seg.errors import InputError
+from think2seg.geo.areas import areas_m2
+
+
+def mask_to_polygons(
+    mask: np.ndarray,
+    *,
+    transform: Affine,
+    valid: np.ndarray | None = None,
+    simplify_px: float = 0.0,
+) -> list[Polygon]:
+    """Polygons of the True pixels of ``mask`` (H, W bool), mapped through ``transform``.
+
+    Pixels outside ``valid`` never become polygons. Connectivity is 4 (pixels touching only at a
+    corner are separate polygons), which keeps every polygon valid. ``simplify_px`` is a
+    Douglas-Peucker tolerance in pixels applied before georeferencing (topology preserved).
+    Exteriors are counter-clockwise and holes clockwise (GeoJSON's right-hand rule).
+    """
+    keep = mask.astype(bool)
+    if valid is not None:
+        keep &= valid
+    if not keep.any():
+        return []
+    pieces = features.shapes(keep.astype(np.uint8), mask=keep, connectivity=4, transform=Affine.identity())
+    polygons = np.array([_polygon(geometry["coordinates"]) for geometry, _value in pieces], dtype=object)
+    if simplify_px > 0:
+        polygons = _repaired(shapely.simplify(polygons, simplify_px, preserve_topology=True))
+    matrix = np.array([[transform.a, transform.d], [transform.b, transform.e]])
+    offset = np.array([transform.xoff, transform.yoff])
+    polygons = shapely.transform(polygons, lambda xy: xy @ matrix + offset)
+    return list(shapely.orient_polygons(polygons, exterior_cw=False))
+
+
+def _polygon(rings: list) -> Polygon:
+    shell, *holes = (shapely.linearrings(np.asarray(ring, dtype=np.float64)) for ring in rings)
+    return shapely.polygons(shell, holes=holes or None)
+
+
+def _repaired(polygons: np.ndarray) -> np.ndarray:
+    """Repair the rare invalid result of simplification and drop what collapsed.
+
+    Polygons straight from the 4-connected polygonizer are valid by construction, so only
+    simplified ones are checked.
+    """
+    invalid = ~shapely.is_valid(polygons)
+    if invalid.any():
+        polygons[invalid] = shapely.make_valid(polygons[invalid])
+    parts = shapely.get_parts(polygons)
+    return parts[(shapely.get_type_id(parts) == shapely.GeometryType.POLYGON) & ~shapely.is_empty(parts)]
+
+
+def polygons_frame(
+    mask: np.ndarray,
+    *,
+    transform: Affine,
+    crs: CRS | None,
+    valid: np.ndarray | None = None,
+    simplify_px: float = 0.0,
+    min_area_m2: float = 0.0,
+) -> gpd.GeoDataFrame:
+    """The mask's polygons as a GeoDataFrame in ``crs`` with an ``area_m2`` column.
+
+    Polygons smaller than ``min_area_m2`` are dropped; ``min_area_m2`` needs a CRS.
+    """
+    check_min_area(min_area_m2, crs)
+    polygons = mask_to_polygons(mask, transform=transform, valid=valid, simplify_px=simplify_px)
+    areas = areas_m2(polygons, crs)
+    if min_area_m2 > 0:
+        kept = [(p, a) for p, a in zip(polygons, areas) if a >= min_area_m2]
+        polygons, areas = [p for p, _ in kept], [a for _, a in kept]
+    return gpd.GeoDataFrame(
+        {"area_m2": np.asarray(areas, dtype=np.float64)},
+        geometry=gpd.GeoSeries(polygons, crs=crs),
+    )
+
+
+def check_min_area(min_area_m2: float, crs: CRS | None) -> None:
+    """A minimum area in m² means nothing in pixel coordinates: refuse it there."""
+    if min_area_m2 > 0 and crs is None:
+        raise InputError("a minimum area in m² needs a georeferenced raster: drop the minimum area in pixel coordinates")
