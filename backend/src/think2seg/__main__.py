@@ -1,0 +1,3 @@
+from think2seg.cli import main
+
+raise SystemExit(main())

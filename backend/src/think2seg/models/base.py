@@ -1,0 +1,64 @@
+"""The two model roles the engine composes, as protocols, so any object can stand in.
+
+A *prompter* reads the 840x840 view and the question and answers with text (reasoning and
+prompts); a *segmenter* turns instance prompts into masks at the tile's resolution.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+from PIL import Image
+
+from think2seg.answer import InstancePrompt
+
+
+@dataclass(frozen=True)
+class Generation:
+    """One LVLM answer and what it cost.
+
+    ``prepare_s`` is building the model inputs (chat template, image tensors); ``prefill_s`` runs
+    until the first new token; ``decode_s`` the remaining tokens. ``new_tokens`` counts the
+    generated tokens.
+    """
+
+    text: str
+    new_tokens: int = 0
+    prepare_s: float = 0.0
+    prefill_s: float = 0.0
+    decode_s: float = 0.0
+
+
+@runtime_checkable
+class Prompter(Protocol):
+    """Answers a question about an image with Think2Seg-RS formatted text."""
+
+    name: str
+
+    def generate(
+        self, view: Image.Image, question: str, *, on_text: Callable[[str], None] | None = None
+    ) -> Generation:
+        """Answer ``question`` about ``view`` (840x840 RGB); ``on_text`` receives text as it is generated."""
+        ...
+
+
+@runtime_checkable
+class Segmenter(Protocol):
+    """Segment Anything: one image embedding, then one mask per instance prompt."""
+
+    name: str
+
+    def encode(self, image: np.ndarray) -> Any:
+        """Embed an (H, W, 3) uint8 RGB image; the result is opaque and goes to :meth:`predict`."""
+        ...
+
+    def predict(self, embedding: Any, prompts: Sequence[InstancePrompt]) -> np.ndarray:
+        """(N, H, W) bool masks, one per prompt, at the encoded image's resolution.
+
+        Prompts are in pixel coordinates of that image. Each mask comes from one call with the
+        instance's box and its points (labels 1), single-mask output.
+        """
+        ...

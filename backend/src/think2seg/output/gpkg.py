@@ -1,0 +1,129 @@
+"""Write a result to a GeoPackage: ``segments``, ``prompt_boxes``, ``prompt_points`` and ``runs``.
+
+All layers are in the raster's CRS. Every feature carries the run's question, status, model,
+segmenter, source raster and creation time; ``runs`` (a plain table) keeps the reasoning, the raw
+answer, the window and the timings. The file is written beside the target and renamed into place.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import geopandas as gpd
+import pandas as pd
+import pyogrio
+from pyogrio.errors import DataLayerError, DataSourceError
+
+from think2seg._version import __version__
+from think2seg.errors import OutputError
+from think2seg.output.atomic import atomic_output
+from think2seg.result import SegmentationResult
+
+LAYERS = ("segments", "prompt_boxes", "prompt_points", "runs")
+
+
+def write_gpkg(result: SegmentationResult, path: Path, *, overwrite: bool = False) -> None:
+    """Write ``result`` to the GeoPackage ``path`` (replaced only when ``overwrite``)."""
+    with atomic_output(path, overwrite=overwrite) as temporary:
+        try:
+            _write_layers(result, temporary)
+        except (DataSourceError, DataLayerError, OSError) as exc:
+            raise OutputError(f"cannot write {path}: {exc}") from exc
+
+
+def _write_layers(result: SegmentationResult, path: Path) -> None:
+    with warnings.catch_warnings():
+        # Pixel-coordinate results have no CRS on purpose; the runs table says so.
+        warnings.filterwarnings("ignore", message="'crs' was not provided", category=UserWarning)
+        _write_all(result, path)
+
+
+def _write_all(result: SegmentationResult, path: Path) -> None:
+    pyogrio.write_dataframe(segments_frame(result), path, layer="segments", geometry_type="Polygon")
+    pyogrio.write_dataframe(boxes_frame(result), path, layer="prompt_boxes", geometry_type="Polygon")
+    pyogrio.write_dataframe(points_frame(result), path, layer="prompt_points", geometry_type="Point")
+    pyogrio.write_dataframe(runs_frame(result), path, layer="runs")
+
+
+def _common(result: SegmentationResult, count: int) -> dict[str, object]:
+    """The run attributes every feature carries."""
+    created = pd.Timestamp(result.created_at)
+    return {
+        "run_id": [result.run_id] * count,
+        "question": [result.question] * count,
+        "status": [result.status.value] * count,
+        "model": [result.model] * count,
+        "segmenter": [result.segmenter] * count,
+        "source": [result.tile.source] * count,
+        "created_at": pd.Series([created] * count, dtype="datetime64[ms, UTC]"),
+    }
+
+
+def segments_frame(result: SegmentationResult) -> gpd.GeoDataFrame:
+    polygons = result.polygons
+    columns = _common(result, len(polygons))
+    columns["area_m2"] = polygons["area_m2"].to_numpy()
+    return gpd.GeoDataFrame(columns, geometry=polygons.geometry.to_numpy(), crs=result.crs)
+
+
+def boxes_frame(result: SegmentationResult) -> gpd.GeoDataFrame:
+    boxed = [i for i in result.instances if i.box_map is not None]
+    columns = _common(result, len(boxed))
+    columns["instance"] = pd.Series([i.index for i in boxed], dtype="int32")
+    for axis, position in (("x1", 0), ("y1", 1), ("x2", 2), ("y2", 3)):
+        columns[f"view_{axis}"] = pd.Series([i.view.box_xyxy[position] for i in boxed], dtype="float64")
+        columns[f"px_{axis}"] = pd.Series([i.pixel.box_xyxy[position] for i in boxed], dtype="float64")
+    columns["reasoning"] = [result.reasoning] * len(boxed)
+    geometry = gpd.GeoSeries([i.box_map for i in boxed], crs=result.crs)
+    return gpd.GeoDataFrame(columns, geometry=geometry)
+
+
+def points_frame(result: SegmentationResult) -> gpd.GeoDataFrame:
+    rows = [
+        (instance, k, view_xy, pixel_xy, point)
+        for instance in result.instances
+        for k, (view_xy, pixel_xy, point) in enumerate(
+            zip(instance.view.points_xy or (), instance.pixel.points_xy or (), instance.points_map)
+        )
+    ]
+    columns = _common(result, len(rows))
+    columns["instance"] = pd.Series([r[0].index for r in rows], dtype="int32")
+    columns["point"] = pd.Series([r[1] for r in rows], dtype="int32")
+    columns["label"] = pd.Series([1] * len(rows), dtype="int32")
+    columns["view_x"] = pd.Series([r[2][0] for r in rows], dtype="float64")
+    columns["view_y"] = pd.Series([r[2][1] for r in rows], dtype="float64")
+    columns["px_x"] = pd.Series([r[3][0] for r in rows], dtype="float64")
+    columns["px_y"] = pd.Series([r[3][1] for r in rows], dtype="float64")
+    return gpd.GeoDataFrame(columns, geometry=gpd.GeoSeries([r[4] for r in rows], crs=result.crs))
+
+
+def runs_frame(result: SegmentationResult) -> pd.DataFrame:
+    tile = result.tile
+    window = tile.window
+    row = {key: values[0] for key, values in _common(result, 1).items()}
+    row.update(
+        message=result.message,
+        reasoning=result.reasoning,
+        raw_answer=result.raw_answer,
+        crs=tile.crs.to_string() if tile.crs else "",
+        crs_wkt=tile.crs.to_wkt() if tile.crs else "",
+        window_col_off=int(window.col_off) if window else 0,
+        window_row_off=int(window.row_off) if window else 0,
+        window_width=int(window.width) if window else tile.width,
+        window_height=int(window.height) if window else tile.height,
+        tile_width=tile.width,
+        tile_height=tile.height,
+        scale_x=tile.scale_xy[0],
+        scale_y=tile.scale_xy[1],
+        notes=" | ".join(tile.notes),
+        polygon_count=len(result.polygons),
+        total_area_m2=result.total_area_m2,
+        new_tokens=result.new_tokens,
+        timings_s=json.dumps({k: round(v, 6) for k, v in result.timings_s.items()}),
+        think2seg_version=__version__,
+    )
+    frame = pd.DataFrame([row])
+    frame["created_at"] = frame["created_at"].astype("datetime64[ms, UTC]")
+    return frame

@@ -1,0 +1,76 @@
+"""Shared fixtures: tiny models built once per session, generated rasters, a box segmenter."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from think2seg.answer import InstancePrompt
+from think2seg.engine import Engine
+from think2seg.models.base import Generation
+from think2seg.testing.tiny_lvlm import TEST_ANSWERS, cached_tiny_lvlm
+from think2seg.testing.tiny_sam import build_tiny_sam2
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
+
+
+@pytest.fixture(scope="session")
+def tiny_lvlm_dir(request: pytest.FixtureRequest) -> Path:
+    """The trained tiny Qwen2.5-VL (cached in .pytest_cache between runs)."""
+    return cached_tiny_lvlm(Path(request.config.cache.mkdir("think2seg-models")), TEST_ANSWERS)
+
+
+@pytest.fixture(scope="session")
+def tiny_sam2_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_sam2(tmp_path_factory.mktemp("tiny-sam2"))
+
+
+@pytest.fixture(scope="session")
+def tiny_engine(tiny_lvlm_dir: Path, tiny_sam2_dir: Path) -> Engine:
+    return Engine.load(lvlm=str(tiny_lvlm_dir), segmenter=str(tiny_sam2_dir), device="cpu")
+
+
+class BoxSegmenter:
+    """A segmenter whose mask is each prompt's box (pixel centres inside it): masks are known exactly."""
+
+    name = "box-segmenter"
+
+    def __init__(self) -> None:
+        self.calls: list[list[InstancePrompt]] = []
+
+    def encode(self, image: np.ndarray) -> tuple[int, int]:
+        return image.shape[:2]
+
+    def predict(self, embedding: tuple[int, int], prompts: Sequence[InstancePrompt]) -> np.ndarray:
+        self.calls.append(list(prompts))
+        height, width = embedding
+        cols, rows = np.arange(width) + 0.5, np.arange(height) + 0.5
+        masks = np.zeros((len(prompts), height, width), dtype=bool)
+        for k, prompt in enumerate(prompts):
+            x1, y1, x2, y2 = prompt.box_xyxy
+            masks[k] = ((rows >= y1) & (rows < y2))[:, None] & ((cols >= x1) & (cols < x2))[None, :]
+        return masks
+
+
+class FixedPrompter:
+    """A prompter that returns one fixed answer and counts its calls."""
+
+    name = "fixed-prompter"
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.calls = 0
+
+    def generate(self, view, question, *, on_text=None) -> Generation:  # noqa: ANN001
+        self.calls += 1
+        if on_text is not None:
+            on_text(self.text)
+        return Generation(self.text, new_tokens=len(self.text))
+
+
+@pytest.fixture
+def box_segmenter() -> BoxSegmenter:
+    return BoxSegmenter()
