@@ -1,0 +1,134 @@
+"""Time per stage of one `think2seg segment` call on a 1024x1024 window.
+
+    .venv/bin/python bench/segment_stages.py                 # CPU: the tiny test architectures
+    .venv/bin/python bench/segment_stages.py --device cuda   # GPU: Qwen2.5-VL-3B + SAM 2.1 small sizes
+
+Stages: read, prepare (840 view + processor), LVLM prefill, LVLM decode, parse, SAM image encoding,
+SAM decoding, vectorize, write (GeoPackage). The models have random weights, so the LVLM is made
+to write exactly --new-tokens tokens and its text is then replaced by a fixed two-instance answer
+(below), so SAM and the later stages run as they would on a real answer. The window is the bundled
+sample scene resampled to --size pixels. Prints mean seconds per stage over --repeats runs after
+one warm-up, the share of the non-model stages, and on CUDA the peak GPU memory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import rasterio
+import torch
+from rasterio.enums import Resampling
+
+from think2seg.engine import Engine
+from think2seg.geo.read import read_tile
+from think2seg.models.base import Generation, Prompter
+from think2seg.models.device import plan_device
+from think2seg.models.qwen import QwenPrompter
+from think2seg.output.gpkg import write_gpkg
+from think2seg.testing.real_arch import random_qwen25vl_3b, random_sam21_small
+from think2seg.testing.tiny_lvlm import save_untrained_tiny_lvlm
+from think2seg.testing.tiny_sam import build_tiny_sam2
+from think2seg.timing import MODEL_STAGES, STAGES, StageTimer
+
+SAMPLE = Path(__file__).resolve().parents[1] / "resources" / "sample" / "riverside.tif"
+QUESTION = "segment the river"
+ANSWER = (
+    "<think>The river runs from the top to the bottom of the scene.</think> <answer>```json["
+    '{"bbox_2d": [250,0,480,420], "positive_points": [[400,100], [380,300]]}, '
+    '{"bbox_2d": [200,420,420,840], "positive_points": [[280,600], [290,760]]}]```</answer>'
+)
+
+
+class FixedText:
+    """Runs the real prompter (so its cost is measured) and hands on a fixed answer text."""
+
+    def __init__(self, inner: Prompter, text: str) -> None:
+        self.inner, self.text, self.name = inner, text, inner.name
+
+    def generate(self, view, question, *, on_text=None) -> Generation:  # noqa: ANN001
+        return dataclasses.replace(self.inner.generate(view, question), text=self.text)
+
+
+def window_raster(folder: Path, size: int) -> Path:
+    """The sample scene resampled to size x size pixels (same footprint, finer pixels)."""
+    with rasterio.open(SAMPLE) as src:
+        data = src.read(out_shape=(src.count, size, size), resampling=Resampling.bilinear)
+        profile = src.profile | {"width": size, "height": size, "transform": src.transform * src.transform.scale(src.width / size)}
+    path = folder / "window.tif"
+    with rasterio.open(path, "w", **(profile | {"compress": "deflate", "photometric": "RGB"})) as dst:
+        dst.write(data)
+    return path
+
+
+def build_engine(arch: str, device: str, folder: Path, new_tokens: int) -> Engine:
+    plan = plan_device(device)
+    if arch == "real":
+        prompter, segmenter = random_qwen25vl_3b(plan, new_tokens=new_tokens), random_sam21_small(plan)
+    else:
+        loaded = Engine.load(
+            lvlm=str(save_untrained_tiny_lvlm(folder / "lvlm")), segmenter=str(build_tiny_sam2(folder / "sam2")), device=device
+        )
+        prompter, segmenter = loaded.prompter, loaded.segmenter
+        assert isinstance(prompter, QwenPrompter)
+        prompter.max_new_tokens = prompter.min_new_tokens = new_tokens
+    return Engine(FixedText(prompter, ANSWER), segmenter)
+
+
+def run_once(engine: Engine, raster: Path, out: Path) -> tuple[dict[str, float], int]:
+    timer = StageTimer()
+    with timer.stage("read"):
+        tile = read_tile(raster)
+    result = engine.segment_tile(tile, QUESTION, timer=timer)
+    with timer.stage("write"):
+        write_gpkg(result, out, overwrite=True)
+    return dict(timer.seconds), len(result.polygons)
+
+
+def report(runs: list[dict[str, float]], polygons: int, args: argparse.Namespace) -> None:
+    means = {stage: statistics.mean(run.get(stage, 0.0) for run in runs) for stage in STAGES}
+    total = sum(means.values())
+    print(f"\n{args.arch} architectures on {plan_device(args.device).label}, {args.size}x{args.size} window, "
+          f"{args.new_tokens} new tokens, {polygons} polygons, mean of {len(runs)} runs")
+    print(f"{'stage':<14}{'seconds':>10}{'share':>9}")
+    for stage, seconds in means.items():
+        print(f"{stage:<14}{seconds:>10.4f}{seconds / total:>9.1%}")
+    non_model = sum(s for stage, s in means.items() if stage not in MODEL_STAGES)
+    print(f"{'total':<14}{total:>10.4f}")
+    print(f"non-model stages: {non_model:.4f} s = {non_model / total:.1%} of the total")
+    print(f"LVLM decode: {args.new_tokens / means['lvlm_decode']:.1f} tokens/s")
+    if torch.cuda.is_available() and plan_device(args.device).device.type == "cuda":
+        print(f"peak GPU memory: {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--arch", choices=("tiny", "real"), help="default: real on CUDA, tiny on CPU")
+    parser.add_argument("--size", type=int, default=1024)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--new-tokens", type=int, default=128)
+    args = parser.parse_args(argv)
+    on_cuda = plan_device(args.device).device.type == "cuda"
+    args.arch = args.arch or ("real" if on_cuda else "tiny")
+    torch.manual_seed(0)
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        raster = window_raster(folder, args.size)
+        engine = build_engine(args.arch, args.device, folder, args.new_tokens)
+        run_once(engine, raster, folder / "warmup.gpkg")
+        if on_cuda:
+            torch.cuda.reset_peak_memory_stats()
+        results = [run_once(engine, raster, folder / "out.gpkg") for _ in range(args.repeats)]
+    report([r[0] for r in results], results[-1][1], args)
+    return 0
+
+
+if __name__ == "__main__":
+    np.set_printoptions(precision=4)
+    sys.exit(main())
