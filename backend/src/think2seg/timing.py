@@ -19,7 +19,8 @@ STAGES = (
 )
 """The stages in pipeline order; `prepare` is the 840 view and the processor's input tensors."""
 
-MODEL_STAGES = frozenset({"lvlm_prefill", "lvlm_decode", "sam_encode", "sam_decode"})
+NON_MODEL_STAGES = ("read", "parse", "vectorize", "write")
+"""The glue around the models; `prepare` (building model inputs) is counted with the LVLM."""
 
 
 class StageTimer:

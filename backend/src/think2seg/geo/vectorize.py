@@ -33,7 +33,10 @@ def mask_to_polygons(
         keep &= valid
     if not keep.any():
         return []
-    pieces = features.shapes(keep.astype(np.uint8), mask=keep, connectivity=4, transform=Affine.identity())
+    rows, cols = np.flatnonzero(keep.any(axis=1)), np.flatnonzero(keep.any(axis=0))
+    row0, col0 = int(rows[0]), int(cols[0])
+    crop = keep[row0 : rows[-1] + 1, col0 : cols[-1] + 1]  # polygonize only where the mask is
+    pieces = features.shapes(crop.astype(np.uint8), mask=crop, connectivity=4, transform=Affine.translation(col0, row0))
     polygons = np.array([_polygon(geometry["coordinates"]) for geometry, _value in pieces], dtype=object)
     if simplify_px > 0:
         polygons = _repaired(shapely.simplify(polygons, simplify_px, preserve_topology=True))

@@ -36,6 +36,7 @@ def check_output_path(path: str | os.PathLike[str], *, overwrite: bool, suffixes
 def atomic_output(target: Path, *, overwrite: bool) -> Iterator[Path]:
     """Yield a temporary path in ``target``'s folder; on success it replaces ``target`` in one rename.
 
+    The file is flushed to disk before the rename, so writers may skip their own per-step syncs.
     On any error the temporary file is removed and ``target`` is left as it was.
     """
     if target.exists() and not overwrite:
@@ -47,6 +48,21 @@ def atomic_output(target: Path, *, overwrite: bool) -> Iterator[Path]:
     try:
         temporary = workdir / target.name
         yield temporary
+        _fsync(temporary)
         os.replace(temporary, target)
+        _fsync(target.parent)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _fsync(path: Path) -> None:
+    """Flush a file (or a folder's entries) to disk, so a renamed output is complete after a crash."""
+    flags = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) if path.is_dir() else os.O_RDONLY
+    try:
+        descriptor = os.open(path, flags)
+    except OSError:  # folders cannot be opened on Windows; their entries are durable there anyway
+        return
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)

@@ -7,8 +7,11 @@ answer, the window and the timings. The file is written beside the target and re
 
 from __future__ import annotations
 
+import functools
 import json
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import geopandas as gpd
@@ -34,17 +37,32 @@ def write_gpkg(result: SegmentationResult, path: Path, *, overwrite: bool = Fals
 
 
 def _write_layers(result: SegmentationResult, path: Path) -> None:
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), _sqlite_unsynchronized():
         # Pixel-coordinate results have no CRS on purpose; the runs table says so.
         warnings.filterwarnings("ignore", message="'crs' was not provided", category=UserWarning)
         _write_all(result, path)
 
 
+@contextmanager
+def _sqlite_unsynchronized() -> Iterator[None]:
+    """Skip SQLite's fsync after each layer: the file is new and atomic_output syncs it once."""
+    previous = pyogrio.get_gdal_config_option(_SYNC_OPTION)
+    pyogrio.set_gdal_config_options({_SYNC_OPTION: "OFF"})
+    try:
+        yield
+    finally:
+        pyogrio.set_gdal_config_options({_SYNC_OPTION: previous})
+
+
+_SYNC_OPTION = "OGR_SQLITE_SYNCHRONOUS"
+
+
 def _write_all(result: SegmentationResult, path: Path) -> None:
-    pyogrio.write_dataframe(segments_frame(result), path, layer="segments", geometry_type="Polygon")
-    pyogrio.write_dataframe(boxes_frame(result), path, layer="prompt_boxes", geometry_type="Polygon")
-    pyogrio.write_dataframe(points_frame(result), path, layer="prompt_points", geometry_type="Point")
-    pyogrio.write_dataframe(runs_frame(result), path, layer="runs")
+    write = functools.partial(pyogrio.write_dataframe, path=path, driver="GPKG")
+    write(segments_frame(result), layer="segments", geometry_type="Polygon")
+    write(boxes_frame(result), layer="prompt_boxes", geometry_type="Polygon")
+    write(points_frame(result), layer="prompt_points", geometry_type="Point")
+    write(runs_frame(result), layer="runs")
 
 
 def _common(result: SegmentationResult, count: int) -> dict[str, object]:
