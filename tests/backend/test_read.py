@@ -2,6 +2,8 @@ import numpy as np
 import pytest
 import rasterio
 from affine import Affine
+from rasterio.control import GroundControlPoint
+from rasterio.crs import CRS
 from rasterio.enums import ColorInterp
 
 from rasters import UTM_TRANSFORM, scene, write_raster
@@ -80,6 +82,19 @@ def test_no_crs_refused_unless_pixel_coordinates(tmp_path):
     assert tile.crs is None
     assert tile.transform == Affine.translation(5, 2)
     assert (tile.width, tile.height) == (10, 10)
+
+
+def test_crs_without_geotransform_and_gcp_only_rasters_refused(tmp_path):
+    path = write_raster(tmp_path / "a.tif", scene(20, 30), transform=Affine.identity())
+    with pytest.raises(MissingCRSError, match="no geotransform"):
+        read_tile(path)
+    gcps = [GroundControlPoint(row, col, 512000 + col, 5262000 - row) for row, col in ((0, 0), (0, 30), (20, 0))]
+    path = write_raster(tmp_path / "g.tif", scene(20, 30), crs=None, transform=Affine.identity())
+    with rasterio.open(path, "r+") as dst:
+        dst.gcps = (gcps, CRS.from_epsg(32633))
+    with pytest.raises(MissingCRSError, match="gdalwarp"):
+        read_tile(path)
+    assert read_tile(path, pixel_coords=True).crs is None
 
 
 def test_nodata_excluded_from_mask_and_zeroed(tmp_path):

@@ -13,6 +13,7 @@ import os
 import uuid
 from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
+from typing import Any
 
 import numpy as np
 from affine import Affine
@@ -72,12 +73,12 @@ class Engine:
         on_text: TextCallback | None = None,
     ) -> SegmentationResult:
         """Segment a window of a raster file: ``bounds`` (minx, miny, maxx, maxy, raster CRS) or all of it."""
-        question = validate_question(question)
-        timer = StageTimer()
-        with timer.stage("read"):
-            tile = read_tile(path, bounds=bounds, max_side_px=max_side_px, pixel_coords=pixel_coords)
-        return self.segment_tile(
-            tile, question, simplify_px=simplify_px, min_area_m2=min_area_m2, on_text=on_text, timer=timer
+        return self._read_and_segment(
+            lambda: read_tile(path, bounds=bounds, max_side_px=max_side_px, pixel_coords=pixel_coords),
+            question,
+            simplify_px=simplify_px,
+            min_area_m2=min_area_m2,
+            on_text=on_text,
         )
 
     def segment_array(
@@ -95,15 +96,22 @@ class Engine:
         on_text: TextCallback | None = None,
     ) -> SegmentationResult:
         """Segment an in-memory (H, W[, C]) image whose pixel corners map to ``crs`` through ``transform``."""
-        question = validate_question(question)
+        return self._read_and_segment(
+            lambda: tile_from_array(
+                array, transform=transform, crs=crs, valid=valid, nodata=nodata, pixel_coords=pixel_coords
+            ),
+            question,
+            simplify_px=simplify_px,
+            min_area_m2=min_area_m2,
+            on_text=on_text,
+        )
+
+    def _read_and_segment(self, read: Callable[[], Tile], question: str, **options: Any) -> SegmentationResult:
+        question = validate_question(question)  # before reading: a bad question costs nothing
         timer = StageTimer()
         with timer.stage("read"):
-            tile = tile_from_array(
-                array, transform=transform, crs=crs, valid=valid, nodata=nodata, pixel_coords=pixel_coords
-            )
-        return self.segment_tile(
-            tile, question, simplify_px=simplify_px, min_area_m2=min_area_m2, on_text=on_text, timer=timer
-        )
+            tile = read()
+        return self.segment_tile(tile, question, timer=timer, **options)
 
     def segment_tile(
         self,

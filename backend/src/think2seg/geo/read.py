@@ -49,11 +49,8 @@ def read_tile(
     path = Path(path)
     with _open(path) as src:
         _probe(src, path)
-        if src.crs is None and not pixel_coords:
-            raise MissingCRSError(
-                f"{path} has no CRS: assign one (gdal_edit.py -a_srs EPSG:XXXX {path.name}) "
-                "or accept pixel coordinates with --pixel-coords"
-            )
+        if not pixel_coords:
+            _check_georeference(src, path)
         base = Affine.identity() if pixel_coords else src.transform
         crs = None if pixel_coords else src.crs
         window, notes = _window(bounds, base, src.width, src.height, path)
@@ -77,6 +74,22 @@ def _open(path: Path) -> rasterio.DatasetReader:
         raise RasterError(
             f"{path} is not a raster GDAL can read ({_first_line(exc)}): give a GeoTIFF or another GDAL raster"
         ) from exc
+
+
+def _check_georeference(src: rasterio.DatasetReader, path: Path) -> None:
+    pixels_instead = "or accept pixel coordinates with --pixel-coords"
+    if src.gcps[0]:
+        raise MissingCRSError(
+            f"{path} is georeferenced by ground control points only: warp it first "
+            f"(gdalwarp -t_srs EPSG:XXXX {path.name} warped.tif) {pixels_instead}"
+        )
+    if src.crs is None:
+        raise MissingCRSError(f"{path} has no CRS: assign one (gdal_edit.py -a_srs EPSG:XXXX {path.name}) {pixels_instead}")
+    if src.transform.is_identity:
+        raise MissingCRSError(
+            f"{path} has a CRS but no geotransform, so its pixels have no map position: "
+            f"georeference it (gdal_edit.py -a_ullr ULX ULY LRX LRY {path.name}) {pixels_instead}"
+        )
 
 
 def _probe(src: rasterio.DatasetReader, path: Path) -> None:
