@@ -47,7 +47,7 @@ def read_tile(
     if max_side_px < 1:
         raise InputError(f"max_side_px must be at least 1, got {max_side_px}")
     path = Path(path)
-    with _open(path) as src:
+    with rasterio.Env(GDAL_NUM_THREADS="ALL_CPUS"), _open(path) as src:  # parallel block decoding
         _probe(src, path)
         if not pixel_coords:
             _check_georeference(src, path)
