@@ -5,12 +5,13 @@ from affine import Affine
 from rasterio.control import GroundControlPoint
 from rasterio.crs import CRS
 from rasterio.enums import ColorInterp
+from rasterio.windows import Window
 
 from rasters import UTM_TRANSFORM, scene, write_raster
 from think2seg.errors import BoundsError, MissingCRSError, RasterError
 from think2seg.geo.arrays import tile_from_array
-from think2seg.geo.bands import choose_bands, stretch_to_uint8
-from think2seg.geo.read import read_tile
+from think2seg.geo.bands import choose_bands, stretch_limits, stretch_to_uint8
+from think2seg.geo.read import RasterSource, read_tile
 
 
 def test_whole_raster_keeps_transform_and_crs(tmp_path):
@@ -162,7 +163,21 @@ def test_palette_raster_expanded_through_colour_table(tmp_path):
 
 def test_constant_band_stretches_to_zero():
     band = np.full((4, 4), 7, dtype=np.uint16)
-    assert (stretch_to_uint8(band, np.ones((4, 4), bool)) == 0).all()
+    limits = stretch_limits({1: band}, np.ones((4, 4), bool))
+    assert limits == {1: (7.0, 7.0)}
+    assert (stretch_to_uint8(band, limits[1]) == 0).all()
+
+
+def test_shared_limits_make_tiles_consistent(tmp_path):
+    data = np.tile(np.arange(64, dtype=np.uint16) * 100, (1, 64, 1))  # brighter to the east
+    path = write_raster(tmp_path / "a.tif", data)
+    with RasterSource(path) as source:
+        limits = source.stretch_limits(source.full_window)
+        left = source.read(Window(0, 0, 32, 64), limits=limits)
+        right = source.read(Window(32, 0, 32, 64), limits=limits)
+        whole = source.read(source.full_window, limits=limits)
+    assert np.array_equal(np.concatenate([left.pixels, right.pixels], axis=1), whole.pixels)
+    assert left.pixels.max() < 200 and right.pixels.min() > 40  # one stretch, not one per tile
 
 
 @pytest.mark.parametrize("size", [1, 20])

@@ -10,21 +10,24 @@ from __future__ import annotations
 
 import math
 import os
+import time
 import uuid
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
 import numpy as np
 from affine import Affine
+from PIL import Image
 from rasterio.crs import CRS
 
-from think2seg.answer import InstancePrompt, parse_answer
+from think2seg.answer import InstancePrompt, ParsedAnswer, parse_answer
 from think2seg.errors import InputError
 from think2seg.geo.arrays import tile_from_array
 from think2seg.geo.read import DEFAULT_MAX_SIDE_PX, read_tile
 from think2seg.geo.vectorize import check_min_area, polygons_frame
-from think2seg.models.base import Prompter, Segmenter
+from think2seg.models.base import Generation, Prompter, Segmenter, encode_many, generate_many
 from think2seg.models.device import plan_device
 from think2seg.models.qwen import MAX_NEW_TOKENS
 from think2seg.models.registry import load_prompter, load_segmenter
@@ -35,6 +38,30 @@ from think2seg.tile import Tile
 from think2seg.timing import StageTimer
 
 TextCallback = Callable[[str], None]
+
+NO_DATA_MESSAGE = "the window holds only nodata pixels, so no model was run: choose bounds over valid data"
+
+
+@dataclass(frozen=True, eq=False)
+class Inference:
+    """The models' answer for one tile before vectorizing: status, union mask (H, W bool, nodata
+    False), instance prompts, reasoning and the raw answer."""
+
+    tile: Tile
+    question: str
+    status: ResultStatus
+    mask: np.ndarray
+    instances: tuple[InstanceResult, ...] = ()
+    reasoning: str = ""
+    raw_answer: str = ""
+    message: str = ""
+    new_tokens: int = 0
+    timings_s: dict[str, float] = field(default_factory=dict)
+
+    @classmethod
+    def no_data(cls, tile: Tile, question: str) -> Inference:
+        mask = np.zeros((tile.height, tile.width), dtype=bool)
+        return cls(tile, question, ResultStatus.NO_DATA, mask, message=NO_DATA_MESSAGE)
 
 
 class Engine:
@@ -123,72 +150,135 @@ class Engine:
         on_text: TextCallback | None = None,
         timer: StageTimer | None = None,
     ) -> SegmentationResult:
-        """Run the models on a prepared tile. An all-nodata tile returns ``no_data`` without a model call."""
-        question = validate_question(question)
+        """Run the models on a prepared tile and vectorize the mask in the tile's CRS.
+
+        An all-nodata tile returns ``no_data`` without a model call.
+        """
         _check_vector_options(simplify_px, min_area_m2)
         check_min_area(min_area_m2, tile.crs)
         timer = timer or StageTimer()
-        if not tile.has_data:
-            return self._result(tile, question, timer, status=ResultStatus.NO_DATA, message=NO_DATA_MESSAGE)
-        with timer.stage("prepare"):
-            view = make_view(tile.pixels)
-        generation = self.prompter.generate(view, question, on_text=on_text)
-        timer.merge(
-            {"prepare": generation.prepare_s, "lvlm_prefill": generation.prefill_s, "lvlm_decode": generation.decode_s}
-        )
-        with timer.stage("parse"):
-            parsed = parse_answer(generation.text)
-        instances = _instances(parsed.instances, tile)
-        mask = self._mask(tile, instances, timer)
+        inference = self.infer(tile, question, on_text=on_text, timer=timer)
         with timer.stage("vectorize"):
             polygons = polygons_frame(
-                mask,
+                inference.mask,
                 transform=tile.transform,
                 crs=tile.crs,
                 valid=tile.valid,
                 simplify_px=simplify_px,
                 min_area_m2=min_area_m2,
             )
-        return self._result(
-            tile,
-            question,
-            timer,
-            status=ResultStatus.from_answer(parsed.status),
-            message=parsed.message,
-            mask=mask,
-            polygons=polygons,
-            instances=instances,
-            reasoning=parsed.reasoning,
-            raw_answer=parsed.raw_text,
-            new_tokens=generation.new_tokens,
-        )
-
-    def _mask(self, tile: Tile, instances: tuple[InstanceResult, ...], timer: StageTimer) -> np.ndarray:
-        if not instances:
-            return np.zeros((tile.height, tile.width), dtype=bool)
-        with timer.stage("sam_encode"):
-            embedding = self.segmenter.encode(tile.pixels)
-        with timer.stage("sam_decode"):
-            masks = self.segmenter.predict(embedding, [i.pixel for i in instances])
-        return np.logical_or.reduce(masks, axis=0) & tile.valid
-
-    def _result(self, tile: Tile, question: str, timer: StageTimer, **fields: object) -> SegmentationResult:
-        fields.setdefault("mask", np.zeros((tile.height, tile.width), dtype=bool))
-        fields.setdefault("polygons", polygons_frame(fields["mask"], transform=tile.transform, crs=tile.crs))
-        fields.setdefault("instances", ())
         return SegmentationResult(
             run_id=uuid.uuid4().hex,
-            question=question,
+            question=inference.question,
+            status=inference.status,
             tile=tile,
+            mask=inference.mask,
+            polygons=polygons,
+            instances=inference.instances,
             model=self.prompter.name,
             segmenter=self.segmenter.name,
             created_at=datetime.now(timezone.utc),
+            reasoning=inference.reasoning,
+            raw_answer=inference.raw_answer,
+            message=inference.message,
+            new_tokens=inference.new_tokens,
             timings_s=dict(timer.seconds),
-            **fields,  # type: ignore[arg-type]
         )
 
+    def infer(
+        self,
+        tile: Tile,
+        question: str,
+        *,
+        on_text: TextCallback | None = None,
+        view: Image.Image | None = None,
+        timer: StageTimer | None = None,
+    ) -> Inference:
+        """The models' answer and mask for one tile (no vectorizing); see :meth:`infer_batch`."""
+        timers = [timer] if timer is not None else None
+        views = [view] if view is not None else None
+        return self.infer_batch([tile], question, views=views, timers=timers, on_text=on_text)[0]
 
-NO_DATA_MESSAGE = "the window holds only nodata pixels, so no model was run: choose bounds over valid data"
+    def infer_batch(
+        self,
+        tiles: Sequence[Tile],
+        question: str,
+        *,
+        views: Sequence[Image.Image | None] | None = None,
+        timers: Sequence[StageTimer] | None = None,
+        on_text: TextCallback | None = None,
+    ) -> list[Inference]:
+        """Answer ``question`` for several tiles at once (one LVLM batch, one SAM encoding batch).
+
+        ``views`` may hold precomputed 840x840 views (None where not); ``timers`` one timer per
+        tile, which receives that tile's share of batched stages. ``on_text`` needs a single tile.
+        Tiles without data get ``no_data`` and cost no model call.
+        """
+        question = validate_question(question)
+        if on_text is not None and len(tiles) != 1:
+            raise InputError("streaming text (on_text) works for one tile at a time")
+        timers = list(timers) if timers is not None else [StageTimer() for _ in tiles]
+        views = list(views) if views is not None else [None] * len(tiles)
+        results: list[Inference | None] = [
+            None if tile.has_data else Inference.no_data(tile, question) for tile in tiles
+        ]
+        live = [i for i, tile in enumerate(tiles) if tile.has_data]
+        if live:
+            answers = self._answers([tiles[i] for i in live], question, [views[i] for i in live], [timers[i] for i in live], on_text)
+            masks = self._masks(answers, [timers[i] for i in live])
+            for index, (tile, generation, parsed, instances), mask in zip(live, answers, masks):
+                results[index] = Inference(
+                    tile=tile,
+                    question=question,
+                    status=ResultStatus.from_answer(parsed.status),
+                    mask=mask,
+                    instances=instances,
+                    reasoning=parsed.reasoning,
+                    raw_answer=parsed.raw_text,
+                    message=parsed.message,
+                    new_tokens=generation.new_tokens,
+                )
+        for result, timer in zip(results, timers):
+            result.timings_s.update(timer.seconds)  # type: ignore[union-attr]
+        return results  # type: ignore[return-value]
+
+    def _answers(
+        self,
+        tiles: list[Tile],
+        question: str,
+        views: list[Image.Image | None],
+        timers: list[StageTimer],
+        on_text: TextCallback | None,
+    ) -> list[tuple[Tile, Generation, ParsedAnswer, tuple[InstanceResult, ...]]]:
+        ready = []
+        for tile, view, timer in zip(tiles, views, timers):
+            with timer.stage("prepare"):
+                ready.append(view if view is not None else make_view(tile.pixels))
+        generations = generate_many(self.prompter, ready, question, on_text=on_text)
+        answers = []
+        for tile, generation, timer in zip(tiles, generations, timers):
+            timer.merge({"prepare": generation.prepare_s, "lvlm_prefill": generation.prefill_s, "lvlm_decode": generation.decode_s})
+            with timer.stage("parse"):
+                parsed = parse_answer(generation.text)
+            answers.append((tile, generation, parsed, _instances(parsed.instances, tile)))
+        return answers
+
+    def _masks(self, answers: list, timers: list[StageTimer]) -> list[np.ndarray]:
+        """Union mask per tile; one batched SAM encoding for the tiles that have instances."""
+        masks = [np.zeros((tile.height, tile.width), dtype=bool) for tile, *_ in answers]
+        todo = [i for i, (_tile, _g, _p, instances) in enumerate(answers) if instances]
+        if not todo:
+            return masks
+        start = time.perf_counter()
+        embeddings = encode_many(self.segmenter, [answers[i][0].pixels for i in todo])
+        share = (time.perf_counter() - start) / len(todo)
+        for index, embedding in zip(todo, embeddings):
+            tile, _generation, _parsed, instances = answers[index]
+            timers[index].add("sam_encode", share)
+            with timers[index].stage("sam_decode"):
+                instance_masks = self.segmenter.predict(embedding, [i.pixel for i in instances])
+            masks[index] = np.logical_or.reduce(instance_masks, axis=0) & tile.valid
+        return masks
 
 
 def _instances(prompts: Sequence[InstancePrompt], tile: Tile) -> tuple[InstanceResult, ...]:

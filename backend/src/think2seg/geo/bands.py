@@ -47,19 +47,36 @@ def choose_bands(colorinterp: tuple[ColorInterp, ...]) -> BandChoice:
     return BandChoice((first, first, first), alpha)
 
 
-def stretch_to_uint8(band: np.ndarray, valid: np.ndarray) -> np.ndarray:
-    """Map one band to uint8 with a 2-98 percentile stretch over the ``valid`` pixels.
+StretchLimits = dict[int, tuple[float, float]]
+"""Per band index, the (low, high) values mapped to 0 and 255."""
 
-    uint8 data is returned unchanged. A band whose valid pixels are constant maps to 0.
+
+def stretch_limits(bands: dict[int, np.ndarray], valid: np.ndarray) -> StretchLimits:
+    """The 2nd and 98th percentile of each non-uint8 band over the ``valid`` pixels.
+
+    Falls back to the min and max when the percentiles coincide; bands without valid pixels or
+    with constant values get (0, 0), which maps everything to 0.
     """
-    if band.dtype == np.uint8:
-        return band
-    values = band[valid]
-    if values.size == 0:
-        return np.zeros(band.shape, dtype=np.uint8)
-    low, high = np.percentile(values.astype(np.float64), STRETCH_PERCENTILES)
-    if high <= low:
-        low, high = float(values.min()), float(values.max())
+    limits: StretchLimits = {}
+    for index, band in bands.items():
+        if band.dtype == np.uint8:
+            continue
+        values = band[valid].astype(np.float64)
+        if values.size == 0:
+            limits[index] = (0.0, 0.0)
+            continue
+        low, high = (float(v) for v in np.percentile(values, STRETCH_PERCENTILES))
+        if high <= low:
+            low, high = float(values.min()), float(values.max())
+        limits[index] = (low, high)
+    return limits
+
+
+def stretch_to_uint8(band: np.ndarray, limits: tuple[float, float] | None) -> np.ndarray:
+    """Map one band linearly from ``limits`` (low, high) to 0..255; uint8 data is returned as is."""
+    if band.dtype == np.uint8 or limits is None:
+        return band.astype(np.uint8, copy=False)
+    low, high = limits
     if high <= low:
         return np.zeros(band.shape, dtype=np.uint8)
     scaled = (band.astype(np.float64) - low) * (255.0 / (high - low))
@@ -75,9 +92,18 @@ def finite_mask(data: np.ndarray) -> np.ndarray:
 
 
 def to_rgb(
-    bands: dict[int, np.ndarray], choice: BandChoice, valid: np.ndarray, colormap: dict | None = None
+    bands: dict[int, np.ndarray],
+    choice: BandChoice,
+    valid: np.ndarray,
+    *,
+    colormap: dict | None = None,
+    limits: StretchLimits | None = None,
 ) -> np.ndarray:
-    """Compose the (H, W, 3) uint8 RGB image from the read bands; invalid pixels become 0."""
+    """Compose the (H, W, 3) uint8 RGB image from the read bands; invalid pixels become 0.
+
+    Non-uint8 bands are stretched with ``limits`` when given (e.g. computed once for a whole
+    batch run), else with limits computed from these pixels.
+    """
     if choice.palette and colormap:
         lut = np.zeros((256, 3), dtype=np.uint8)
         for value, rgba in colormap.items():
@@ -85,7 +111,8 @@ def to_rgb(
                 lut[value] = rgba[:3]
         rgb = lut[np.clip(bands[1], 0, 255).astype(np.intp)]
     else:
-        stretched = {index: stretch_to_uint8(data, valid) for index, data in bands.items()}
+        limits = limits if limits is not None else stretch_limits(bands, valid)
+        stretched = {index: stretch_to_uint8(data, limits.get(index)) for index, data in bands.items()}
         rgb = np.stack([stretched[i] for i in choice.rgb], axis=-1)
     rgb = np.ascontiguousarray(rgb, dtype=np.uint8)
     rgb[~valid] = 0

@@ -1,8 +1,8 @@
-"""Read a window of any GDAL raster into a :class:`~think2seg.tile.Tile`.
+"""Read windows of any GDAL raster into :class:`~think2seg.tile.Tile` objects.
 
-The window is snapped outward to whole source pixels, so the tile's transform is exactly the
-source transform at the window's offset (scaled when the window is read decimated). Nodata, alpha
-and NaN pixels are marked invalid and excluded from the stretch statistics.
+A window is snapped outward to whole source pixels, so the tile's transform is exactly the source
+transform at the window's offset (scaled when the window is read decimated). Nodata, alpha and NaN
+pixels are marked invalid and excluded from the stretch statistics.
 """
 
 from __future__ import annotations
@@ -16,13 +16,12 @@ from pathlib import Path
 import numpy as np
 import rasterio
 from affine import Affine
-from rasterio.crs import CRS
 from rasterio.enums import Resampling
 from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from rasterio.windows import Window
 
 from think2seg.errors import BoundsError, InputError, MissingCRSError, RasterError
-from think2seg.geo.bands import choose_bands, finite_mask, to_rgb
+from think2seg.geo.bands import StretchLimits, choose_bands, finite_mask, stretch_limits, to_rgb
 from think2seg.tile import Tile
 
 DEFAULT_MAX_SIDE_PX = 2048
@@ -44,21 +43,125 @@ def read_tile(
     given in those coordinates too. Raises :class:`RasterError`, :class:`MissingCRSError` or
     :class:`BoundsError` with a message that says what to do.
     """
-    if max_side_px < 1:
-        raise InputError(f"max_side_px must be at least 1, got {max_side_px}")
-    path = Path(path)
-    with rasterio.Env(GDAL_NUM_THREADS="ALL_CPUS"), _open(path) as src:  # parallel block decoding
-        _probe(src, path)
-        if not pixel_coords:
-            _check_georeference(src, path)
-        base = Affine.identity() if pixel_coords else src.transform
-        crs = None if pixel_coords else src.crs
-        window, notes = _window(bounds, base, src.width, src.height, path)
+    with RasterSource(path, pixel_coords=pixel_coords) as source:
+        window, notes = source.window_for(bounds)
+        return source.read(window, max_side_px=max_side_px, notes=notes)
+
+
+class RasterSource:
+    """An open raster for repeated window reads. Not thread-safe: read from one thread at a time.
+
+    ``transform`` maps source pixel corners to map coordinates in ``crs`` (identity and None when
+    the caller accepted pixel coordinates).
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, pixel_coords: bool = False) -> None:
+        self.path = Path(path)
+        self._dataset = _open(self.path)
+        try:
+            _probe(self._dataset, self.path)
+            if not pixel_coords:
+                _check_georeference(self._dataset, self.path)
+        except RasterError:
+            self._dataset.close()
+            raise
+        self.transform = Affine.identity() if pixel_coords else self._dataset.transform
+        self.crs = None if pixel_coords else self._dataset.crs
+        self.width, self.height = self._dataset.width, self._dataset.height
+        self._bands = choose_bands(self._dataset.colorinterp)
+
+    def __enter__(self) -> RasterSource:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._dataset.close()
+
+    @property
+    def full_window(self) -> Window:
+        return Window(0, 0, self.width, self.height)
+
+    def window_for(self, bounds: Sequence[float] | None) -> tuple[Window, tuple[str, ...]]:
+        """The whole-pixel window covering ``bounds`` (or the raster), and notes about clipping."""
+        if bounds is None:
+            return self.full_window, ()
+        return window_for_bounds(bounds, self.transform, self.width, self.height, self.path.name)
+
+    def read(
+        self,
+        window: Window,
+        *,
+        max_side_px: int | None = None,
+        limits: StretchLimits | None = None,
+        notes: tuple[str, ...] = (),
+    ) -> Tile:
+        """Read ``window`` (decimated beyond ``max_side_px``); ``limits`` fixes the stretch."""
         out_w, out_h = _out_shape(window, max_side_px)
         try:
-            return _read(src, window, (out_w, out_h), base, crs, str(path), notes, max_side_px)
+            with rasterio.Env(GDAL_NUM_THREADS="ALL_CPUS"):  # parallel block decoding
+                bands, valid = self._read_bands(window, out_w, out_h)
         except RasterioError as exc:
-            raise RasterError(f"cannot read {path}: {exc}; the file may be damaged, check it with gdalinfo") from exc
+            raise RasterError(
+                f"cannot read {self.path}: {exc}; the file may be damaged, check it with gdalinfo"
+            ) from exc
+        colormap = self._dataset.colormap(1) if self._bands.palette else None
+        pixels = to_rgb(bands, self._bands, valid, colormap=colormap, limits=limits)
+        scale = (window.width / out_w, window.height / out_h)
+        transform = self.transform @ Affine.translation(window.col_off, window.row_off) @ Affine.scale(*scale)
+        if scale != (1.0, 1.0):
+            notes = notes + (
+                f"the {int(window.width)}x{int(window.height)} px window is larger than max_side_px "
+                f"{max_side_px}: read decimated to {out_w}x{out_h} px ({scale[0]:.3g}x coarser)",
+            )
+        return Tile(pixels, valid, transform, self.crs, str(self.path), window, scale, notes)
+
+    def stretch_limits(self, window: Window, *, sample_side_px: int = 1024) -> StretchLimits:
+        """Stretch limits of ``window`` from a decimated read, so every tile of a run shares them."""
+        out_w, out_h = _out_shape(window, sample_side_px)
+        with rasterio.Env(GDAL_NUM_THREADS="ALL_CPUS"):
+            bands, valid = self._read_bands(window, out_w, out_h)
+        return stretch_limits(bands, valid)
+
+    def _read_bands(self, window: Window, out_w: int, out_h: int) -> tuple[dict[int, np.ndarray], np.ndarray]:
+        decimated = (out_w, out_h) != (int(window.width), int(window.height))
+        indexes = self._bands.unique
+        data = self._dataset.read(
+            indexes,
+            window=window,
+            out_shape=(len(indexes), out_h, out_w),
+            resampling=Resampling.average if decimated else Resampling.nearest,
+        )
+        valid = self._dataset.dataset_mask(window=window, out_shape=(out_h, out_w)) > 0
+        valid &= finite_mask(data)
+        return dict(zip(indexes, data)), valid
+
+
+def window_for_bounds(
+    bounds: Sequence[float], transform: Affine, width: int, height: int, name: str
+) -> tuple[Window, tuple[str, ...]]:
+    """The window of whole pixels covering ``bounds`` (map units), clipped to the raster.
+
+    Raises :class:`BoundsError` when the bounds are malformed or miss the raster.
+    """
+    minx, miny, maxx, maxy = _check_bounds(bounds)
+    inverse = ~transform
+    cols, rows = zip(*(inverse @ (x, y) for x in (minx, maxx) for y in (miny, maxy)))
+    col0 = math.floor(min(cols) + _SNAP_TOLERANCE_PX)
+    row0 = math.floor(min(rows) + _SNAP_TOLERANCE_PX)
+    col1 = math.ceil(max(cols) - _SNAP_TOLERANCE_PX)
+    row1 = math.ceil(max(rows) - _SNAP_TOLERANCE_PX)
+    c0, r0, c1, r1 = max(col0, 0), max(row0, 0), min(col1, width), min(row1, height)
+    if c1 <= c0 or r1 <= r0:
+        raise BoundsError(
+            f"bounds {list(bounds)} lie outside {name}, whose extent is {_extent(transform, width, height)} "
+            "in its CRS: give bounds that overlap the raster"
+        )
+    notes = ()
+    if (c0, r0, c1, r1) != (col0, row0, col1, row1):
+        notes = ("the bounds reach past the raster's edge; the window was clipped to the raster",)
+    return Window(c0, r0, c1 - c0, r1 - r0), notes
 
 
 def _open(path: Path) -> rasterio.DatasetReader:
@@ -108,31 +211,6 @@ def _first_line(exc: Exception) -> str:
     return text[0] if text else type(exc).__name__
 
 
-def _window(
-    bounds: Sequence[float] | None, transform: Affine, width: int, height: int, path: Path
-) -> tuple[Window, tuple[str, ...]]:
-    if bounds is None:
-        return Window(0, 0, width, height), ()
-    minx, miny, maxx, maxy = _check_bounds(bounds)
-    inverse = ~transform
-    cols, rows = zip(*(inverse @ (x, y) for x in (minx, maxx) for y in (miny, maxy)))
-    col0 = math.floor(min(cols) + _SNAP_TOLERANCE_PX)
-    row0 = math.floor(min(rows) + _SNAP_TOLERANCE_PX)
-    col1 = math.ceil(max(cols) - _SNAP_TOLERANCE_PX)
-    row1 = math.ceil(max(rows) - _SNAP_TOLERANCE_PX)
-    c0, r0, c1, r1 = max(col0, 0), max(row0, 0), min(col1, width), min(row1, height)
-    if c1 <= c0 or r1 <= r0:
-        extent = _extent(transform, width, height)
-        raise BoundsError(
-            f"bounds {list(bounds)} lie outside {path.name}, whose extent is {extent} in its CRS: "
-            "give bounds that overlap the raster"
-        )
-    notes = ()
-    if (c0, r0, c1, r1) != (col0, row0, col1, row1):
-        notes = ("the bounds reach past the raster's edge; the window was clipped to the raster",)
-    return Window(c0, r0, c1 - c0, r1 - r0), notes
-
-
 def _check_bounds(bounds: Sequence[float]) -> tuple[float, float, float, float]:
     values = list(bounds)
     if len(values) != 4 or not all(isinstance(v, (int, float)) and math.isfinite(v) for v in values):
@@ -148,42 +226,13 @@ def _extent(transform: Affine, width: int, height: int) -> list[float]:
     return [round(v, 6) for v in (min(xs), min(ys), max(xs), max(ys))]
 
 
-def _out_shape(window: Window, max_side_px: int) -> tuple[int, int]:
+def _out_shape(window: Window, max_side_px: int | None) -> tuple[int, int]:
     width, height = int(window.width), int(window.height)
+    if max_side_px is None:
+        return width, height
+    if max_side_px < 1:
+        raise InputError(f"max_side_px must be at least 1, got {max_side_px}")
     factor = max(width, height) / max_side_px
     if factor <= 1:
         return width, height
     return max(1, round(width / factor)), max(1, round(height / factor))
-
-
-def _read(
-    src: rasterio.DatasetReader,
-    window: Window,
-    out_wh: tuple[int, int],
-    base: Affine,
-    crs: CRS | None,
-    source: str,
-    notes: tuple[str, ...],
-    max_side_px: int,
-) -> Tile:
-    out_w, out_h = out_wh
-    scale = (window.width / out_w, window.height / out_h)
-    decimated = scale != (1.0, 1.0)
-    choice = choose_bands(src.colorinterp)
-    data = src.read(
-        choice.unique,
-        window=window,
-        out_shape=(len(choice.unique), out_h, out_w),
-        resampling=Resampling.average if decimated else Resampling.nearest,
-    )
-    valid = src.dataset_mask(window=window, out_shape=(out_h, out_w)) > 0
-    valid &= finite_mask(data)
-    colormap = src.colormap(1) if choice.palette else None
-    pixels = to_rgb(dict(zip(choice.unique, data)), choice, valid, colormap)
-    transform = base @ Affine.translation(window.col_off, window.row_off) @ Affine.scale(*scale)
-    if decimated:
-        notes = notes + (
-            f"the {int(window.width)}x{int(window.height)} px window is larger than max_side_px "
-            f"{max_side_px}: read decimated to {out_w}x{out_h} px ({scale[0]:.3g}x coarser)",
-        )
-    return Tile(pixels, valid, transform, crs, source, window, scale, notes)

@@ -1,7 +1,9 @@
 """The two model roles the engine composes, as protocols, so any object can stand in.
 
 A *prompter* reads the 840x840 view and the question and answers with text (reasoning and
-prompts); a *segmenter* turns instance prompts into masks at the tile's resolution.
+prompts); a *segmenter* turns instance prompts into masks at the tile's resolution. Either may
+also offer a batched method (``generate_batch(views, question)``, ``encode_batch(images)``), which
+the engine then uses for several tiles at once.
 """
 
 from __future__ import annotations
@@ -62,3 +64,23 @@ class Segmenter(Protocol):
         instance's box and its points (labels 1), single-mask output.
         """
         ...
+
+
+def generate_many(
+    prompter: Prompter, views: Sequence[Image.Image], question: str, *, on_text: Callable[[str], None] | None = None
+) -> list[Generation]:
+    """Answer ``question`` for each view: one batched call when the prompter has ``generate_batch``."""
+    if len(views) == 1:
+        return [prompter.generate(views[0], question, on_text=on_text)]
+    batch = getattr(prompter, "generate_batch", None)
+    if batch is not None:
+        return list(batch(views, question))
+    return [prompter.generate(view, question) for view in views]
+
+
+def encode_many(segmenter: Segmenter, images: Sequence[np.ndarray]) -> list[Any]:
+    """Embed each image: one batched call when the segmenter has ``encode_batch``."""
+    batch = getattr(segmenter, "encode_batch", None)
+    if batch is not None and len(images) > 1:
+        return list(batch(images))
+    return [segmenter.encode(image) for image in images]

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 from PIL import Image
 from transformers import AutoConfig, AutoProcessor, Qwen2_5_VLForConditionalGeneration, TextStreamer
+from transformers.generation.streamers import BaseStreamer
 
 from think2seg.errors import ModelError
 from think2seg.models.base import Generation
@@ -72,10 +73,22 @@ class QwenPrompter:
         self, view: Image.Image, question: str, *, on_text: Callable[[str], None] | None = None
     ) -> Generation:
         """Answer ``question`` about the 840x840 ``view``; see :class:`~think2seg.models.base.Prompter`."""
+        text_stream = _TextForwarder(self.processor.tokenizer, on_text) if on_text is not None else None
+        return self._generate([view], question, text_stream)[0]
+
+    def generate_batch(self, views: Sequence[Image.Image], question: str) -> list[Generation]:
+        """Answer ``question`` about several views in one ``generate`` call (left padding).
+
+        Each :class:`Generation` carries an equal share of the batch's preparation, prefill and
+        decode time.
+        """
+        return self._generate(list(views), question, None)
+
+    def _generate(self, views: list[Image.Image], question: str, text_stream: TextStreamer | None) -> list[Generation]:
         start = time.perf_counter()
-        inputs = self._inputs(view, question)
+        inputs = self._inputs(views, question)
         prepared = time.perf_counter()
-        clock = _TokenClock(self.processor.tokenizer, on_text, self.device)
+        clock = _TokenClock(self.device, text_stream)
         with torch.inference_mode():
             output = self.model.generate(
                 **inputs,
@@ -88,16 +101,29 @@ class QwenPrompter:
                 min_new_tokens=self.min_new_tokens,
             )
         done = time.perf_counter()
-        new_ids = output[0, inputs["input_ids"].shape[1] :]
-        text = self.processor.decode(new_ids, skip_special_tokens=True)
+        new_ids = output[:, inputs["input_ids"].shape[1] :].cpu()
+        texts = self.processor.batch_decode(new_ids, skip_special_tokens=True)
         first = clock.first_token_at or done
-        return Generation(text, int(new_ids.numel()), prepared - start, first - prepared, done - first)
+        n = len(views)
+        shares = ((prepared - start) / n, (first - prepared) / n, (done - first) / n)
+        return [Generation(text, self._answer_length(ids), *shares) for text, ids in zip(texts, new_ids)]
 
-    def _inputs(self, view: Image.Image, question: str) -> Any:
-        messages = build_messages(view, question)
+    def _inputs(self, views: list[Image.Image], question: str) -> Any:
+        messages = build_messages(views[0], question)
         text = self.processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        inputs = self.processor(text=[text], images=[view], return_tensors="pt")
+        inputs = self.processor(
+            text=[text] * len(views), images=views, padding=True, padding_side="left", return_tensors="pt"
+        )
         return inputs.to(self.device, dtype=self.model.dtype)
+
+    def _answer_length(self, ids: torch.Tensor) -> int:
+        """Generated tokens up to and including the first end-of-answer token."""
+        stops = self.model.generation_config.eos_token_id
+        stops = set(stops if isinstance(stops, list) else [stops])
+        for position, token in enumerate(ids.tolist()):
+            if token in stops:
+                return position + 1
+        return int(ids.numel())
 
 
 def _model_type(folder: Path) -> str:
@@ -107,14 +133,13 @@ def _model_type(folder: Path) -> str:
         raise ModelError(f"cannot read the model config in {folder}: {exc}") from exc
 
 
-class _TokenClock(TextStreamer):
-    """Notes when the first new token exists (end of prefill) and forwards decoded text."""
+class _TokenClock(BaseStreamer):
+    """Notes when the first new token exists (the end of prefill); forwards tokens to a text stream."""
 
-    def __init__(self, tokenizer: Any, on_text: Callable[[str], None] | None, device: torch.device) -> None:
-        super().__init__(tokenizer, skip_prompt=True, skip_special_tokens=True)
+    def __init__(self, device: torch.device, text_stream: TextStreamer | None) -> None:
         self.first_token_at: float | None = None
-        self._on_text = on_text
         self._device = device
+        self._text_stream = text_stream
         self._calls = 0
 
     def put(self, value: torch.Tensor) -> None:
@@ -123,13 +148,21 @@ class _TokenClock(TextStreamer):
             if self._device.type == "cuda":
                 torch.cuda.synchronize(self._device)
             self.first_token_at = time.perf_counter()
-        if self._on_text is not None:
-            super().put(value)
+        if self._text_stream is not None:
+            self._text_stream.put(value)
 
     def end(self) -> None:
-        if self._on_text is not None:
-            super().end()
+        if self._text_stream is not None:
+            self._text_stream.end()
+
+
+class _TextForwarder(TextStreamer):
+    """Hands decoded answer text to a callback as it is generated (one sequence only)."""
+
+    def __init__(self, tokenizer: Any, on_text: Callable[[str], None]) -> None:
+        super().__init__(tokenizer, skip_prompt=True, skip_special_tokens=True)
+        self._on_text = on_text
 
     def on_finalized_text(self, text: str, stream_end: bool = False) -> None:
-        if self._on_text is not None and text:
+        if text:
             self._on_text(text)

@@ -59,13 +59,20 @@ class Sam2Segmenter:
 
     def encode(self, image: np.ndarray) -> Sam2Embedding:
         """Embed an (H, W, 3) uint8 RGB image."""
-        inputs = self.processor(images=image, return_tensors="pt")
+        return self.encode_batch([image])[0]
+
+    def encode_batch(self, images: Sequence[np.ndarray]) -> list[Sam2Embedding]:
+        """Embed several (H, W, 3) uint8 RGB images in one forward pass (sizes may differ)."""
+        inputs = self.processor(images=list(images), return_tensors="pt")
         pixel_values = inputs["pixel_values"].to(self.device, dtype=self.model.dtype)
         with torch.inference_mode():
             features = self.model.get_image_embeddings(pixel_values)
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
-        return Sam2Embedding(list(features), (int(image.shape[0]), int(image.shape[1])))
+        return [
+            Sam2Embedding([level[k : k + 1] for level in features], (int(image.shape[0]), int(image.shape[1])))
+            for k, image in enumerate(images)
+        ]
 
     def predict(self, embedding: Sam2Embedding, prompts: Sequence[InstancePrompt]) -> np.ndarray:
         """(N, H, W) bool masks, one per prompt (pixel coordinates of the encoded image)."""
