@@ -16,7 +16,7 @@ def format_summary(result: SegmentationResult, seconds: dict[str, float], *, out
     lines = [
         f"status     {result.status.value}" + (f" ({result.message})" if result.message else ""),
         f"instances  {len(result.instances)}",
-        f"polygons   {len(result.polygons)}, total area {_area(result.total_area_m2, tile.crs is not None)} ({crs})",
+        f"polygons   {len(result.polygons)}, total area {format_area(result.total_area_m2, tile.crs is not None)} ({crs})",
         f"window     {tile.width} x {tile.height} px" + (" (decimated)" if tile.is_decimated else " at full resolution"),
     ]
     lines += [f"note       {note}" for note in tile.notes]
@@ -35,7 +35,7 @@ def format_timings(seconds: dict[str, float]) -> str:
     return ", ".join(parts) + f"; total {sum(seconds.values()):.2f}s"
 
 
-def _area(area_m2: float, georeferenced: bool) -> str:
+def format_area(area_m2: float, georeferenced: bool = True) -> str:
     if not georeferenced:
         return "n/a"
     if area_m2 >= 1e6:

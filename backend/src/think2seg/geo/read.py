@@ -68,6 +68,7 @@ class RasterSource:
         self.transform = Affine.identity() if pixel_coords else self._dataset.transform
         self.crs = None if pixel_coords else self._dataset.crs
         self.width, self.height = self._dataset.width, self._dataset.height
+        self.dtypes = tuple(self._dataset.dtypes)
         self._bands = choose_bands(self._dataset.colorinterp)
 
     def __enter__(self) -> RasterSource:

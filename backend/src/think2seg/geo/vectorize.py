@@ -31,19 +31,44 @@ def mask_to_polygons(
     keep = mask.astype(bool)
     if valid is not None:
         keep &= valid
-    if not keep.any():
-        return []
-    rows, cols = np.flatnonzero(keep.any(axis=1)), np.flatnonzero(keep.any(axis=0))
-    row0, col0 = int(rows[0]), int(cols[0])
-    crop = keep[row0 : rows[-1] + 1, col0 : cols[-1] + 1]  # polygonize only where the mask is
-    pieces = features.shapes(crop.astype(np.uint8), mask=crop, connectivity=4, transform=Affine.translation(col0, row0))
-    polygons = np.array([_polygon(geometry["coordinates"]) for geometry, _value in pieces], dtype=object)
-    if simplify_px > 0:
+    polygons = pixel_polygons(keep)
+    if simplify_px > 0 and len(polygons):
         polygons = _repaired(shapely.simplify(polygons, simplify_px, preserve_topology=True))
-    matrix = np.array([[transform.a, transform.d], [transform.b, transform.e]])
-    offset = np.array([transform.xoff, transform.yoff])
-    polygons = shapely.transform(polygons, lambda xy: xy @ matrix + offset)
-    return list(shapely.orient_polygons(polygons, exterior_cw=False))
+    return list(georeference(polygons, transform))
+
+
+def pixel_polygons(mask: np.ndarray, *, origin_px: tuple[int, int] = (0, 0)) -> np.ndarray:
+    """Polygons of the True pixels of ``mask`` in pixel coordinates offset by ``origin_px``.
+
+    Coordinates are whole numbers (pixel corners), so pieces vectorized from different windows of
+    one raster share vertices exactly. Returns an object array of Polygons.
+    """
+    if not mask.any():
+        return np.array([], dtype=object)
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    row0, col0 = int(rows[0]), int(cols[0])
+    crop = mask[row0 : rows[-1] + 1, col0 : cols[-1] + 1]  # polygonize only where the mask is
+    offset = Affine.translation(origin_px[0] + col0, origin_px[1] + row0)
+    pieces = features.shapes(crop.astype(np.uint8), mask=crop, connectivity=4, transform=offset)
+    return np.array([_polygon(geometry["coordinates"]) for geometry, _value in pieces], dtype=object)
+
+
+def georeference(polygons: np.ndarray, transform: Affine) -> np.ndarray:
+    """Map pixel-coordinate polygons through ``transform``; exteriors counter-clockwise.
+
+    Computed element by element (x = a*col + b*row + c), so the same pixel corner gives the same
+    map coordinate to the last bit whichever polygon it belongs to.
+    """
+    if not len(polygons):
+        return polygons
+
+    def to_map(xy: np.ndarray) -> np.ndarray:
+        col, row = xy[:, 0], xy[:, 1]
+        x = col * transform.a + row * transform.b + transform.xoff
+        y = col * transform.d + row * transform.e + transform.yoff
+        return np.column_stack([x, y])
+
+    return shapely.orient_polygons(shapely.transform(polygons, to_map), exterior_cw=False)
 
 
 def _polygon(rings: list) -> Polygon:

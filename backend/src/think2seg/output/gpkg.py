@@ -22,6 +22,7 @@ from pyogrio.errors import DataLayerError, DataSourceError
 from think2seg._version import __version__
 from think2seg.errors import OutputError
 from think2seg.output.atomic import atomic_output
+from think2seg.output.frames import RunStamp, boxes_frame, points_frame
 from think2seg.result import SegmentationResult
 
 LAYERS = ("segments", "prompt_boxes", "prompt_points", "runs")
@@ -60,67 +61,28 @@ _SYNC_OPTION = "OGR_SQLITE_SYNCHRONOUS"
 def _write_all(result: SegmentationResult, path: Path) -> None:
     write = functools.partial(pyogrio.write_dataframe, path=path, driver="GPKG")
     write(segments_frame(result), layer="segments", geometry_type="Polygon")
-    write(boxes_frame(result), layer="prompt_boxes", geometry_type="Polygon")
-    write(points_frame(result), layer="prompt_points", geometry_type="Point")
+    status = result.status.value
+    boxes = boxes_frame(result.instances, stamp(result), status=status, reasoning=result.reasoning, crs=result.crs)
+    write(boxes, layer="prompt_boxes", geometry_type="Polygon")
+    write(points_frame(result.instances, stamp(result), status=status, crs=result.crs), layer="prompt_points", geometry_type="Point")
     write(runs_frame(result), layer="runs")
 
 
-def _common(result: SegmentationResult, count: int) -> dict[str, object]:
-    """The run attributes every feature carries."""
-    created = pd.Timestamp(result.created_at)
-    return {
-        "run_id": [result.run_id] * count,
-        "question": [result.question] * count,
-        "status": [result.status.value] * count,
-        "model": [result.model] * count,
-        "segmenter": [result.segmenter] * count,
-        "source": [result.tile.source] * count,
-        "created_at": pd.Series([created] * count, dtype="datetime64[ms, UTC]"),
-    }
+def stamp(result: SegmentationResult) -> RunStamp:
+    return RunStamp(result.run_id, result.question, result.model, result.segmenter, result.tile.source, result.created_at)
 
 
 def segments_frame(result: SegmentationResult) -> gpd.GeoDataFrame:
     polygons = result.polygons
-    columns = _common(result, len(polygons))
+    columns = stamp(result).columns(len(polygons), status=result.status.value)
     columns["area_m2"] = polygons["area_m2"].to_numpy()
     return gpd.GeoDataFrame(columns, geometry=polygons.geometry.to_numpy(), crs=result.crs)
-
-
-def boxes_frame(result: SegmentationResult) -> gpd.GeoDataFrame:
-    boxed = [i for i in result.instances if i.box_map is not None]
-    columns = _common(result, len(boxed))
-    columns["instance"] = pd.Series([i.index for i in boxed], dtype="int32")
-    for axis, position in (("x1", 0), ("y1", 1), ("x2", 2), ("y2", 3)):
-        columns[f"view_{axis}"] = pd.Series([i.view.box_xyxy[position] for i in boxed], dtype="float64")
-        columns[f"px_{axis}"] = pd.Series([i.pixel.box_xyxy[position] for i in boxed], dtype="float64")
-    columns["reasoning"] = [result.reasoning] * len(boxed)
-    geometry = gpd.GeoSeries([i.box_map for i in boxed], crs=result.crs)
-    return gpd.GeoDataFrame(columns, geometry=geometry)
-
-
-def points_frame(result: SegmentationResult) -> gpd.GeoDataFrame:
-    rows = [
-        (instance, k, view_xy, pixel_xy, point)
-        for instance in result.instances
-        for k, (view_xy, pixel_xy, point) in enumerate(
-            zip(instance.view.points_xy or (), instance.pixel.points_xy or (), instance.points_map)
-        )
-    ]
-    columns = _common(result, len(rows))
-    columns["instance"] = pd.Series([r[0].index for r in rows], dtype="int32")
-    columns["point"] = pd.Series([r[1] for r in rows], dtype="int32")
-    columns["label"] = pd.Series([1] * len(rows), dtype="int32")
-    columns["view_x"] = pd.Series([r[2][0] for r in rows], dtype="float64")
-    columns["view_y"] = pd.Series([r[2][1] for r in rows], dtype="float64")
-    columns["px_x"] = pd.Series([r[3][0] for r in rows], dtype="float64")
-    columns["px_y"] = pd.Series([r[3][1] for r in rows], dtype="float64")
-    return gpd.GeoDataFrame(columns, geometry=gpd.GeoSeries([r[4] for r in rows], crs=result.crs))
 
 
 def runs_frame(result: SegmentationResult) -> pd.DataFrame:
     tile = result.tile
     window = tile.window
-    row = {key: values[0] for key, values in _common(result, 1).items()}
+    row = {key: values[0] for key, values in stamp(result).columns(1, status=result.status.value).items()}
     row.update(
         message=result.message,
         reasoning=result.reasoning,

@@ -1,0 +1,121 @@
+"""Build the ``segments`` layer of a batch run from its committed tile pieces.
+
+Pieces that touch no seam are final as they are and are streamed through in chunks; pieces that
+touch a seam are merged across tiles first. Then, per polygon: simplification (in pixels),
+clipping to the AOI, areas, and the minimum area. Running it again gives the same layer, so a run
+interrupted while finalizing simply finalizes again when resumed.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import pyogrio
+import shapely
+from affine import Affine
+from rasterio.crs import CRS
+from shapely.geometry.base import BaseGeometry
+
+from think2seg.batch.stitch import merge_seam_pieces
+from think2seg.geo.areas import areas_m2
+from think2seg.output.frames import RunStamp
+
+CHUNK_PIECES = 20_000
+_COMMITTED = "FROM tile_pieces p JOIN tiles t ON p.attempt = t.attempt"
+
+
+@dataclass(frozen=True)
+class Finishing:
+    """How pieces become final polygons."""
+
+    crs: CRS | None
+    transform: Affine
+    aoi: BaseGeometry | None = None
+    simplify_px: float = 0.0
+    min_area_m2: float = 0.0
+
+    @property
+    def tolerance(self) -> float:
+        """The simplification tolerance in map units (pixels times the pixel size)."""
+        t = self.transform
+        return self.simplify_px * math.sqrt(abs(t.a * t.e - t.b * t.d))
+
+
+@dataclass(frozen=True)
+class FinalStats:
+    polygons: int
+    total_area_m2: float
+
+
+def finalize(path: Path, stamp: RunStamp, finishing: Finishing) -> FinalStats:
+    """(Re)write ``segments`` in ``path`` from the pieces of its finished tiles."""
+    writer = _SegmentsWriter(path, stamp, finishing.crs)
+    last_fid = -1
+    while True:
+        chunk = pyogrio.read_dataframe(
+            path,
+            sql=f"SELECT p.fid, p.geom {_COMMITTED} WHERE p.seam = 0 AND p.fid > {last_fid} "
+            f"ORDER BY p.fid LIMIT {CHUNK_PIECES}",
+            fid_as_index=True,
+        )
+        if chunk.empty:
+            break
+        last_fid = int(chunk.index[-1])
+        writer.write(*_finish(chunk.geometry.to_numpy(), np.ones(len(chunk), dtype=np.int32), finishing))
+    seams = pyogrio.read_dataframe(path, sql=f"SELECT p.tile_id, p.geom {_COMMITTED} WHERE p.seam = 1 ORDER BY p.fid")
+    merged = merge_seam_pieces(list(seams.geometry), seams["tile_id"].tolist())
+    geometries = np.array([m.geometry for m in merged], dtype=object)
+    writer.write(*_finish(geometries, np.array([m.tiles for m in merged], dtype=np.int32), finishing))
+    writer.close()
+    return FinalStats(writer.count, writer.area)
+
+
+def _finish(geometries: np.ndarray, tiles: np.ndarray, finishing: Finishing) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Simplify, clip to the AOI, measure and filter: (polygons, tiles spanned, areas in m²)."""
+    if not len(geometries):
+        return geometries, tiles, np.array([], dtype=np.float64)
+    if finishing.simplify_px > 0:
+        geometries = shapely.simplify(geometries, finishing.tolerance, preserve_topology=True)
+        geometries = np.where(shapely.is_valid(geometries), geometries, shapely.make_valid(geometries))
+    if finishing.aoi is not None:
+        geometries = shapely.intersection(geometries, finishing.aoi)
+    parts, index = shapely.get_parts(geometries, return_index=True)
+    keep = (shapely.get_type_id(parts) == shapely.GeometryType.POLYGON) & ~shapely.is_empty(parts)
+    parts, tiles = parts[keep], tiles[index[keep]]
+    parts = shapely.orient_polygons(parts, exterior_cw=False)
+    areas = np.asarray(areas_m2(list(parts), finishing.crs), dtype=np.float64)
+    if finishing.min_area_m2 > 0:
+        big = areas >= finishing.min_area_m2
+        parts, tiles, areas = parts[big], tiles[big], areas[big]
+    return parts, tiles, areas
+
+
+class _SegmentsWriter:
+    """Writes ``segments`` chunk by chunk, replacing any earlier version of the layer."""
+
+    def __init__(self, path: Path, stamp: RunStamp, crs: CRS | None) -> None:
+        self.path, self.stamp, self.crs = path, stamp, crs
+        self.count, self.area, self._started = 0, 0.0, False
+
+    def write(self, polygons: np.ndarray, tiles: np.ndarray, areas: np.ndarray) -> None:
+        if not len(polygons) and self._started:
+            return
+        columns = self.stamp.columns(len(polygons), status="ok")
+        columns["area_m2"] = pd.Series(areas, dtype="float64")
+        columns["tiles"] = pd.Series(tiles, dtype="int32")
+        frame = gpd.GeoDataFrame(columns, geometry=gpd.GeoSeries(list(polygons), crs=self.crs))
+        options = {"append": True} if self._started else {"layer_options": {"OVERWRITE": "YES"}}
+        pyogrio.write_dataframe(frame, self.path, layer="segments", driver="GPKG", geometry_type="Polygon", **options)
+        self._started = True
+        self.count += len(polygons)
+        self.area += float(np.nansum(areas))
+
+    def close(self) -> None:
+        if not self._started:
+            self.write(np.array([], dtype=object), np.array([], dtype=np.int32), np.array([], dtype=np.float64))
+

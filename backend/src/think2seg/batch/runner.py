@@ -1,0 +1,269 @@
+"""Run one question over every tile of a raster: plan, read ahead, infer, record, stitch.
+
+    grid ─▶ (reader thread) read + 840 view ─▶ engine.infer_batch ─▶ core pieces ─▶ GeoPackage
+                                                       └──────── per tile ────────┘
+    finished tiles ─▶ stitch seams ─▶ segments
+
+Memory stays flat in the raster's size: tiles are read one window at a time, results go to the
+GeoPackage as tiles finish, and stitching keeps only the pieces that touch a seam.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+import uuid
+
+import numpy as np
+import shapely
+from shapely.geometry import Polygon, box
+from tqdm import tqdm
+
+from think2seg.batch.finalize import Finishing, finalize
+from think2seg.batch.grid import GridTile, TileGrid
+from think2seg.batch.options import BatchOptions, BatchSummary, ModelSpec
+from think2seg.batch.params import BatchParams, raster_fingerprint
+from think2seg.batch.region import aoi_fingerprint, batch_region, load_aoi
+from think2seg.batch.store import BatchStore, TileRecord
+from think2seg.batch.tiles import Prefetcher, ReadTile, read_tiles
+from think2seg.engine import Engine, Inference
+from think2seg.geo.read import RasterSource
+from think2seg.geo.vectorize import check_min_area, georeference, pixel_polygons
+from think2seg.output.frames import RunStamp
+from think2seg.prompt import validate_question
+from think2seg.timing import StageTimer
+
+log = logging.getLogger(__name__)
+
+
+def run_batch(
+    raster: str | os.PathLike[str],
+    question: str,
+    output: str | os.PathLike[str],
+    *,
+    models: ModelSpec | Engine,
+    options: BatchOptions = BatchOptions(),  # noqa: B008 - frozen dataclass, safe as a default
+    progress: bool = False,
+) -> BatchSummary:
+    """Segment ``question`` over the whole raster (or its bounds/AOI) into the GeoPackage ``output``.
+
+    ``models`` is an :class:`Engine` or a :class:`ModelSpec` loaded only if a tile needs it.
+    Returns the run's summary; raises only for bad input (a tile's failure is recorded instead).
+    """
+    started = time.perf_counter()
+    question = validate_question(question)
+    with RasterSource(raster, pixel_coords=options.pixel_coords) as source:
+        check_min_area(options.min_area_m2, source.crs)
+        aoi = load_aoi(options.aoi, source.crs) if options.aoi else None
+        region = batch_region(source, bounds=options.bounds, aoi=aoi)
+        grid = TileGrid(region, options.tile_size_px, options.overlap_px)
+        params = _params(source, question, region, aoi, models, options)
+        stamp = RunStamp(uuid.uuid4().hex, question, params.model, params.segmenter, params.source, datetime.now(timezone.utc))
+        store = BatchStore.open(
+            Path(output), params, stamp, source.crs,
+            resume=options.resume, retry_failed=options.retry_failed, overwrite=options.overwrite,
+        )
+        run = _Run(source, grid, aoi, store, question, models, options)
+    run.execute(progress)
+    finishing = Finishing(source.crs, source.transform, aoi, options.simplify_px, options.min_area_m2)
+    with run.timer.stage("finalize"):
+        stats = finalize(store.path, store.stamp, finishing)
+    return run.summary(stats, time.perf_counter() - started)
+
+
+def _params(source: RasterSource, question: str, region, aoi, models, options: BatchOptions) -> BatchParams:  # noqa: ANN001
+    model, segmenter, max_new_tokens = _model_names(models)
+    limits = source.stretch_limits(region)
+    return BatchParams(
+        question=question,
+        source=str(Path(source.path).resolve()),
+        raster=raster_fingerprint(source),
+        region=(int(region.col_off), int(region.row_off), int(region.width), int(region.height)),
+        tile_size_px=options.tile_size_px,
+        overlap_px=options.overlap_px,
+        aoi=aoi_fingerprint(aoi),
+        model=model,
+        segmenter=segmenter,
+        max_new_tokens=max_new_tokens,
+        simplify_px=float(options.simplify_px),
+        min_area_m2=float(options.min_area_m2),
+        pixel_coords=options.pixel_coords,
+        stretch={str(k): [float(lo), float(hi)] for k, (lo, hi) in limits.items()},
+    )
+
+
+def _model_names(models: ModelSpec | Engine) -> tuple[str, str, int | None]:
+    if isinstance(models, ModelSpec):
+        return models.lvlm, models.segmenter, models.max_new_tokens
+    return models.prompter.name, models.segmenter.name, getattr(models.prompter, "max_new_tokens", None)
+
+
+class _Run:
+    """The mutable state of one execution: plan, engine, counters and timings."""
+
+    def __init__(self, source, grid, aoi, store, question, models, options) -> None:  # noqa: ANN001
+        self.path, self.transform, self.pixel_coords = Path(source.path), source.transform, options.pixel_coords
+        self.limits = {int(k): tuple(v) for k, v in store.params.stretch.items()}
+        self.grid, self.aoi, self.store, self.question = grid, aoi, store, question
+        self.models, self.options = models, options
+        self.engine: Engine | None = models if isinstance(models, Engine) else None
+        self.finished_before = store.finished()
+        self.counts: Counter[str] = Counter()
+        self.timer = StageTimer()
+
+    def execute(self, progress: bool) -> None:
+        todo = [t for t in self.grid if t.tile_id not in self.finished_before]
+        if todo:
+            self._engine()  # before the progress bar, so loading messages do not break it
+        self.bar = tqdm(
+            total=len(self.grid), initial=len(self.finished_before), unit="tile", disable=not progress, smoothing=0.1
+        )
+        try:
+            inside = [t for t in todo if self._in_aoi(t) or self._record_outside(t)]
+            for batch in self._batches(inside):
+                self._process(batch)
+        finally:
+            self.store.flush()
+            self.bar.close()
+            self.timer.add("write", self.store.write_s)
+
+    def summary(self, stats, wall_s: float) -> BatchSummary:  # noqa: ANN001
+        return BatchSummary(
+            output=self.store.path,
+            tiles_total=len(self.grid),
+            tiles_before=len(self.finished_before),
+            counts=dict(self.counts),
+            previously_failed=sum(s in ("failed", "unparseable") for s in self.finished_before.values()),
+            polygons=stats.polygons,
+            total_area_m2=stats.total_area_m2,
+            seconds=dict(self.timer.seconds),
+            wall_s=wall_s,
+            georeferenced=not self.pixel_coords,
+        )
+
+    def _in_aoi(self, grid_tile: GridTile) -> bool:
+        return self.aoi is None or shapely.intersects(self._footprint(grid_tile.core), self.aoi)
+
+    def _record_outside(self, grid_tile: GridTile) -> bool:
+        self._record(TileRecord(grid_tile, self._footprint(grid_tile.window), "outside_aoi", "the tile misses the AOI"))
+        return False
+
+    def _batches(self, plan: list[GridTile]) -> Iterator[list[ReadTile]]:
+        """Tiles with data, in groups of batch_size; the others are recorded on the way."""
+        items = read_tiles(self.path, plan, limits=self.limits, pixel_coords=self.pixel_coords)
+        prefetcher = Prefetcher(items, self.options.prefetch) if self.options.prefetch > 0 else None
+        batch: list[ReadTile] = []
+        try:
+            for item in prefetcher if prefetcher is not None else items:
+                self.timer.merge(item.timer.seconds)
+                if item.tile is not None and item.tile.has_data:
+                    batch.append(item)
+                    if len(batch) == self.options.batch_size:
+                        yield batch
+                        batch = []
+                else:
+                    self._record_unread(item)
+            if batch:
+                yield batch
+        finally:
+            if prefetcher is not None:
+                prefetcher.close()
+
+    def _record_unread(self, item: ReadTile) -> None:
+        footprint = self._footprint(item.grid_tile.window)
+        if item.error:
+            record = TileRecord(item.grid_tile, footprint, "failed", item.error)
+        else:
+            record = TileRecord(item.grid_tile, footprint, "no_data", "the tile holds only nodata pixels")
+        self._record(record)
+
+    def _process(self, batch: list[ReadTile]) -> None:
+        for item, inference, seconds, error in self._infer(batch):
+            if error:
+                self._record(TileRecord(item.grid_tile, self._footprint(item.grid_tile.window), "failed", error, seconds))
+                continue
+            with self.timer.stage("vectorize"):
+                pieces, seams = self._core_pieces(item.grid_tile, inference)
+            self.timer.merge(inference.timings_s)
+            record = TileRecord(
+                item.grid_tile,
+                self._footprint(item.grid_tile.window),
+                inference.status.value,
+                inference.message,
+                seconds + item.timer.total,
+                inference.instances,
+                inference.reasoning,
+                inference.raw_answer,
+                pieces,
+                seams,
+            )
+            self._record(record)
+
+    def _infer(self, batch: list[ReadTile]) -> list[tuple[ReadTile, Inference | None, float, str]]:
+        """Infer a batch; if the batch fails, each tile alone, so one bad tile fails alone."""
+        engine = self._engine()
+        start = time.perf_counter()
+        try:
+            inferences = engine.infer_batch([i.tile for i in batch], self.question, views=[i.view for i in batch])
+        except Exception as exc:  # recorded per tile below, never swallowed
+            if len(batch) == 1:
+                _release_gpu_memory()
+                log.warning("tile %d failed: %s", batch[0].grid_tile.tile_id, exc)
+                return [(batch[0], None, time.perf_counter() - start, _describe(exc))]
+            return [result for item in batch for result in self._infer([item])]
+        share = (time.perf_counter() - start) / len(batch)
+        return [(item, inference, share, "") for item, inference in zip(batch, inferences)]
+
+    def _engine(self) -> Engine:
+        if self.engine is None:
+            with self.timer.stage("load"):
+                self.engine = self.models.load()
+        return self.engine
+
+    def _core_pieces(self, grid_tile: GridTile, inference: Inference) -> tuple[np.ndarray, np.ndarray]:
+        window, core = grid_tile.window, grid_tile.core
+        row0, col0 = int(core.row_off - window.row_off), int(core.col_off - window.col_off)
+        mask = inference.mask[row0 : row0 + int(core.height), col0 : col0 + int(core.width)]
+        polygons = pixel_polygons(mask, origin_px=(int(core.col_off), int(core.row_off)))
+        if not len(polygons):
+            return polygons, np.array([], dtype=bool)
+        minx, miny, maxx, maxy = shapely.bounds(polygons).T
+        left, top, right, bottom = grid_tile.core_edges_with_neighbours(self.grid)
+        seams = (
+            (left & (minx <= core.col_off))
+            | (top & (miny <= core.row_off))
+            | (right & (maxx >= core.col_off + core.width))
+            | (bottom & (maxy >= core.row_off + core.height))
+        )
+        return georeference(polygons, self.transform), seams
+
+    def _footprint(self, window) -> Polygon:  # noqa: ANN001
+        x0, y0 = int(window.col_off), int(window.row_off)
+        square = box(x0, y0, x0 + int(window.width), y0 + int(window.height))
+        return georeference(np.array([square], dtype=object), self.transform)[0]
+
+    def _record(self, record: TileRecord) -> None:
+        self.store.add(record)
+        self.counts[record.status] += 1
+        self.bar.update(1)
+        failed = self.counts["failed"] + self.counts["unparseable"]
+        if failed:
+            self.bar.set_postfix(failed=failed, refresh=False)
+
+
+def _release_gpu_memory() -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def _describe(exc: Exception) -> str:
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text[:300]}" if text else type(exc).__name__

@@ -1,0 +1,243 @@
+"""The batch run's GeoPackage: parameters, per-tile status and results, written as tiles finish.
+
+Layers: ``runs`` (the parameters, one row), ``tiles`` (one row per finished tile: footprint,
+status, time, instances, reasoning), ``tile_pieces`` (each tile's core polygons, the raw material
+of ``segments``), ``prompt_boxes``, ``prompt_points`` and, once the run ends, ``segments``.
+
+Every row of a tile attempt carries the attempt's id, and the ``tiles`` row is written last, so a
+run killed at any instant leaves a file whose ``tiles`` rows are exactly the finished tiles. Rows of
+an attempt that never got its ``tiles`` row are deleted when the run is resumed.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+import uuid
+from collections.abc import Sequence
+from contextlib import closing
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import pyogrio
+from pyogrio.errors import DataLayerError, DataSourceError
+from rasterio.crs import CRS
+from shapely.geometry import Polygon
+
+from think2seg._version import __version__
+from think2seg.batch.grid import GridTile
+from think2seg.batch.params import BatchParams
+from think2seg.errors import InputError, OutputError, OutputExistsError
+from think2seg.output.atomic import check_output_path
+from think2seg.output.frames import RunStamp, boxes_frame, points_frame
+from think2seg.result import InstanceResult
+
+RETRY_STATUSES = ("failed", "unparseable")
+STAGED_LAYERS = ("tile_pieces", "prompt_boxes", "prompt_points")
+FLUSH_EVERY_S = 2.0
+FLUSH_EVERY_TILES = 64
+
+
+@dataclass
+class TileRecord:
+    """What one tile attempt produced; ``pieces`` are map-coordinate polygons of its core."""
+
+    tile: GridTile
+    footprint: Polygon
+    status: str
+    message: str = ""
+    seconds: float = 0.0
+    instances: tuple[InstanceResult, ...] = ()
+    reasoning: str = ""
+    raw_answer: str = ""
+    pieces: np.ndarray = field(default_factory=lambda: np.array([], dtype=object))
+    seams: np.ndarray = field(default_factory=lambda: np.array([], dtype=bool))
+    attempt: str = field(default_factory=lambda: uuid.uuid4().hex)
+
+
+class BatchStore:
+    """Opens or creates the output GeoPackage and appends tile records in committed batches."""
+
+    def __init__(self, path: Path, params: BatchParams, stamp: RunStamp, crs: CRS | None) -> None:
+        self.path, self.params, self.stamp, self.crs = path, params, stamp, crs
+        self._pending: list[TileRecord] = []
+        self._last_flush = time.monotonic()
+        self.write_s = 0.0
+
+    @classmethod
+    def open(
+        cls, path: Path, params: BatchParams, stamp: RunStamp, crs: CRS | None, *, resume: bool, retry_failed: bool, overwrite: bool
+    ) -> BatchStore:
+        """Start a new run at ``path``, or continue the one there (``resume``/``retry_failed``)."""
+        path = check_output_path(path, overwrite=True, suffixes=(".gpkg",))
+        if path.exists() and (resume or retry_failed) and not overwrite:
+            stored_params, stored_stamp = _read_run(path)
+            changed = params.differences(stored_params)
+            if changed:
+                raise InputError(
+                    f"{path} holds a run with other parameters ({'; '.join(changed)}): resume with the same "
+                    "options, or pass --overwrite to start again"
+                )
+            store = cls(path, stored_params, stored_stamp, crs)
+            store._clean(retry_failed=retry_failed)
+            return store
+        if path.exists() and not overwrite:
+            raise OutputExistsError(
+                f"{path} already exists: pass --resume to continue the run in it, --overwrite to start again, "
+                "or choose another name"
+            )
+        for leftover in (path, *(path.with_name(path.name + s) for s in ("-wal", "-shm", "-journal"))):
+            leftover.unlink(missing_ok=True)
+        store = cls(path, params, stamp, crs)
+        store._create()
+        return store
+
+    def finished(self) -> dict[int, str]:
+        """tile_id -> status of every tile with a committed result."""
+        frame = pyogrio.read_dataframe(self.path, layer="tiles", columns=["tile_id", "status"], read_geometry=False)
+        return dict(zip(frame["tile_id"].astype(int), frame["status"]))
+
+    def add(self, record: TileRecord) -> None:
+        """Queue a tile's result; written with others at most every few seconds or tiles."""
+        self._pending.append(record)
+        due = time.monotonic() - self._last_flush >= FLUSH_EVERY_S or len(self._pending) >= FLUSH_EVERY_TILES
+        if due:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write the queued records: staged layers first, the ``tiles`` rows (the commit) last."""
+        if not self._pending:
+            return
+        start = time.perf_counter()
+        records, self._pending = self._pending, []
+        self._append("tile_pieces", self._pieces_frame(records), "Polygon")
+        self._append("prompt_boxes", self._boxes_frame(records), "Polygon")
+        self._append("prompt_points", self._points_frame(records), "Point")
+        self._append("tiles", self._tiles_frame(records), "Polygon")
+        self._last_flush = time.monotonic()
+        self.write_s += time.perf_counter() - start
+
+    def _create(self) -> None:
+        self._write("runs", self._runs_frame(), None)
+        self._write("tiles", self._tiles_frame([]), "Polygon")
+        self._write("tile_pieces", self._pieces_frame([]), "Polygon")
+        self._write("prompt_boxes", self._boxes_frame([]), "Polygon")
+        self._write("prompt_points", self._points_frame([]), "Point")
+
+    def _clean(self, *, retry_failed: bool) -> None:
+        """Delete rows of unfinished attempts (and, to retry them, of failed tiles)."""
+        with closing(sqlite3.connect(self.path)) as connection, connection:
+            if retry_failed:
+                marks = ",".join("?" * len(RETRY_STATUSES))
+                connection.execute(f"DELETE FROM tiles WHERE status IN ({marks})", RETRY_STATUSES)
+            for layer in STAGED_LAYERS:
+                connection.execute(f'DELETE FROM "{layer}" WHERE attempt NOT IN (SELECT attempt FROM tiles)')
+
+    def _write(self, layer: str, frame: pd.DataFrame, geometry_type: str | None) -> None:
+        try:
+            pyogrio.write_dataframe(frame, self.path, layer=layer, driver="GPKG", geometry_type=geometry_type)
+        except (DataSourceError, DataLayerError, OSError) as exc:
+            raise OutputError(f"cannot write {self.path}: {exc}") from exc
+
+    def _append(self, layer: str, frame: pd.DataFrame, geometry_type: str) -> None:
+        if not len(frame):
+            return
+        try:
+            pyogrio.write_dataframe(frame, self.path, layer=layer, driver="GPKG", geometry_type=geometry_type, append=True)
+        except (DataSourceError, DataLayerError, OSError) as exc:
+            raise OutputError(f"cannot write {self.path}: {exc}") from exc
+
+    def _runs_frame(self) -> pd.DataFrame:
+        row = {key: values[0] for key, values in self.stamp.columns(1, status="batch").items()}
+        row.update(kind="batch", params=self.params.to_json(), think2seg_version=__version__)
+        frame = pd.DataFrame([row])
+        frame["created_at"] = frame["created_at"].astype("datetime64[ms, UTC]")
+        return frame
+
+    def _tiles_frame(self, records: Sequence[TileRecord]) -> gpd.GeoDataFrame:
+        def ints(values: list[int]) -> pd.Series:
+            return pd.Series(values, dtype="int32")
+
+        def texts(values: list[str]) -> pd.Series:
+            return pd.Series(values, dtype="object")
+
+        windows = [(r.tile.window, r.tile.core) for r in records]
+        columns = {
+            "tile_id": ints([r.tile.tile_id for r in records]),
+            "row": ints([r.tile.row for r in records]),
+            "col": ints([r.tile.col for r in records]),
+            "col_off": ints([int(w.col_off) for w, _ in windows]),
+            "row_off": ints([int(w.row_off) for w, _ in windows]),
+            "width": ints([int(w.width) for w, _ in windows]),
+            "height": ints([int(w.height) for w, _ in windows]),
+            "core_col_off": ints([int(c.col_off) for _, c in windows]),
+            "core_row_off": ints([int(c.row_off) for _, c in windows]),
+            "core_width": ints([int(c.width) for _, c in windows]),
+            "core_height": ints([int(c.height) for _, c in windows]),
+            "status": texts([r.status for r in records]),
+            "message": texts([r.message for r in records]),
+            "instances": ints([len(r.instances) for r in records]),
+            "pieces": ints([len(r.pieces) for r in records]),
+            "seconds": pd.Series([r.seconds for r in records], dtype="float64"),
+            "reasoning": texts([r.reasoning for r in records]),
+            "raw_answer": texts([r.raw_answer for r in records]),
+            "attempt": texts([r.attempt for r in records]),
+            "finished_at": pd.Series([pd.Timestamp(datetime.now(timezone.utc))] * len(records), dtype="datetime64[ms, UTC]"),
+        }
+        return gpd.GeoDataFrame(columns, geometry=gpd.GeoSeries([r.footprint for r in records], crs=self.crs))
+
+    def _pieces_frame(self, records: Sequence[TileRecord]) -> gpd.GeoDataFrame:
+        counts = [len(r.pieces) for r in records]
+        columns = {
+            "tile_id": pd.Series(np.repeat([r.tile.tile_id for r in records], counts), dtype="int32"),
+            "attempt": pd.Series(np.repeat([r.attempt for r in records], counts), dtype="object"),
+            "seam": pd.Series(np.concatenate([r.seams for r in records] or [[]]), dtype="int32"),
+        }
+        geometry = np.concatenate([r.pieces for r in records] or [np.array([], dtype=object)])
+        return gpd.GeoDataFrame(columns, geometry=gpd.GeoSeries(geometry, crs=self.crs))
+
+    def _boxes_frame(self, records: Sequence[TileRecord]) -> gpd.GeoDataFrame:
+        return _concat(
+            [
+                boxes_frame(r.instances, self.stamp, status=r.status, reasoning=r.reasoning, crs=self.crs, tags=_tags(r))
+                for r in records
+            ]
+            or [boxes_frame((), self.stamp, status="", reasoning="", crs=self.crs, tags=EMPTY_TAGS)]
+        )
+
+    def _points_frame(self, records: Sequence[TileRecord]) -> gpd.GeoDataFrame:
+        return _concat(
+            [points_frame(r.instances, self.stamp, status=r.status, crs=self.crs, tags=_tags(r)) for r in records]
+            or [points_frame((), self.stamp, status="", crs=self.crs, tags=EMPTY_TAGS)]
+        )
+
+
+EMPTY_TAGS = {"tile_id": 0, "attempt": ""}
+
+
+def _tags(record: TileRecord) -> dict[str, object]:
+    return {"tile_id": record.tile.tile_id, "attempt": record.attempt}
+
+
+def _concat(frames: list[gpd.GeoDataFrame]) -> gpd.GeoDataFrame:
+    """One frame from several with the same columns (the first frame's types when all are empty)."""
+    filled = [f for f in frames if len(f)]
+    return pd.concat(filled, ignore_index=True) if len(filled) > 1 else (filled or frames)[0]
+def _read_run(path: Path) -> tuple[BatchParams, RunStamp]:
+    """The stored parameters and run stamp, or a clear error when ``path`` is no batch output."""
+    try:
+        runs = pyogrio.read_dataframe(path, layer="runs", read_geometry=False)
+        row = runs.iloc[0]
+        params = BatchParams.from_json(row["params"])
+    except (DataSourceError, DataLayerError, KeyError, IndexError, ValueError, TypeError) as exc:
+        raise OutputError(
+            f"{path} is not a think2seg batch output, so it cannot be resumed: choose another output "
+            "or pass --overwrite to replace it"
+        ) from exc
+    created = pd.Timestamp(row["created_at"]).to_pydatetime()
+    stamp = RunStamp(row["run_id"], row["question"], row["model"], row["segmenter"], row["source"], created)
+    return params, stamp

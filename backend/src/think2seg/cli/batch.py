@@ -1,0 +1,106 @@
+"""``think2seg batch RASTER QUESTION -o OUT.gpkg``: one question over every tile of a raster."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+from pathlib import Path
+
+from think2seg.batch.options import DEFAULT_OVERLAP_PX, DEFAULT_TILE_SIZE_PX, BatchOptions, BatchSummary, ModelSpec
+from think2seg.batch.runner import run_batch
+from think2seg.cli.options import add_model_options, add_vector_options, positive_int
+from think2seg.cli.summary import format_area, format_timings
+
+log = logging.getLogger("think2seg")
+
+EXIT_SOME_TILES_FAILED = 3
+
+
+def add_parser(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "batch",
+        help="segment every tile of a raster of any size",
+        description=(
+            "Ask one question over every tile of a raster (or of --bounds / --aoi) and write stitched polygons "
+            "to a GeoPackage as tiles finish. Interrupted runs continue with --resume."
+        ),
+    )
+    parser.add_argument("raster", type=Path, help="any raster GDAL reads (GeoTIFF, COG, VRT...)")
+    parser.add_argument("question", help='what to segment, e.g. "every solar farm"')
+    parser.add_argument("-o", "--output", type=Path, required=True, metavar="OUT.gpkg", help="GeoPackage holding the run and its results")
+    grid = parser.add_argument_group("tiles")
+    grid.add_argument("--tile-size-px", type=positive_int, default=DEFAULT_TILE_SIZE_PX, metavar="N", help=f"tile side in full-resolution pixels (default {DEFAULT_TILE_SIZE_PX})")
+    grid.add_argument("--overlap-px", type=int, default=DEFAULT_OVERLAP_PX, metavar="N", help=f"overlap between neighbouring tiles (default {DEFAULT_OVERLAP_PX})")
+    grid.add_argument("--bounds", nargs=4, type=float, metavar=("MINX", "MINY", "MAXX", "MAXY"), help="only this window, in the raster's CRS")
+    grid.add_argument("--aoi", type=Path, metavar="AOI.gpkg|.geojson", help="only tiles that meet these polygons; results are clipped to them")
+    grid.add_argument("--pixel-coords", action="store_true", help="accept a raster without CRS: output in pixel coordinates")
+    run = parser.add_argument_group("run")
+    run.add_argument("--batch-size", type=positive_int, default=1, metavar="N", help="tiles sent through the LVLM and SAM at once (default 1)")
+    run.add_argument("--prefetch", type=int, default=4, metavar="N", help="tiles read ahead in a background thread (default 4; 0 = none)")
+    run.add_argument("--resume", action="store_true", help="continue the interrupted run in OUT.gpkg (same options)")
+    run.add_argument("--retry-failed", action="store_true", help="continue the run in OUT.gpkg and redo its failed tiles")
+    run.add_argument("--overwrite", action="store_true", help="replace OUT.gpkg and start again")
+    run.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_vector_options(parser)
+    add_model_options(parser)
+    parser.set_defaults(run=run_command)
+
+
+def run_command(args: argparse.Namespace) -> int:
+    options = BatchOptions(
+        tile_size_px=args.tile_size_px,
+        overlap_px=args.overlap_px,
+        bounds=args.bounds,
+        aoi=args.aoi,
+        batch_size=args.batch_size,
+        prefetch=args.prefetch,
+        resume=args.resume,
+        retry_failed=args.retry_failed,
+        overwrite=args.overwrite,
+        simplify_px=args.simplify_px,
+        min_area_m2=args.min_area_m2,
+        pixel_coords=args.pixel_coords,
+    )
+    models = ModelSpec(lvlm=args.lvlm, segmenter=args.segmenter, device=args.device, max_new_tokens=args.max_new_tokens)
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        summary = run_batch(args.raster, args.question, args.output, models=models, options=options, progress=not args.quiet)
+    except KeyboardInterrupt:
+        print(
+            f"think2seg: interrupted; the finished tiles are saved in {args.output}: "
+            "run the same command with --resume to continue",
+            file=sys.stderr,
+        )
+        return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    print(format_batch_summary(summary))
+    return EXIT_SOME_TILES_FAILED if summary.failed else 0
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def format_batch_summary(summary: BatchSummary) -> str:
+    counts = summary.counts
+    done_now = ", ".join(f"{status} {counts[status]}" for status in ("ok", "no_target", "unparseable", "failed") if counts.get(status))
+    skipped = ", ".join(f"{status} {counts[status]}" for status in ("no_data", "outside_aoi") if counts.get(status))
+    lines = [
+        f"output     {summary.output}",
+        f"tiles      {summary.tiles_total} in the grid; segmented now {summary.processed}"
+        + (f" ({done_now})" if done_now else "")
+        + f"; skipped {summary.skipped}"
+        + (f" ({skipped})" if skipped else "")
+        + (f"; finished earlier {summary.tiles_before}" if summary.tiles_before else ""),
+        f"polygons   {summary.polygons}, total area {format_area(summary.total_area_m2, summary.georeferenced)}",
+        f"time       wall {summary.wall_s:.1f}s; {format_timings(summary.seconds)}",
+    ]
+    if summary.failed:
+        lines.append(
+            f"failed     {summary.failed} tile(s) (see the tiles layer's message column): "
+            "run the same command with --retry-failed to redo them"
+        )
+    return "\n".join(lines)

@@ -1,0 +1,337 @@
+"""Batch runs: tiling, ownership and stitching, AOI, resume, faults."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import pyogrio
+import pytest
+import shapely
+from rasterio.windows import Window
+from shapely.geometry import box
+from shapely.ops import unary_union
+
+from conftest import FixedPrompter
+from rasters import UTM_TRANSFORM, write_raster
+from think2seg.batch.grid import TileGrid
+from think2seg.batch.options import BatchOptions
+from think2seg.batch.runner import run_batch
+from think2seg.engine import Engine
+from think2seg.errors import InputError, OutputExistsError
+from think2seg.geo.vectorize import mask_to_polygons
+
+WHOLE_VIEW = '<think>Everything.</think> <answer>[{"bbox_2d": [0, 0, 840, 840], "positive_points": [[10, 10], [20, 20]]}]</answer>'
+PIXEL = 0.5  # metres, UTM_TRANSFORM
+
+
+class ThresholdSegmenter:
+    """Masks the pixels whose red value is over 128, whatever the prompts: a known mask per raster."""
+
+    name = "threshold"
+
+    def __init__(self, fail_when_mean_over: float | None = None) -> None:
+        self.encoded = 0
+        self.fail_when_mean_over = fail_when_mean_over
+
+    def encode(self, image: np.ndarray) -> np.ndarray:
+        self.encoded += 1
+        if self.fail_when_mean_over is not None and image[..., 1].mean() > self.fail_when_mean_over:
+            raise RuntimeError("CUDA out of memory (simulated)")
+        return image
+
+    def predict(self, image: np.ndarray, prompts) -> np.ndarray:  # noqa: ANN001
+        return np.repeat((image[..., 0] > 128)[None], len(prompts), axis=0)
+
+
+def scene_mask(height: int, width: int) -> np.ndarray:
+    yy, xx = np.mgrid[0:height, 0:width]
+    mask = ((xx - 300) ** 2 / 260**2 + (yy - 300) ** 2 / 250**2) < 1  # spans 3x3 tiles of 256
+    mask &= ((xx - 300) ** 2 + (yy - 300) ** 2) >= 50**2  # with a hole
+    mask[500:520, 700:760] = True  # a bar across the seam at x ~ 736
+    mask[100:110, 700:710] = True  # small interior blob
+    mask[223:224, 222:223] = True  # single pixels touching only diagonally across a seam
+    mask[224:225, 223:224] = True
+    return mask
+
+
+def write_scene(path: Path, height: int = 600, width: int = 900, nodata_cols: int = 0) -> tuple[Path, np.ndarray]:
+    mask = scene_mask(height, width)
+    red = np.where(mask, 200, 40).astype(np.uint8)
+    green = np.full((height, width), 90, np.uint8)
+    green[:, width // 2 :] = 30  # the east half is darker (used to make some tiles fail)
+    data = np.stack([red, green, np.full((height, width), 60, np.uint8)])
+    if nodata_cols:
+        data[:, :, :nodata_cols] = 0
+        mask[:, :nodata_cols] = False
+    return write_raster(path, data, nodata=0 if nodata_cols else None), mask
+
+
+def engine(segmenter: ThresholdSegmenter | None = None, answer: str = WHOLE_VIEW) -> Engine:
+    return Engine(FixedPrompter(answer), segmenter or ThresholdSegmenter())
+
+
+def segments(path: Path):  # noqa: ANN201
+    return pyogrio.read_dataframe(path, layer="segments")
+
+
+def tiles(path: Path):  # noqa: ANN201
+    return pyogrio.read_dataframe(path, layer="tiles").sort_values("tile_id")
+
+
+OPTIONS = BatchOptions(tile_size_px=256, overlap_px=32)
+
+
+# --- the grid -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("width", "height", "tile", "overlap"), [(900, 600, 256, 32), (1000, 1000, 300, 0), (257, 100, 256, 64), (64, 64, 256, 32)])
+def test_cores_partition_the_region_and_tiles_are_full_size(width, height, tile, overlap):
+    region = Window(5, 7, width, height)
+    grid = TileGrid(region, tile, overlap)
+    cells = list(grid)
+    assert len(cells) == len(grid) == grid.rows * grid.cols
+    cores = [box(c.core.col_off, c.core.row_off, c.core.col_off + c.core.width, c.core.row_off + c.core.height) for c in cells]
+    assert sum(c.area for c in cores) == width * height
+    assert unary_union(cores).equals(box(5, 7, 5 + width, 7 + height))
+    for cell in cells:
+        assert cell.window.width == min(tile, width) and cell.window.height == min(tile, height)
+        assert region.col_off <= cell.window.col_off and cell.window.col_off + cell.window.width <= region.col_off + width
+        core, window = cell.core, cell.window
+        assert window.col_off <= core.col_off and core.col_off + core.width <= window.col_off + window.width
+    last = cells[-1].window
+    assert last.col_off + last.width == 5 + width and last.row_off + last.height == 7 + height
+
+
+def test_interior_cores_drop_half_the_overlap_on_each_side():
+    cells = {(c.row, c.col): c for c in TileGrid(Window(0, 0, 1000, 1000), 256, 32)}
+    middle = cells[(1, 1)]
+    assert (middle.window.col_off, middle.core.col_off) == (224, 240)
+    assert middle.core.width == 224
+
+
+@pytest.mark.parametrize(("tile", "overlap"), [(32, 0), (256, 200), (256, -1)])
+def test_bad_grid_options_refused(tile, overlap):
+    with pytest.raises(InputError):
+        TileGrid(Window(0, 0, 100, 100), tile, overlap)
+
+
+# --- stitching ------------------------------------------------------------------------------------
+
+
+def test_stitched_polygons_equal_a_single_pass_over_the_whole_raster(tmp_path):
+    raster, mask = write_scene(tmp_path / "scene.tif")
+    summary = run_batch(raster, "segment the field", tmp_path / "out.gpkg", models=engine(), options=OPTIONS)
+    result = segments(tmp_path / "out.gpkg")
+    reference = mask_to_polygons(mask, transform=UTM_TRANSFORM)
+    assert summary.tiles_total == 12 and summary.counts == {"ok": 12}
+    assert len(result) == len(reference) == summary.polygons
+    stitched = unary_union(list(result.geometry))
+    assert stitched.symmetric_difference(unary_union(reference)).area < len(reference) * PIXEL**2
+    assert sum(g.area for g in result.geometry) == pytest.approx(mask.sum() * PIXEL**2)  # nothing counted twice
+    assert result.geometry.is_valid.all()
+    ellipse = result.loc[result.geometry.area.idxmax()]
+    assert ellipse["tiles"] == 9 and len(ellipse.geometry.interiors) == 1
+    assert result["area_m2"].sum() == pytest.approx(mask.sum() * PIXEL**2)
+
+
+def test_nodata_tiles_cost_no_model_call(tmp_path):
+    raster, mask = write_scene(tmp_path / "scene.tif", nodata_cols=500)
+    prompter, segmenter = FixedPrompter(WHOLE_VIEW), ThresholdSegmenter()
+    summary = run_batch(raster, "segment", tmp_path / "out.gpkg", models=Engine(prompter, segmenter), options=OPTIONS)
+    assert summary.counts["no_data"] == 6 and prompter.calls == 12 - 6  # two columns of tiles lie in the nodata strip
+    assert sum(g.area for g in segments(tmp_path / "out.gpkg").geometry) == pytest.approx(mask.sum() * PIXEL**2)
+
+
+def test_aoi_skips_tiles_and_clips_results(tmp_path):
+    raster, mask = write_scene(tmp_path / "scene.tif")
+    left, top = UTM_TRANSFORM @ (0, 0)
+    aoi = box(left + 10, top - 200, left + 150, top - 20)  # pixels 20..300 x 40..400, in two tile columns
+    gpd.GeoDataFrame(geometry=[aoi], crs="EPSG:32633").to_crs(4326).to_file(tmp_path / "aoi.geojson")
+    options = BatchOptions(tile_size_px=256, overlap_px=32, aoi=tmp_path / "aoi.geojson")
+    summary = run_batch(raster, "segment", tmp_path / "out.gpkg", models=engine(), options=options)
+    result = segments(tmp_path / "out.gpkg")
+    assert summary.tiles_total == 4 and summary.counts.get("ok") == 4  # the AOI's extent needs 2x2 tiles
+    expected = unary_union(mask_to_polygons(mask, transform=UTM_TRANSFORM)).intersection(aoi)
+    assert unary_union(list(result.geometry)).symmetric_difference(expected).area < 0.01
+    assert result.geometry.within(aoi.buffer(0.01)).all()
+
+
+def test_outside_aoi_tiles_recorded_without_reading(tmp_path):
+    raster, _ = write_scene(tmp_path / "scene.tif")
+    left, top = UTM_TRANSFORM @ (0, 0)
+    # An L-shaped AOI (a west strip and a north strip) over 3x3 tiles: only the first column and row meet it.
+    aoi = box(left, top - 250, left + 20, top).union(box(left, top - 20, left + 250, top))
+    gpd.GeoDataFrame(geometry=[aoi], crs="EPSG:32633").to_file(tmp_path / "aoi.gpkg")
+    prompter = FixedPrompter(WHOLE_VIEW)
+    options = BatchOptions(tile_size_px=256, overlap_px=32, aoi=tmp_path / "aoi.gpkg")
+    summary = run_batch(raster, "segment", tmp_path / "out.gpkg", models=Engine(prompter, ThresholdSegmenter()), options=options)
+    assert summary.counts == {"ok": 5, "outside_aoi": 4} and prompter.calls == 5
+    statuses = tiles(tmp_path / "out.gpkg").set_index(["row", "col"])["status"]
+    assert [statuses[(r, c)] == "ok" for r in range(3) for c in range(3)] == [r == 0 or c == 0 for r in range(3) for c in range(3)]
+
+
+# --- resume, refusals, faults ---------------------------------------------------------------------
+
+
+def test_existing_output_refused_and_changed_parameters_refused(tmp_path):
+    raster, _ = write_scene(tmp_path / "scene.tif")
+    out = tmp_path / "out.gpkg"
+    run_batch(raster, "segment", out, models=engine(), options=OPTIONS)
+    with pytest.raises(OutputExistsError, match="--resume"):
+        run_batch(raster, "segment", out, models=engine(), options=OPTIONS)
+    changed = BatchOptions(tile_size_px=256, overlap_px=64, resume=True)
+    with pytest.raises(InputError, match="overlap_px: 32 -> 64"):
+        run_batch(raster, "segment", out, models=engine(), options=changed)
+    with pytest.raises(InputError, match="question"):
+        run_batch(raster, "another question", out, models=engine(), options=BatchOptions(tile_size_px=256, overlap_px=32, resume=True))
+    foreign = tmp_path / "foreign.gpkg"
+    gpd.GeoDataFrame(geometry=[box(0, 0, 1, 1)], crs=32633).to_file(foreign)
+    with pytest.raises(OSError, match="not a think2seg batch output"):
+        run_batch(raster, "segment", foreign, models=engine(), options=BatchOptions(resume=True))
+    summary = run_batch(raster, "segment", out, models=engine(), options=BatchOptions(tile_size_px=256, overlap_px=64, overwrite=True))
+    assert summary.tiles_before == 0
+
+
+def test_failed_tiles_recorded_and_only_they_retried(tmp_path):
+    raster, mask = write_scene(tmp_path / "scene.tif")
+    out = tmp_path / "out.gpkg"
+    failing = ThresholdSegmenter(fail_when_mean_over=70)  # tiles mostly in the brighter west half
+    summary = run_batch(raster, "segment", out, models=engine(failing), options=BatchOptions(tile_size_px=256, overlap_px=32, batch_size=4))
+    first = tiles(out)
+    failed = first[first["status"] == "failed"]
+    assert summary.failed == len(failed) > 0 and summary.counts["ok"] == 12 - len(failed)
+    assert failed["message"].str.contains("out of memory").all()
+    kept = dict(zip(first["tile_id"], first["attempt"]))
+    healthy = ThresholdSegmenter()
+    retry = BatchOptions(tile_size_px=256, overlap_px=32, retry_failed=True)
+    summary = run_batch(raster, "segment", out, models=engine(healthy), options=retry)
+    assert healthy.encoded == len(failed) and summary.tiles_before == 12 - len(failed)
+    second = tiles(out)
+    assert (second["status"] == "ok").all() and len(second) == 12
+    for tile_id, attempt in zip(second["tile_id"], second["attempt"]):
+        assert (attempt == kept[tile_id]) == (tile_id not in set(failed["tile_id"]))
+    assert sum(g.area for g in segments(out).geometry) == pytest.approx(mask.sum() * PIXEL**2)
+
+
+def test_unparseable_tiles_count_as_failed(tmp_path):
+    raster, _ = write_scene(tmp_path / "scene.tif", height=300, width=300)
+    summary = run_batch(raster, "segment", tmp_path / "out.gpkg", models=engine(answer="no idea"), options=OPTIONS)
+    assert summary.counts == {"unparseable": 4} and summary.failed == 4 and summary.polygons == 0
+    assert set(tiles(tmp_path / "out.gpkg")["raw_answer"]) == {"no idea"}
+
+
+class InterruptingSegmenter(ThresholdSegmenter):
+    def __init__(self, after: int) -> None:
+        super().__init__()
+        self.after = after
+
+    def encode(self, image: np.ndarray) -> np.ndarray:
+        if self.encoded == self.after:
+            raise KeyboardInterrupt
+        return super().encode(image)
+
+
+def test_ctrl_c_keeps_finished_tiles_and_resume_completes(tmp_path):
+    raster, mask = write_scene(tmp_path / "scene.tif")
+    out = tmp_path / "out.gpkg"
+    with pytest.raises(KeyboardInterrupt):
+        run_batch(raster, "segment", out, models=engine(InterruptingSegmenter(after=5)), options=OPTIONS)
+    assert len(tiles(out)) == 5
+    segmenter = ThresholdSegmenter()
+    summary = run_batch(raster, "segment", out, models=engine(segmenter), options=BatchOptions(tile_size_px=256, overlap_px=32, resume=True))
+    assert segmenter.encoded == 7 and summary.tiles_before == 5
+    assert sum(g.area for g in segments(out).geometry) == pytest.approx(mask.sum() * PIXEL**2)
+
+
+@pytest.mark.parametrize("batch_size, prefetch", [(3, 0), (5, 2)])
+def test_batching_and_prefetch_change_nothing(tmp_path, batch_size, prefetch):
+    raster, _ = write_scene(tmp_path / "scene.tif")
+    run_batch(raster, "segment", tmp_path / "a.gpkg", models=engine(), options=OPTIONS)
+    options = BatchOptions(tile_size_px=256, overlap_px=32, batch_size=batch_size, prefetch=prefetch)
+    run_batch(raster, "segment", tmp_path / "b.gpkg", models=engine(), options=options)
+    assert _normalized(tmp_path / "a.gpkg") == _normalized(tmp_path / "b.gpkg")
+
+
+def _normalized(path: Path) -> list[str]:
+    frame = segments(path)
+    return sorted(shapely.to_wkt(shapely.normalize(g), rounding_precision=6) for g in frame.geometry)
+
+
+# --- the real path with the tiny models -------------------------------------------------------------
+
+
+def _cli(*args: str, **kwargs) -> subprocess.Popen:  # noqa: ANN003
+    return subprocess.Popen([sys.executable, "-m", "think2seg", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
+
+
+def _committed_tiles(path: Path) -> int:
+    if not path.exists():
+        return 0
+    try:
+        with sqlite3.connect(path, timeout=1) as connection:
+            return connection.execute("SELECT count(*) FROM tiles").fetchone()[0]
+    except sqlite3.Error:
+        return 0
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path, tiny_lvlm_dir, tiny_sam2_dir):
+    raster = write_raster(tmp_path / "scene.tif", np.stack([scene_mask(640, 640).astype(np.uint8) * 200 + 20] * 3))
+    common = ["--tile-size-px", "160", "--overlap-px", "32", "--quiet", "--lvlm", str(tiny_lvlm_dir), "--segmenter", str(tiny_sam2_dir), "--device", "cpu"]
+    question = "segment the ponds"
+    reference = tmp_path / "reference.gpkg"
+    done = subprocess.run([sys.executable, "-m", "think2seg", "batch", str(raster), question, "-o", str(reference), *common], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    total = len(tiles(reference))
+
+    killed = tmp_path / "killed.gpkg"
+    process = _cli("batch", str(raster), question, "-o", str(killed), *common)
+    deadline = time.monotonic() + 300
+    while _committed_tiles(killed) < 4 and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=30)
+    before = tiles(killed)
+    assert 4 <= len(before) < total, "the run must be killed mid-way"
+
+    resumed = subprocess.run([sys.executable, "-m", "think2seg", "batch", str(raster), question, "-o", str(killed), *common, "--resume"], capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"finished earlier {len(before)}" in resumed.stdout
+    after = tiles(killed)
+    assert len(after) == total
+    kept = dict(zip(before["tile_id"], before["attempt"]))
+    assert all(after.set_index("tile_id").loc[t, "attempt"] == a for t, a in kept.items())  # not recomputed
+    assert _normalized(killed) == _normalized(reference)
+    for layer in ("prompt_boxes", "prompt_points", "tile_pieces"):
+        assert pyogrio.read_info(killed, layer=layer)["features"] == pyogrio.read_info(reference, layer=layer)["features"]
+
+
+@pytest.mark.slow
+def test_tiny_models_full_path_with_batches(tmp_path, tiny_lvlm_dir, tiny_sam2_dir):
+    raster = write_raster(tmp_path / "scene.tif", np.stack([scene_mask(500, 700).astype(np.uint8) * 200 + 20] * 3))
+    common = ["--tile-size-px", "256", "--overlap-px", "32", "--quiet", "--lvlm", str(tiny_lvlm_dir), "--segmenter", str(tiny_sam2_dir), "--device", "cpu"]
+    outs = []
+    for batch_size in ("1", "4"):
+        out = tmp_path / f"b{batch_size}.gpkg"
+        done = subprocess.run(
+            [sys.executable, "-m", "think2seg", "batch", str(raster), "segment the river", "-o", str(out), "--batch-size", batch_size, *common],
+            capture_output=True, text=True, timeout=600,
+        )
+        assert done.returncode == 0, done.stderr
+        assert "segmented now 9 (ok 9)" in done.stdout
+        outs.append(out)
+    first, second = (tiles(o) for o in outs)
+    assert first["raw_answer"].tolist() == second["raw_answer"].tolist()
+    assert json.loads(pyogrio.read_dataframe(outs[0], layer="runs")["params"][0])["tile_size_px"] == 256
+    result = segments(outs[0])
+    assert len(result) > 0 and result.geometry.is_valid.all() and (result["tiles"] >= 1).all()
+    footprint = box(*(UTM_TRANSFORM @ (0, 500)), *(UTM_TRANSFORM @ (700, 0)))
+    assert result.geometry.within(footprint.buffer(1e-6)).all()
