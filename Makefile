@@ -29,6 +29,7 @@ test: setup
 
 bench: setup
 	$(BIN)/python bench/segment_stages.py
+	$(BIN)/python bench/batch_throughput.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache demo.gpkg demo_mask.tif

@@ -19,7 +19,6 @@ the non-model stages (read, parse, vectorize, write), and on CUDA the peak GPU m
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import importlib.util
 import statistics
 import sys
@@ -34,54 +33,29 @@ from rasterio import features
 from rasterio.enums import Resampling
 from shapely.geometry import Polygon
 
+from stand_ins import FixedText, MaskMaker, SubstituteMasks, random_weight_models
 from think2seg.answer import InstancePrompt
-
 from think2seg.engine import Engine
 from think2seg.geo.read import read_tile
-from think2seg.models.base import Generation, Prompter, Segmenter
 from think2seg.models.device import plan_device
-from think2seg.models.qwen import QwenPrompter
 from think2seg.output.gpkg import write_gpkg
-from think2seg.testing.real_arch import random_qwen25vl_3b, random_sam21_small
-from think2seg.testing.tiny_lvlm import save_untrained_tiny_lvlm
-from think2seg.testing.tiny_sam import build_tiny_sam2
 from think2seg.timing import NON_MODEL_STAGES, STAGES, StageTimer
 
 SAMPLE = Path(__file__).resolve().parents[1] / "resources" / "sample" / "riverside.tif"
 QUESTION = "segment the river"
-ANSWER = (
-    "<think>The river runs from the top to the bottom of the scene.</think> <answer>```json["
-    '{"bbox_2d": [250,0,480,420], "positive_points": [[400,100], [380,300]]}, '
-    '{"bbox_2d": [200,420,420,840], "positive_points": [[280,600], [290,760]]}]```</answer>'
-)
 
 
-class FixedText:
-    """Runs the real prompter (so its cost is measured) and hands on a fixed answer text."""
+def true_river(river: np.ndarray) -> MaskMaker:
+    """The scene's true river inside each prompt's box."""
 
-    def __init__(self, inner: Prompter, text: str) -> None:
-        self.inner, self.text, self.name = inner, text, inner.name
-
-    def generate(self, view, question, *, on_text=None) -> Generation:  # noqa: ANN001
-        return dataclasses.replace(self.inner.generate(view, question), text=self.text)
-
-
-class TrueRiver:
-    """Runs the real segmenter (so its cost is measured) and hands on the scene's true river mask."""
-
-    def __init__(self, inner: Segmenter, river: np.ndarray) -> None:
-        self.inner, self.river, self.name = inner, river, inner.name
-
-    def encode(self, image: np.ndarray) -> object:
-        return self.inner.encode(image)
-
-    def predict(self, embedding: object, prompts: Sequence[InstancePrompt]) -> np.ndarray:
-        masks = self.inner.predict(embedding, prompts)
+    def make(shape: tuple[int, int], prompts: Sequence[InstancePrompt]) -> np.ndarray:
+        masks = np.zeros((len(prompts), *shape), dtype=bool)
         for k, prompt in enumerate(prompts):
             x1, y1, x2, y2 = (round(v) for v in prompt.box_xyxy)
-            masks[k] = False
-            masks[k, y1:y2, x1:x2] = self.river[y1:y2, x1:x2]
+            masks[k, y1:y2, x1:x2] = river[y1:y2, x1:x2]
         return masks
+
+    return make
 
 
 def river_mask(size: int) -> np.ndarray:
@@ -106,17 +80,8 @@ def window_raster(folder: Path, size: int) -> Path:
 
 
 def build_engine(arch: str, device: str, folder: Path, new_tokens: int, size: int) -> Engine:
-    plan = plan_device(device)
-    if arch == "real":
-        prompter, segmenter = random_qwen25vl_3b(plan, new_tokens=new_tokens), random_sam21_small(plan)
-    else:
-        loaded = Engine.load(
-            lvlm=str(save_untrained_tiny_lvlm(folder / "lvlm")), segmenter=str(build_tiny_sam2(folder / "sam2")), device=device
-        )
-        prompter, segmenter = loaded.prompter, loaded.segmenter
-        assert isinstance(prompter, QwenPrompter)
-        prompter.max_new_tokens = prompter.min_new_tokens = new_tokens
-    return Engine(FixedText(prompter, ANSWER), TrueRiver(segmenter, river_mask(size)))
+    prompter, segmenter = random_weight_models(arch, device, folder, new_tokens)
+    return Engine(FixedText(prompter), SubstituteMasks(segmenter, true_river(river_mask(size))))
 
 
 def run_once(engine: Engine, raster: Path, out: Path) -> tuple[dict[str, float], int]:

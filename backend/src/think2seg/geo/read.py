@@ -101,7 +101,7 @@ class RasterSource:
         """Read ``window`` (decimated beyond ``max_side_px``); ``limits`` fixes the stretch."""
         out_w, out_h = _out_shape(window, max_side_px)
         try:
-            with rasterio.Env(GDAL_NUM_THREADS="ALL_CPUS"):  # parallel block decoding
+            with _read_env():
                 bands, valid = self._read_bands(window, out_w, out_h)
         except RasterioError as exc:
             raise RasterError(
@@ -119,9 +119,14 @@ class RasterSource:
         return Tile(pixels, valid, transform, self.crs, str(self.path), window, scale, notes)
 
     def stretch_limits(self, window: Window, *, sample_side_px: int = 1024) -> StretchLimits:
-        """Stretch limits of ``window`` from a decimated read, so every tile of a run shares them."""
+        """Stretch limits of ``window`` from a decimated read, so every tile of a run shares them.
+
+        Empty for 8-bit and palette rasters, which are not stretched (nothing is read then).
+        """
+        if self._bands.palette or all(self.dtypes[i - 1] == "uint8" for i in self._bands.unique):
+            return {}
         out_w, out_h = _out_shape(window, sample_side_px)
-        with rasterio.Env(GDAL_NUM_THREADS="ALL_CPUS"):
+        with _read_env():
             bands, valid = self._read_bands(window, out_w, out_h)
         return stretch_limits(bands, valid)
 
@@ -137,6 +142,18 @@ class RasterSource:
         valid = self._dataset.dataset_mask(window=window, out_shape=(out_h, out_w)) > 0
         valid &= finite_mask(data)
         return dict(zip(indexes, data)), valid
+
+
+def _read_env() -> rasterio.Env:
+    """Decode blocks on all cores; keep GDAL's block cache small (tiles are read about once), so
+    memory does not grow with the raster. An explicit GDAL_CACHEMAX in the environment wins."""
+    options = {"GDAL_NUM_THREADS": "ALL_CPUS"}
+    if "GDAL_CACHEMAX" not in os.environ:
+        options["GDAL_CACHEMAX"] = READ_CACHE_BYTES
+    return rasterio.Env(**options)
+
+
+READ_CACHE_BYTES = 128 * 2**20  # rasterio passes integers to GDAL as bytes
 
 
 def window_for_bounds(
