@@ -8,7 +8,7 @@ STAMP := $(VENV)/.think2seg-installed
 SAMPLE := resources/sample/riverside.tif
 DEMO_QUESTION := segment the river
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test lint bench clean
 
 setup: $(STAMP)
 
@@ -24,8 +24,12 @@ demo: setup
 	$(BIN)/think2seg segment $(SAMPLE) "$(DEMO_QUESTION)" -o demo.gpkg --mask-out demo_mask.tif --overwrite
 	@echo "demo: open $(CURDIR)/demo.gpkg in QGIS (layers segments, prompt_boxes, prompt_points) over $(CURDIR)/$(SAMPLE)"
 
-test: setup
+test: setup lint
 	$(BIN)/python -m pytest tests/backend
+
+lint: setup
+	$(BIN)/ruff check backend bench tests resources
+	$(BIN)/ruff format --check backend bench tests resources
 
 bench: setup
 	$(BIN)/python bench/segment_stages.py

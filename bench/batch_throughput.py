@@ -33,10 +33,11 @@ import numpy as np
 import rasterio
 from rasterio.windows import Window
 
-from stand_ins import FixedText, SubstituteMasks, ellipse_in_box, random_weight_models
 from think2seg.batch.options import BatchOptions
 from think2seg.batch.runner import run_batch
 from think2seg.engine import Engine
+
+from stand_ins import FixedText, SubstituteMasks, ellipse_in_box, random_weight_models
 
 TILE_PX, OVERLAP_PX = 1024, 128
 CONTENT_PX = 2048
@@ -48,9 +49,19 @@ def make_raster(path: Path, size: int, *, content: int) -> Path:
     Written sparse (blocks never written cost no disk), so even 32768² takes a moment.
     """
     profile = {
-        "driver": "GTiff", "width": size, "height": size, "count": 3, "dtype": "uint8", "nodata": 0,
-        "crs": "EPSG:32633", "transform": rasterio.Affine(0.5, 0, 500000, 0, -0.5, 5300000),
-        "tiled": True, "blockxsize": 512, "blockysize": 512, "compress": "deflate", "sparse_ok": True,
+        "driver": "GTiff",
+        "width": size,
+        "height": size,
+        "count": 3,
+        "dtype": "uint8",
+        "nodata": 0,
+        "crs": "EPSG:32633",
+        "transform": rasterio.Affine(0.5, 0, 500000, 0, -0.5, 5300000),
+        "tiled": True,
+        "blockxsize": 512,
+        "blockysize": 512,
+        "compress": "deflate",
+        "sparse_ok": True,
     }
     rng = np.random.default_rng(0)
     with rasterio.open(path, "w", **profile) as dst:
@@ -68,17 +79,31 @@ def child(args: argparse.Namespace) -> None:
         raster = make_raster(folder / "r.tif", args.size, content=args.content)
         prompter, segmenter = random_weight_models(args.arch, args.device, folder, args.new_tokens)
         engine = Engine(FixedText(prompter), SubstituteMasks(segmenter, ellipse_in_box))
-        options = BatchOptions(tile_size_px=TILE_PX, overlap_px=OVERLAP_PX, batch_size=args.batch_size, prefetch=args.prefetch)
+        options = BatchOptions(
+            tile_size_px=TILE_PX, overlap_px=OVERLAP_PX, batch_size=args.batch_size, prefetch=args.prefetch
+        )
         start = time.perf_counter()
         summary = run_batch(raster, "segment the river", folder / "out.gpkg", models=engine, options=options)
         wall = time.perf_counter() - start
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     gpu_gib = _peak_gpu_gib()
-    print(json.dumps({
-        "size": args.size, "tiles": summary.tiles_total, "segmented": summary.processed, "skipped": summary.skipped,
-        "wall_s": wall, "tiles_per_s": summary.tiles_total / wall, "segmented_per_s": summary.processed / wall,
-        "peak_rss_mib": peak_mib, "peak_gpu_gib": gpu_gib, "prefetch": args.prefetch, "batch_size": args.batch_size,
-    }))
+    print(
+        json.dumps(
+            {
+                "size": args.size,
+                "tiles": summary.tiles_total,
+                "segmented": summary.processed,
+                "skipped": summary.skipped,
+                "wall_s": wall,
+                "tiles_per_s": summary.tiles_total / wall,
+                "segmented_per_s": summary.processed / wall,
+                "peak_rss_mib": peak_mib,
+                "peak_gpu_gib": gpu_gib,
+                "prefetch": args.prefetch,
+                "batch_size": args.batch_size,
+            }
+        )
+    )
 
 
 def _peak_gpu_gib() -> float | None:
@@ -87,10 +112,27 @@ def _peak_gpu_gib() -> float | None:
     return torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else None
 
 
-def run_child(size: int, content: int, *, device: str, arch: str, prefetch: int = 4, batch_size: int = 1, new_tokens: int = 128) -> dict:
+def run_child(
+    size: int, content: int, *, device: str, arch: str, prefetch: int = 4, batch_size: int = 1, new_tokens: int = 128
+) -> dict:
     command = [
-        sys.executable, __file__, "--child", "--size", str(size), "--content", str(content), "--device", device, "--arch", arch,
-        "--prefetch", str(prefetch), "--batch-size", str(batch_size), "--new-tokens", str(new_tokens),
+        sys.executable,
+        __file__,
+        "--child",
+        "--size",
+        str(size),
+        "--content",
+        str(content),
+        "--device",
+        device,
+        "--arch",
+        arch,
+        "--prefetch",
+        str(prefetch),
+        "--batch-size",
+        str(batch_size),
+        "--new-tokens",
+        str(new_tokens),
     ]
     done = subprocess.run(command, capture_output=True, text=True, check=False)
     if done.returncode != 0:
@@ -103,7 +145,9 @@ def cpu_report(args: argparse.Namespace) -> None:
     print(f"{'raster':>12} {'tiles':>6} {'segmented':>10} {'tiles/s':>8} {'peak RSS MiB':>13}")
     rows = [run_child(size, CONTENT_PX, device=args.device, arch="tiny") for size in (4096, 16384, 32768)]
     for row in rows:
-        print(f"{row['size']:>6}x{row['size']:<5} {row['tiles']:>6} {row['segmented']:>10} {row['tiles_per_s']:>8.2f} {row['peak_rss_mib']:>13.0f}")
+        print(
+            f"{row['size']:>6}x{row['size']:<5} {row['tiles']:>6} {row['segmented']:>10} {row['tiles_per_s']:>8.2f} {row['peak_rss_mib']:>13.0f}"
+        )
     peaks = [row["peak_rss_mib"] for row in rows]
     print(f"peak RSS spread across sizes: {(max(peaks) - min(peaks)) / min(peaks):.1%} (target: within 20%)\n")
     print("Pipelining, 4096x4096 raster full of content (25 tiles), side by side:")

@@ -33,13 +33,14 @@ from rasterio import features
 from rasterio.enums import Resampling
 from shapely.geometry import Polygon
 
-from stand_ins import FixedText, MaskMaker, SubstituteMasks, random_weight_models
 from think2seg.answer import InstancePrompt
 from think2seg.engine import Engine
 from think2seg.geo.read import read_tile
 from think2seg.models.device import plan_device
 from think2seg.output.gpkg import write_gpkg
 from think2seg.timing import NON_MODEL_STAGES, STAGES, StageTimer
+
+from stand_ins import FixedText, MaskMaker, SubstituteMasks, random_weight_models
 
 SAMPLE = Path(__file__).resolve().parents[1] / "resources" / "sample" / "riverside.tif"
 QUESTION = "segment the river"
@@ -72,7 +73,11 @@ def window_raster(folder: Path, size: int) -> Path:
     """The sample scene resampled to size x size pixels (same footprint, finer pixels)."""
     with rasterio.open(SAMPLE) as src:
         data = src.read(out_shape=(src.count, size, size), resampling=Resampling.bilinear)
-        profile = src.profile | {"width": size, "height": size, "transform": src.transform * src.transform.scale(src.width / size)}
+        profile = src.profile | {
+            "width": size,
+            "height": size,
+            "transform": src.transform * src.transform.scale(src.width / size),
+        }
     path = folder / "window.tif"
     with rasterio.open(path, "w", **(profile | {"compress": "deflate", "photometric": "RGB"})) as dst:
         dst.write(data)
@@ -97,8 +102,10 @@ def run_once(engine: Engine, raster: Path, out: Path) -> tuple[dict[str, float],
 def report(runs: list[dict[str, float]], polygons: int, args: argparse.Namespace) -> None:
     means = {stage: statistics.mean(run.get(stage, 0.0) for run in runs) for stage in STAGES}
     total = sum(means.values())
-    print(f"\n{args.arch} architectures on {plan_device(args.device).label}, {args.size}x{args.size} window, "
-          f"{args.new_tokens} new tokens, {polygons} polygons, mean of {len(runs)} runs")
+    print(
+        f"\n{args.arch} architectures on {plan_device(args.device).label}, {args.size}x{args.size} window, "
+        f"{args.new_tokens} new tokens, {polygons} polygons, mean of {len(runs)} runs"
+    )
     print(f"{'stage':<14}{'seconds':>10}{'share':>9}")
     for stage, seconds in means.items():
         print(f"{stage:<14}{seconds:>10.4f}{seconds / total:>9.1%}")

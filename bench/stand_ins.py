@@ -86,7 +86,9 @@ def random_weight_models(arch: str, device: str, folder: Path, new_tokens: int) 
         plan = plan_device(device)
         return random_qwen25vl_3b(plan, new_tokens=new_tokens), random_sam21_small(plan)
     engine = Engine.load(
-        lvlm=str(save_untrained_tiny_lvlm(folder / "lvlm")), segmenter=str(build_tiny_sam2(folder / "sam2")), device=device
+        lvlm=str(save_untrained_tiny_lvlm(folder / "lvlm")),
+        segmenter=str(build_tiny_sam2(folder / "sam2")),
+        device=device,
     )
     prompter = engine.prompter
     assert isinstance(prompter, QwenPrompter)

@@ -2,8 +2,9 @@ import json
 
 import pytest
 
-from conftest import FIXTURES
 from think2seg.answer import AnswerStatus, InstancePrompt, parse_answer
+
+from conftest import FIXTURES
 
 CASES = json.loads((FIXTURES / "answers" / "cases.json").read_text())
 
@@ -33,5 +34,13 @@ def test_scaled_prompt_scales_x_and_y_separately():
 
 
 def test_never_raises_on_arbitrary_text():
-    for text in ["", "[", "]", "[[[[", "<answer>[{]</answer>", "<answer>```json[{\"bbox_2d\": [1e999,0,5,5]}]```", "\x00\xff"]:
+    for text in [
+        "",
+        "[",
+        "]",
+        "[[[[",
+        "<answer>[{]</answer>",
+        '<answer>```json[{"bbox_2d": [1e999,0,5,5]}]```',
+        "\x00\xff",
+    ]:
         assert parse_answer(text).status in set(AnswerStatus)

@@ -19,14 +19,15 @@ from rasterio.windows import Window
 from shapely.geometry import box
 from shapely.ops import unary_union
 
-from conftest import FixedPrompter
-from rasters import UTM_TRANSFORM, write_raster
 from think2seg.batch.grid import TileGrid
 from think2seg.batch.options import BatchOptions
 from think2seg.batch.runner import run_batch
 from think2seg.engine import Engine
 from think2seg.errors import InputError, OutputExistsError
 from think2seg.geo.vectorize import mask_to_polygons
+
+from conftest import FixedPrompter
+from rasters import UTM_TRANSFORM, write_raster
 
 WHOLE_VIEW = '<think>Everything.</think> <answer>[{"bbox_2d": [0, 0, 840, 840], "positive_points": [[10, 10], [20, 20]]}]</answer>'
 PIXEL = 0.5  # metres, UTM_TRANSFORM
@@ -92,18 +93,26 @@ OPTIONS = BatchOptions(tile_size_px=256, overlap_px=32)
 # --- the grid -------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("width", "height", "tile", "overlap"), [(900, 600, 256, 32), (1000, 1000, 300, 0), (257, 100, 256, 64), (64, 64, 256, 32)])
+@pytest.mark.parametrize(
+    ("width", "height", "tile", "overlap"),
+    [(900, 600, 256, 32), (1000, 1000, 300, 0), (257, 100, 256, 64), (64, 64, 256, 32)],
+)
 def test_cores_partition_the_region_and_tiles_are_full_size(width, height, tile, overlap):
     region = Window(5, 7, width, height)
     grid = TileGrid(region, tile, overlap)
     cells = list(grid)
     assert len(cells) == len(grid) == grid.rows * grid.cols
-    cores = [box(c.core.col_off, c.core.row_off, c.core.col_off + c.core.width, c.core.row_off + c.core.height) for c in cells]
+    cores = [
+        box(c.core.col_off, c.core.row_off, c.core.col_off + c.core.width, c.core.row_off + c.core.height)
+        for c in cells
+    ]
     assert sum(c.area for c in cores) == width * height
     assert unary_union(cores).equals(box(5, 7, 5 + width, 7 + height))
     for cell in cells:
         assert cell.window.width == min(tile, width) and cell.window.height == min(tile, height)
-        assert region.col_off <= cell.window.col_off and cell.window.col_off + cell.window.width <= region.col_off + width
+        assert (
+            region.col_off <= cell.window.col_off and cell.window.col_off + cell.window.width <= region.col_off + width
+        )
         core, window = cell.core, cell.window
         assert window.col_off <= core.col_off and core.col_off + core.width <= window.col_off + window.width
     last = cells[-1].window
@@ -172,10 +181,14 @@ def test_outside_aoi_tiles_recorded_without_reading(tmp_path):
     gpd.GeoDataFrame(geometry=[aoi], crs="EPSG:32633").to_file(tmp_path / "aoi.gpkg")
     prompter = FixedPrompter(WHOLE_VIEW)
     options = BatchOptions(tile_size_px=256, overlap_px=32, aoi=tmp_path / "aoi.gpkg")
-    summary = run_batch(raster, "segment", tmp_path / "out.gpkg", models=Engine(prompter, ThresholdSegmenter()), options=options)
+    summary = run_batch(
+        raster, "segment", tmp_path / "out.gpkg", models=Engine(prompter, ThresholdSegmenter()), options=options
+    )
     assert summary.counts == {"ok": 5, "outside_aoi": 4} and prompter.calls == 5
     statuses = tiles(tmp_path / "out.gpkg").set_index(["row", "col"])["status"]
-    assert [statuses[(r, c)] == "ok" for r in range(3) for c in range(3)] == [r == 0 or c == 0 for r in range(3) for c in range(3)]
+    assert [statuses[(r, c)] == "ok" for r in range(3) for c in range(3)] == [
+        r == 0 or c == 0 for r in range(3) for c in range(3)
+    ]
 
 
 # --- resume, refusals, faults ---------------------------------------------------------------------
@@ -191,12 +204,20 @@ def test_existing_output_refused_and_changed_parameters_refused(tmp_path):
     with pytest.raises(InputError, match="overlap_px: 32 -> 64"):
         run_batch(raster, "segment", out, models=engine(), options=changed)
     with pytest.raises(InputError, match="question"):
-        run_batch(raster, "another question", out, models=engine(), options=BatchOptions(tile_size_px=256, overlap_px=32, resume=True))
+        run_batch(
+            raster,
+            "another question",
+            out,
+            models=engine(),
+            options=BatchOptions(tile_size_px=256, overlap_px=32, resume=True),
+        )
     foreign = tmp_path / "foreign.gpkg"
     gpd.GeoDataFrame(geometry=[box(0, 0, 1, 1)], crs=32633).to_file(foreign)
     with pytest.raises(OSError, match="not a think2seg batch output"):
         run_batch(raster, "segment", foreign, models=engine(), options=BatchOptions(resume=True))
-    summary = run_batch(raster, "segment", out, models=engine(), options=BatchOptions(tile_size_px=256, overlap_px=64, overwrite=True))
+    summary = run_batch(
+        raster, "segment", out, models=engine(), options=BatchOptions(tile_size_px=256, overlap_px=64, overwrite=True)
+    )
     assert summary.tiles_before == 0
 
 
@@ -204,7 +225,13 @@ def test_failed_tiles_recorded_and_only_they_retried(tmp_path):
     raster, mask = write_scene(tmp_path / "scene.tif")
     out = tmp_path / "out.gpkg"
     failing = ThresholdSegmenter(fail_when_mean_over=70)  # tiles mostly in the brighter west half
-    summary = run_batch(raster, "segment", out, models=engine(failing), options=BatchOptions(tile_size_px=256, overlap_px=32, batch_size=4))
+    summary = run_batch(
+        raster,
+        "segment",
+        out,
+        models=engine(failing),
+        options=BatchOptions(tile_size_px=256, overlap_px=32, batch_size=4),
+    )
     first = tiles(out)
     failed = first[first["status"] == "failed"]
     assert summary.failed == len(failed) > 0 and summary.counts["ok"] == 12 - len(failed)
@@ -246,7 +273,13 @@ def test_ctrl_c_keeps_finished_tiles_and_resume_completes(tmp_path):
         run_batch(raster, "segment", out, models=engine(InterruptingSegmenter(after=5)), options=OPTIONS)
     assert len(tiles(out)) == 5
     segmenter = ThresholdSegmenter()
-    summary = run_batch(raster, "segment", out, models=engine(segmenter), options=BatchOptions(tile_size_px=256, overlap_px=32, resume=True))
+    summary = run_batch(
+        raster,
+        "segment",
+        out,
+        models=engine(segmenter),
+        options=BatchOptions(tile_size_px=256, overlap_px=32, resume=True),
+    )
     assert segmenter.encoded == 7 and summary.tiles_before == 5
     assert sum(g.area for g in segments(out).geometry) == pytest.approx(mask.sum() * PIXEL**2)
 
@@ -269,7 +302,9 @@ def _normalized(path: Path) -> list[str]:
 
 
 def _cli(*args: str, **kwargs) -> subprocess.Popen:  # noqa: ANN003
-    return subprocess.Popen([sys.executable, "-m", "think2seg", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
+    return subprocess.Popen(
+        [sys.executable, "-m", "think2seg", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs
+    )
 
 
 def _committed_tiles(path: Path) -> int:
@@ -285,10 +320,27 @@ def _committed_tiles(path: Path) -> int:
 @pytest.mark.slow
 def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path, tiny_lvlm_dir, tiny_sam2_dir):
     raster = write_raster(tmp_path / "scene.tif", np.stack([scene_mask(640, 640).astype(np.uint8) * 200 + 20] * 3))
-    common = ["--tile-size-px", "160", "--overlap-px", "32", "--quiet", "--lvlm", str(tiny_lvlm_dir), "--segmenter", str(tiny_sam2_dir), "--device", "cpu"]
+    common = [
+        "--tile-size-px",
+        "160",
+        "--overlap-px",
+        "32",
+        "--quiet",
+        "--lvlm",
+        str(tiny_lvlm_dir),
+        "--segmenter",
+        str(tiny_sam2_dir),
+        "--device",
+        "cpu",
+    ]
     question = "segment the ponds"
     reference = tmp_path / "reference.gpkg"
-    done = subprocess.run([sys.executable, "-m", "think2seg", "batch", str(raster), question, "-o", str(reference), *common], capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [sys.executable, "-m", "think2seg", "batch", str(raster), question, "-o", str(reference), *common],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr
     total = len(tiles(reference))
 
@@ -302,7 +354,12 @@ def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path, tiny_lvlm_dir,
     before = tiles(killed)
     assert 4 <= len(before) < total, "the run must be killed mid-way"
 
-    resumed = subprocess.run([sys.executable, "-m", "think2seg", "batch", str(raster), question, "-o", str(killed), *common, "--resume"], capture_output=True, text=True, timeout=600)
+    resumed = subprocess.run(
+        [sys.executable, "-m", "think2seg", "batch", str(raster), question, "-o", str(killed), *common, "--resume"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert resumed.returncode == 0, resumed.stderr
     assert f"finished earlier {len(before)}" in resumed.stdout
     after = tiles(killed)
@@ -311,19 +368,47 @@ def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path, tiny_lvlm_dir,
     assert all(after.set_index("tile_id").loc[t, "attempt"] == a for t, a in kept.items())  # not recomputed
     assert _normalized(killed) == _normalized(reference)
     for layer in ("prompt_boxes", "prompt_points", "tile_pieces"):
-        assert pyogrio.read_info(killed, layer=layer)["features"] == pyogrio.read_info(reference, layer=layer)["features"]
+        assert (
+            pyogrio.read_info(killed, layer=layer)["features"] == pyogrio.read_info(reference, layer=layer)["features"]
+        )
 
 
 @pytest.mark.slow
 def test_tiny_models_full_path_with_batches(tmp_path, tiny_lvlm_dir, tiny_sam2_dir):
     raster = write_raster(tmp_path / "scene.tif", np.stack([scene_mask(500, 700).astype(np.uint8) * 200 + 20] * 3))
-    common = ["--tile-size-px", "256", "--overlap-px", "32", "--quiet", "--lvlm", str(tiny_lvlm_dir), "--segmenter", str(tiny_sam2_dir), "--device", "cpu"]
+    common = [
+        "--tile-size-px",
+        "256",
+        "--overlap-px",
+        "32",
+        "--quiet",
+        "--lvlm",
+        str(tiny_lvlm_dir),
+        "--segmenter",
+        str(tiny_sam2_dir),
+        "--device",
+        "cpu",
+    ]
     outs = []
     for batch_size in ("1", "4"):
         out = tmp_path / f"b{batch_size}.gpkg"
         done = subprocess.run(
-            [sys.executable, "-m", "think2seg", "batch", str(raster), "segment the river", "-o", str(out), "--batch-size", batch_size, *common],
-            capture_output=True, text=True, timeout=600,
+            [
+                sys.executable,
+                "-m",
+                "think2seg",
+                "batch",
+                str(raster),
+                "segment the river",
+                "-o",
+                str(out),
+                "--batch-size",
+                batch_size,
+                *common,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=600,
         )
         assert done.returncode == 0, done.stderr
         assert "segmented now 9 (ok 9)" in done.stdout
@@ -335,3 +420,52 @@ def test_tiny_models_full_path_with_batches(tmp_path, tiny_lvlm_dir, tiny_sam2_d
     assert len(result) > 0 and result.geometry.is_valid.all() and (result["tiles"] >= 1).all()
     footprint = box(*(UTM_TRANSFORM @ (0, 500)), *(UTM_TRANSFORM @ (700, 0)))
     assert result.geometry.within(footprint.buffer(1e-6)).all()
+
+
+@pytest.mark.parametrize(
+    ("extra", "match"),
+    [
+        (["--aoi", "missing.geojson"], "AOI file"),
+        (["--tile-size-px", "32"], "at least 64"),
+        (["--overlap-px", "600", "--tile-size-px", "1000"], "half the tile size"),
+        (["--bounds", "0", "0", "10", "10"], "outside"),
+        (["--min-area-m2", "5", "--pixel-coords"], "minimum area"),
+    ],
+)
+def test_cli_refuses_bad_batch_input_with_one_line(tmp_path, capsys, extra, match):
+    from think2seg.cli import main
+
+    raster, _ = write_scene(tmp_path / "scene.tif", height=200, width=200)
+    args = [
+        "batch",
+        str(raster),
+        "segment",
+        "-o",
+        str(tmp_path / "out.gpkg"),
+        "--lvlm",
+        str(tmp_path / "no-model"),
+        *extra,
+    ]
+    assert main([a.replace("missing.geojson", str(tmp_path / "missing.geojson")) for a in args]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("think2seg: error:") and match in err[0]
+    assert not (tmp_path / "out.gpkg").exists()
+
+
+def test_cli_refuses_to_overwrite_without_a_flag(tmp_path, capsys):
+    from think2seg.cli import main
+
+    raster, _ = write_scene(tmp_path / "scene.tif", height=200, width=200)
+    (tmp_path / "out.gpkg").write_bytes(b"keep")
+    assert main(["batch", str(raster), "segment", "-o", str(tmp_path / "out.gpkg")]) == 1
+    assert "--resume" in capsys.readouterr().err and (tmp_path / "out.gpkg").read_bytes() == b"keep"
+
+
+def test_models_that_fail_to_load_leave_no_output(tmp_path, capsys):
+    from think2seg.cli import main
+
+    raster, _ = write_scene(tmp_path / "scene.tif", height=200, width=200)
+    out = tmp_path / "out.gpkg"
+    assert main(["batch", str(raster), "segment", "-o", str(out), "--lvlm", str(tmp_path / "no-model")]) == 1
+    assert "does not exist" in capsys.readouterr().err
+    assert not out.exists()

@@ -11,9 +11,10 @@ import pyogrio
 import pytest
 from affine import Affine
 
-from rasters import scene, write_raster
 from think2seg.cli import main
 from think2seg.testing.tiny_lvlm import question_for
+
+from rasters import scene, write_raster
 
 pytestmark = pytest.mark.slow
 
@@ -117,7 +118,9 @@ def test_raster_without_crs_refused_then_accepted_in_pixel_coordinates(run_cli, 
 
 def test_bounds_outside_raster(run_cli, raster, tmp_path):
     before = set(tmp_path.iterdir())
-    code, _, err = run_cli("segment", raster, "segment the river", "-o", tmp_path / "out.gpkg", "--bounds", "0", "0", "10", "10")
+    code, _, err = run_cli(
+        "segment", raster, "segment the river", "-o", tmp_path / "out.gpkg", "--bounds", "0", "0", "10", "10"
+    )
     assert_refused(code, err, "outside", tmp_path, before)
 
 
@@ -175,6 +178,8 @@ def test_console_script_exit_codes(raster, tmp_path, tiny_lvlm_dir, tiny_sam2_di
     command = [sys.executable, "-m", "think2seg", "segment", str(raster), "", "-o", str(tmp_path / "o.gpkg")]
     done = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert done.returncode == 1 and done.stdout == ""
-    assert done.stderr.strip() == 'think2seg: error: the question is empty: ask what to segment, e.g. "segment the river"'
+    assert (
+        done.stderr.strip() == 'think2seg: error: the question is empty: ask what to segment, e.g. "segment the river"'
+    )
     done = subprocess.run([sys.executable, "-m", "think2seg", "segment"], capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and "usage:" in done.stderr

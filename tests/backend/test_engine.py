@@ -3,12 +3,13 @@ import pytest
 from affine import Affine
 from shapely.geometry import box
 
-from conftest import BoxSegmenter, FixedPrompter
-from rasters import UTM_TRANSFORM, scene, write_raster
 from think2seg.engine import Engine
 from think2seg.errors import InputError, QuestionError
 from think2seg.result import ResultStatus
 from think2seg.testing.tiny_lvlm import TEST_ANSWERS, question_for
+
+from conftest import FixedPrompter
+from rasters import UTM_TRANSFORM, scene, write_raster
 
 ONE_BOX = '<think>A field.</think> <answer>```json[{"bbox_2d": [84, 84, 420, 840], "positive_points": [[200, 400], [300, 500]]}]```</answer>'
 
@@ -82,7 +83,12 @@ def test_bad_options_refused_before_any_model_call(box_segmenter):
 @pytest.mark.slow
 @pytest.mark.parametrize(
     ("trigger", "status", "count"),
-    [("river", ResultStatus.OK, 1), ("ponds", ResultStatus.OK, 2), ("airport", ResultStatus.NO_TARGET, 0), ("garbled", ResultStatus.UNPARSEABLE, 0)],
+    [
+        ("river", ResultStatus.OK, 1),
+        ("ponds", ResultStatus.OK, 2),
+        ("airport", ResultStatus.NO_TARGET, 0),
+        ("garbled", ResultStatus.UNPARSEABLE, 0),
+    ],
 )
 def test_tiny_models_run_the_real_path(tiny_engine, tiny_lvlm_dir, trigger, status, count):
     pixels = np.moveaxis(scene(200, 300), 0, -1)

@@ -9,10 +9,11 @@ from rasterio import features
 from shapely.geometry import box, shape
 from shapely.ops import unary_union
 
-from rasters import scene, write_raster
 from think2seg.cli import main
 from think2seg.prompt import VIEW_SIZE_PX
 from think2seg.testing.tiny_lvlm import question_for
+
+from rasters import scene, write_raster
 
 pytestmark = pytest.mark.slow
 

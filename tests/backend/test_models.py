@@ -57,7 +57,16 @@ def test_segment_without_weights_fails_with_clear_message(tmp_path):
     from rasters import scene, write_raster
 
     raster = write_raster(tmp_path / "r.tif", scene(32, 32))
-    command = [sys.executable, "-m", "think2seg", "segment", str(raster), "segment the river", "-o", str(tmp_path / "o.gpkg")]
+    command = [
+        sys.executable,
+        "-m",
+        "think2seg",
+        "segment",
+        str(raster),
+        "segment the river",
+        "-o",
+        str(tmp_path / "o.gpkg"),
+    ]
     done = subprocess.run(command, capture_output=True, text=True, env=_offline_env(tmp_path), timeout=300)
     assert done.returncode == 1
     last = done.stderr.strip().splitlines()[-1]
@@ -73,7 +82,9 @@ def test_info_reports_missing_and_present_weights(tmp_path):
     (snapshot / "config.json").write_text("{}")
     (snapshot.parents[1] / "refs").mkdir()
     (snapshot.parents[1] / "refs" / "main").write_text("a" * 40)
-    done = subprocess.run([sys.executable, "-m", "think2seg", "info"], capture_output=True, text=True, env=env, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-m", "think2seg", "info"], capture_output=True, text=True, env=env, timeout=300
+    )
     assert done.returncode == 0, done.stderr
     assert "RicardoString/Think2Seg-RS-3B: missing" in done.stdout
     assert f"facebook/sam2.1-hiera-small: present: {snapshot}" in done.stdout
@@ -83,7 +94,10 @@ def test_info_reports_missing_and_present_weights(tmp_path):
 def test_download_offline_fails_clearly(tmp_path):
     done = subprocess.run(
         [sys.executable, "-m", "think2seg", "download", "--segmenter", "facebook/sam2.1-hiera-small"],
-        capture_output=True, text=True, env=_offline_env(tmp_path), timeout=300,
+        capture_output=True,
+        text=True,
+        env=_offline_env(tmp_path),
+        timeout=300,
     )
     assert done.returncode == 1 and "HF_HUB_OFFLINE" in done.stderr
 
@@ -154,12 +168,16 @@ def test_sam1_through_segment_anything(tmp_path, monkeypatch, tiny_lvlm_dir, cap
     monkeypatch.setitem(segment_anything.sam_model_registry, "vit_b", tiny_sam1_builder())
     segmenter = load_segmenter(f"sam1-vit-b:{checkpoint}", device=CPU)
     image = np.random.default_rng(1).integers(0, 255, (64, 96, 3), dtype=np.uint8)
-    prompts = [InstancePrompt((5.0, 5.0, 60.0, 50.0), ((20.0, 20.0), (30.0, 25.0))), InstancePrompt(None, ((70.0, 30.0), (80.0, 40.0)))]
+    prompts = [
+        InstancePrompt((5.0, 5.0, 60.0, 50.0), ((20.0, 20.0), (30.0, 25.0))),
+        InstancePrompt(None, ((70.0, 30.0), (80.0, 40.0))),
+    ]
     masks = segmenter.predict(segmenter.encode(image), prompts)
     assert masks.shape == (2, 64, 96) and masks.dtype == bool
 
-    from rasters import scene, write_raster
     from think2seg.testing.tiny_lvlm import question_for
+
+    from rasters import scene, write_raster
 
     raster = write_raster(tmp_path / "r.tif", scene(40, 60))
     args = ["segment", str(raster), question_for("river"), "--json", "--lvlm", str(tiny_lvlm_dir)]

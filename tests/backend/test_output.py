@@ -5,14 +5,15 @@ import pyogrio
 import pytest
 import rasterio
 
-from conftest import BoxSegmenter, FixedPrompter
-from rasters import UTM_TRANSFORM, scene
 from think2seg.engine import Engine
 from think2seg.errors import OutputError, OutputExistsError
 from think2seg.output.atomic import check_output_path
 from think2seg.output.geojson import to_feature_collection
 from think2seg.output.gpkg import LAYERS, write_gpkg
 from think2seg.output.maskfile import MASK_NODATA, write_mask_geotiff
+
+from conftest import BoxSegmenter, FixedPrompter
+from rasters import UTM_TRANSFORM, scene
 
 TWO = (
     '<think>Two fields.</think> <answer>[{"bbox_2d": [0, 0, 420, 420], "positive_points": [[100, 100], [200, 200]]},'

@@ -2,7 +2,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import FIXTURES
 from think2seg.errors import QuestionError
 from think2seg.prompt import (
     MAX_QUESTION_CHARS,
@@ -14,6 +13,8 @@ from think2seg.prompt import (
     user_text,
     validate_question,
 )
+
+from conftest import FIXTURES
 
 
 def test_prompt_text_is_verbatim():

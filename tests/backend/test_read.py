@@ -7,11 +7,12 @@ from rasterio.crs import CRS
 from rasterio.enums import ColorInterp
 from rasterio.windows import Window
 
-from rasters import UTM_TRANSFORM, scene, write_raster
 from think2seg.errors import BoundsError, MissingCRSError, RasterError
 from think2seg.geo.arrays import tile_from_array
 from think2seg.geo.bands import choose_bands, stretch_limits, stretch_to_uint8
 from think2seg.geo.read import RasterSource, read_tile
+
+from rasters import UTM_TRANSFORM, scene, write_raster
 
 
 def test_whole_raster_keeps_transform_and_crs(tmp_path):

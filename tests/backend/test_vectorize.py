@@ -81,7 +81,9 @@ def test_geographic_area_is_geodesic():
 
 def test_web_mercator_area_is_true_area_not_planar():
     to_3857 = pyproj.Transformer.from_crs(4326, 3857, always_xy=True)
-    cell = shapely.transform(box(10.0, 50.0, 10.01, 50.01), lambda xy: np.column_stack(to_3857.transform(xy[:, 0], xy[:, 1])))
+    cell = shapely.transform(
+        box(10.0, 50.0, 10.01, 50.01), lambda xy: np.column_stack(to_3857.transform(xy[:, 0], xy[:, 1]))
+    )
     (area,) = areas_m2([cell], CRS.from_epsg(3857))
     (geodesic,) = areas_m2([box(10.0, 50.0, 10.01, 50.01)], CRS.from_epsg(4326))
     assert area == pytest.approx(geodesic, rel=1e-6)

@@ -224,7 +224,9 @@ class Engine:
         ]
         live = [i for i, tile in enumerate(tiles) if tile.has_data]
         if live:
-            answers = self._answers([tiles[i] for i in live], question, [views[i] for i in live], [timers[i] for i in live], on_text)
+            answers = self._answers(
+                [tiles[i] for i in live], question, [views[i] for i in live], [timers[i] for i in live], on_text
+            )
             masks = self._masks(answers, [timers[i] for i in live])
             for index, (tile, generation, parsed, instances), mask in zip(live, answers, masks):
                 results[index] = Inference(
@@ -257,7 +259,13 @@ class Engine:
         generations = generate_many(self.prompter, ready, question, on_text=on_text)
         answers = []
         for tile, generation, timer in zip(tiles, generations, timers):
-            timer.merge({"prepare": generation.prepare_s, "lvlm_prefill": generation.prefill_s, "lvlm_decode": generation.decode_s})
+            timer.merge(
+                {
+                    "prepare": generation.prepare_s,
+                    "lvlm_prefill": generation.prefill_s,
+                    "lvlm_decode": generation.decode_s,
+                }
+            )
             with timer.stage("parse"):
                 parsed = parse_answer(generation.text)
             answers.append((tile, generation, parsed, _instances(parsed.instances, tile)))
@@ -285,8 +293,7 @@ def _instances(prompts: Sequence[InstancePrompt], tile: Tile) -> tuple[InstanceR
     """Scale 840-view prompts to tile pixels by (W/840, H/840)."""
     sx, sy = tile.width / VIEW_SIZE_PX, tile.height / VIEW_SIZE_PX
     return tuple(
-        InstanceResult(index=i, view=p, pixel=p.scaled(sx, sy), transform=tile.transform)
-        for i, p in enumerate(prompts)
+        InstanceResult(index=i, view=p, pixel=p.scaled(sx, sy), transform=tile.transform) for i, p in enumerate(prompts)
     )
 
 

@@ -19,17 +19,15 @@ VIEW_SIZE_PX = 840
 MAX_QUESTION_CHARS = 1000
 """Longest question accepted. The model was trained on one-sentence questions."""
 
-SYSTEM_PROMPT = (
-    "You are a remote sensing analysis assistant. Your task is to generate spatial prompts for the Segment Anything Model (SAM) based on a user's request."
-)
+SYSTEM_PROMPT = "You are a remote sensing analysis assistant. Your task is to generate spatial prompts for the Segment Anything Model (SAM) based on a user's request."
 
 USER_TEMPLATE = (
     'Please find "{Question}", identify the target. For each target instance, provide:\n'
-    '1.  `bbox_2d`: A tight bounding box.\n'
-    '2.  `positive_points`: Exactly two points, placed inside the target.\n'
-    'Output your thinking process in <think> </think> tags.\n'
-    'Output the final answer in <answer> </answer> tags with the specified JSON format. If no targets are found, output an empty list.\n'
-    'i.e. <think> thinking process here </think> \n'
+    "1.  `bbox_2d`: A tight bounding box.\n"
+    "2.  `positive_points`: Exactly two points, placed inside the target.\n"
+    "Output your thinking process in <think> </think> tags.\n"
+    "Output the final answer in <answer> </answer> tags with the specified JSON format. If no targets are found, output an empty list.\n"
+    "i.e. <think> thinking process here </think> \n"
     '<answer>```json[{"bbox_2d": [310,360,567,586], "positive_points": [[434, 474], [450, 460]]}, {"bbox_2d": [10,200,100,320], "positive_points": [[50, 250], [90, 300]]}]```</answer>'
 )
 """The user text; ``{Question}`` is replaced by the question (plain replacement, no formatting)."""

@@ -75,7 +75,9 @@ def finalize(path: Path, stamp: RunStamp, finishing: Finishing) -> FinalStats:
     return FinalStats(writer.count, writer.area)
 
 
-def _finish(geometries: np.ndarray, tiles: np.ndarray, finishing: Finishing) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _finish(
+    geometries: np.ndarray, tiles: np.ndarray, finishing: Finishing
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Simplify, clip to the AOI, measure and filter: (polygons, tiles spanned, areas in m²)."""
     if not len(geometries):
         return geometries, tiles, np.array([], dtype=np.float64)
@@ -118,4 +120,3 @@ class _SegmentsWriter:
     def close(self) -> None:
         if not self._started:
             self.write(np.array([], dtype=object), np.array([], dtype=np.int32), np.array([], dtype=np.float64))
-

@@ -13,19 +13,20 @@ from __future__ import annotations
 import logging
 import os
 import time
+import uuid
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-import uuid
 
 import numpy as np
 import shapely
+from rasterio.windows import Window
 from shapely.geometry import Polygon, box
+from shapely.geometry.base import BaseGeometry
 from tqdm import tqdm
 
-from think2seg.batch.finalize import Finishing, finalize
+from think2seg.batch.finalize import FinalStats, Finishing, finalize
 from think2seg.batch.grid import GridTile, TileGrid
 from think2seg.batch.options import BatchOptions, BatchSummary, ModelSpec
 from think2seg.batch.params import BatchParams, raster_fingerprint
@@ -64,10 +65,17 @@ def run_batch(
         region = batch_region(source, bounds=options.bounds, aoi=aoi)
         grid = TileGrid(region, options.tile_size_px, options.overlap_px)
         params = _params(source, question, region, aoi, models, options)
-        stamp = RunStamp(uuid.uuid4().hex, question, params.model, params.segmenter, params.source, datetime.now(timezone.utc))
+        stamp = RunStamp(
+            uuid.uuid4().hex, question, params.model, params.segmenter, params.source, datetime.now(timezone.utc)
+        )
         store = BatchStore.open(
-            Path(output), params, stamp, source.crs,
-            resume=options.resume, retry_failed=options.retry_failed, overwrite=options.overwrite,
+            Path(output),
+            params,
+            stamp,
+            source.crs,
+            resume=options.resume,
+            retry_failed=options.retry_failed,
+            overwrite=options.overwrite,
         )
         run = _Run(source, grid, aoi, store, question, models, options)
     run.execute(progress)
@@ -77,7 +85,14 @@ def run_batch(
     return run.summary(stats, time.perf_counter() - started)
 
 
-def _params(source: RasterSource, question: str, region, aoi, models, options: BatchOptions) -> BatchParams:  # noqa: ANN001
+def _params(
+    source: RasterSource,
+    question: str,
+    region: Window,
+    aoi: BaseGeometry | None,
+    models: ModelSpec | Engine,
+    options: BatchOptions,
+) -> BatchParams:
     model, segmenter, max_new_tokens = _model_names(models)
     limits = source.stretch_limits(region)
     return BatchParams(
@@ -107,7 +122,16 @@ def _model_names(models: ModelSpec | Engine) -> tuple[str, str, int | None]:
 class _Run:
     """The mutable state of one execution: plan, engine, counters and timings."""
 
-    def __init__(self, source, grid, aoi, store, question, models, options) -> None:  # noqa: ANN001
+    def __init__(
+        self,
+        source: RasterSource,
+        grid: TileGrid,
+        aoi: BaseGeometry | None,
+        store: BatchStore,
+        question: str,
+        models: ModelSpec | Engine,
+        options: BatchOptions,
+    ) -> None:
         self.path, self.transform, self.pixel_coords = Path(source.path), source.transform, options.pixel_coords
         self.limits = {int(k): tuple(v) for k, v in store.params.stretch.items()}
         self.grid, self.aoi, self.store, self.question = grid, aoi, store, question
@@ -120,7 +144,11 @@ class _Run:
     def execute(self, progress: bool) -> None:
         todo = [t for t in self.grid if t.tile_id not in self.finished_before]
         if todo:
-            self._engine()  # before the progress bar, so loading messages do not break it
+            try:
+                self._engine()  # before the progress bar, so loading messages do not break it
+            except BaseException:
+                self.store.discard()  # a new, empty output would only block the next attempt
+                raise
         self.bar = tqdm(
             total=len(self.grid), initial=len(self.finished_before), unit="tile", disable=not progress, smoothing=0.1
         )
@@ -133,7 +161,7 @@ class _Run:
             self.bar.close()
             self.timer.add("write", self.store.write_s)
 
-    def summary(self, stats, wall_s: float) -> BatchSummary:  # noqa: ANN001
+    def summary(self, stats: FinalStats, wall_s: float) -> BatchSummary:
         return BatchSummary(
             output=self.store.path,
             tiles_total=len(self.grid),
@@ -186,7 +214,9 @@ class _Run:
     def _process(self, batch: list[ReadTile]) -> None:
         for item, inference, seconds, error in self._infer(batch):
             if error:
-                self._record(TileRecord(item.grid_tile, self._footprint(item.grid_tile.window), "failed", error, seconds))
+                self._record(
+                    TileRecord(item.grid_tile, self._footprint(item.grid_tile.window), "failed", error, seconds)
+                )
                 continue
             with self.timer.stage("vectorize"):
                 pieces, seams = self._core_pieces(item.grid_tile, inference)
@@ -243,7 +273,7 @@ class _Run:
         )
         return georeference(polygons, self.transform), seams
 
-    def _footprint(self, window) -> Polygon:  # noqa: ANN001
+    def _footprint(self, window: Window) -> Polygon:
         x0, y0 = int(window.col_off), int(window.row_off)
         square = box(x0, y0, x0 + int(window.width), y0 + int(window.height))
         return georeference(np.array([square], dtype=object), self.transform)[0]

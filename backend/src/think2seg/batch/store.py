@@ -67,10 +67,19 @@ class BatchStore:
         self._pending: list[TileRecord] = []
         self._last_flush = time.monotonic()
         self.write_s = 0.0
+        self.created = False
 
     @classmethod
     def open(
-        cls, path: Path, params: BatchParams, stamp: RunStamp, crs: CRS | None, *, resume: bool, retry_failed: bool, overwrite: bool
+        cls,
+        path: Path,
+        params: BatchParams,
+        stamp: RunStamp,
+        crs: CRS | None,
+        *,
+        resume: bool,
+        retry_failed: bool,
+        overwrite: bool,
     ) -> BatchStore:
         """Start a new run at ``path``, or continue the one there (``resume``/``retry_failed``)."""
         path = check_output_path(path, overwrite=True, suffixes=(".gpkg",))
@@ -94,7 +103,13 @@ class BatchStore:
             leftover.unlink(missing_ok=True)
         store = cls(path, params, stamp, crs)
         store._create()
+        store.created = True
         return store
+
+    def discard(self) -> None:
+        """Delete a file this run created and that holds no finished tile (e.g. the models failed to load)."""
+        if self.created and not self._pending and not self.finished():
+            self.path.unlink(missing_ok=True)
 
     def finished(self) -> dict[int, str]:
         """tile_id -> status of every tile with a committed result."""
@@ -147,7 +162,9 @@ class BatchStore:
         if not len(frame):
             return
         try:
-            pyogrio.write_dataframe(frame, self.path, layer=layer, driver="GPKG", geometry_type=geometry_type, append=True)
+            pyogrio.write_dataframe(
+                frame, self.path, layer=layer, driver="GPKG", geometry_type=geometry_type, append=True
+            )
         except (DataSourceError, DataLayerError, OSError) as exc:
             raise OutputError(f"cannot write {self.path}: {exc}") from exc
 
@@ -186,7 +203,9 @@ class BatchStore:
             "reasoning": texts([r.reasoning for r in records]),
             "raw_answer": texts([r.raw_answer for r in records]),
             "attempt": texts([r.attempt for r in records]),
-            "finished_at": pd.Series([pd.Timestamp(datetime.now(timezone.utc))] * len(records), dtype="datetime64[ms, UTC]"),
+            "finished_at": pd.Series(
+                [pd.Timestamp(datetime.now(timezone.utc))] * len(records), dtype="datetime64[ms, UTC]"
+            ),
         }
         return gpd.GeoDataFrame(columns, geometry=gpd.GeoSeries([r.footprint for r in records], crs=self.crs))
 
@@ -203,7 +222,9 @@ class BatchStore:
     def _boxes_frame(self, records: Sequence[TileRecord]) -> gpd.GeoDataFrame:
         return _concat(
             [
-                boxes_frame(r.instances, self.stamp, status=r.status, reasoning=r.reasoning, crs=self.crs, tags=_tags(r))
+                boxes_frame(
+                    r.instances, self.stamp, status=r.status, reasoning=r.reasoning, crs=self.crs, tags=_tags(r)
+                )
                 for r in records
             ]
             or [boxes_frame((), self.stamp, status="", reasoning="", crs=self.crs, tags=EMPTY_TAGS)]
@@ -227,6 +248,8 @@ def _concat(frames: list[gpd.GeoDataFrame]) -> gpd.GeoDataFrame:
     """One frame from several with the same columns (the first frame's types when all are empty)."""
     filled = [f for f in frames if len(f)]
     return pd.concat(filled, ignore_index=True) if len(filled) > 1 else (filled or frames)[0]
+
+
 def _read_run(path: Path) -> tuple[BatchParams, RunStamp]:
     """The stored parameters and run stamp, or a clear error when ``path`` is no batch output."""
     try:

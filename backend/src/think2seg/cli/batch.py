@@ -29,18 +29,64 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("raster", type=Path, help="any raster GDAL reads (GeoTIFF, COG, VRT...)")
     parser.add_argument("question", help='what to segment, e.g. "every solar farm"')
-    parser.add_argument("-o", "--output", type=Path, required=True, metavar="OUT.gpkg", help="GeoPackage holding the run and its results")
+    parser.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        required=True,
+        metavar="OUT.gpkg",
+        help="GeoPackage holding the run and its results",
+    )
     grid = parser.add_argument_group("tiles")
-    grid.add_argument("--tile-size-px", type=positive_int, default=DEFAULT_TILE_SIZE_PX, metavar="N", help=f"tile side in full-resolution pixels (default {DEFAULT_TILE_SIZE_PX})")
-    grid.add_argument("--overlap-px", type=int, default=DEFAULT_OVERLAP_PX, metavar="N", help=f"overlap between neighbouring tiles (default {DEFAULT_OVERLAP_PX})")
-    grid.add_argument("--bounds", nargs=4, type=float, metavar=("MINX", "MINY", "MAXX", "MAXY"), help="only this window, in the raster's CRS")
-    grid.add_argument("--aoi", type=Path, metavar="AOI.gpkg|.geojson", help="only tiles that meet these polygons; results are clipped to them")
-    grid.add_argument("--pixel-coords", action="store_true", help="accept a raster without CRS: output in pixel coordinates")
+    grid.add_argument(
+        "--tile-size-px",
+        type=positive_int,
+        default=DEFAULT_TILE_SIZE_PX,
+        metavar="N",
+        help=f"tile side in full-resolution pixels (default {DEFAULT_TILE_SIZE_PX})",
+    )
+    grid.add_argument(
+        "--overlap-px",
+        type=int,
+        default=DEFAULT_OVERLAP_PX,
+        metavar="N",
+        help=f"overlap between neighbouring tiles (default {DEFAULT_OVERLAP_PX})",
+    )
+    grid.add_argument(
+        "--bounds",
+        nargs=4,
+        type=float,
+        metavar=("MINX", "MINY", "MAXX", "MAXY"),
+        help="only this window, in the raster's CRS",
+    )
+    grid.add_argument(
+        "--aoi",
+        type=Path,
+        metavar="AOI.gpkg|.geojson",
+        help="only tiles that meet these polygons; results are clipped to them",
+    )
+    grid.add_argument(
+        "--pixel-coords", action="store_true", help="accept a raster without CRS: output in pixel coordinates"
+    )
     run = parser.add_argument_group("run")
-    run.add_argument("--batch-size", type=positive_int, default=1, metavar="N", help="tiles sent through the LVLM and SAM at once (default 1)")
-    run.add_argument("--prefetch", type=int, default=4, metavar="N", help="tiles read ahead in a background thread (default 4; 0 = none)")
+    run.add_argument(
+        "--batch-size",
+        type=positive_int,
+        default=1,
+        metavar="N",
+        help="tiles sent through the LVLM and SAM at once (default 1)",
+    )
+    run.add_argument(
+        "--prefetch",
+        type=int,
+        default=4,
+        metavar="N",
+        help="tiles read ahead in a background thread (default 4; 0 = none)",
+    )
     run.add_argument("--resume", action="store_true", help="continue the interrupted run in OUT.gpkg (same options)")
-    run.add_argument("--retry-failed", action="store_true", help="continue the run in OUT.gpkg and redo its failed tiles")
+    run.add_argument(
+        "--retry-failed", action="store_true", help="continue the run in OUT.gpkg and redo its failed tiles"
+    )
     run.add_argument("--overwrite", action="store_true", help="replace OUT.gpkg and start again")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
     add_vector_options(parser)
@@ -66,7 +112,9 @@ def run_command(args: argparse.Namespace) -> int:
     models = ModelSpec(lvlm=args.lvlm, segmenter=args.segmenter, device=args.device, max_new_tokens=args.max_new_tokens)
     previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
-        summary = run_batch(args.raster, args.question, args.output, models=models, options=options, progress=not args.quiet)
+        summary = run_batch(
+            args.raster, args.question, args.output, models=models, options=options, progress=not args.quiet
+        )
     except KeyboardInterrupt:
         print(
             f"think2seg: interrupted; the finished tiles are saved in {args.output}: "
@@ -86,7 +134,9 @@ def _interrupt(signum: int, frame: object) -> None:
 
 def format_batch_summary(summary: BatchSummary) -> str:
     counts = summary.counts
-    done_now = ", ".join(f"{status} {counts[status]}" for status in ("ok", "no_target", "unparseable", "failed") if counts.get(status))
+    done_now = ", ".join(
+        f"{status} {counts[status]}" for status in ("ok", "no_target", "unparseable", "failed") if counts.get(status)
+    )
     skipped = ", ".join(f"{status} {counts[status]}" for status in ("no_data", "outside_aoi") if counts.get(status))
     lines = [
         f"output     {summary.output}",

@@ -17,8 +17,15 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
             "Copy the cache folder (see `think2seg info`) to a machine without internet to use them there."
         ),
     )
-    parser.add_argument("--lvlm", action="append", metavar="ID", help=f"prompter to fetch (repeatable; default {DEFAULT_LVLM})")
-    parser.add_argument("--segmenter", action="append", metavar="ID", help=f"segmenter to fetch (repeatable; default {DEFAULT_SEGMENTER})")
+    parser.add_argument(
+        "--lvlm", action="append", metavar="ID", help=f"prompter to fetch (repeatable; default {DEFAULT_LVLM})"
+    )
+    parser.add_argument(
+        "--segmenter",
+        action="append",
+        metavar="ID",
+        help=f"segmenter to fetch (repeatable; default {DEFAULT_SEGMENTER})",
+    )
     parser.set_defaults(run=run)
 
 

@@ -12,13 +12,26 @@ from think2seg.errors import DeviceError
 from think2seg.models.device import plan_device
 from think2seg.models.weights import DEFAULT_LVLM, DEFAULT_SEGMENTER, cached_model_dir, hub_cache_dir
 
-PACKAGES = ("torch", "torchvision", "transformers", "huggingface_hub", "numpy", "rasterio", "shapely", "pyproj", "geopandas", "pyogrio")
+PACKAGES = (
+    "torch",
+    "torchvision",
+    "transformers",
+    "huggingface_hub",
+    "numpy",
+    "rasterio",
+    "shapely",
+    "pyproj",
+    "geopandas",
+    "pyogrio",
+)
 OPTIONAL = ("segment-anything", "flash-attn")
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser("info", help="show versions, device and weights", description=__doc__)
-    parser.add_argument("--device", default="auto", metavar="auto|cpu|cuda[:N]", help="device to describe (default auto)")
+    parser.add_argument(
+        "--device", default="auto", metavar="auto|cpu|cuda[:N]", help="device to describe (default auto)"
+    )
     parser.set_defaults(run=run)
 
 
@@ -52,7 +65,9 @@ def _device_lines(spec: str) -> list[str]:
         plan = plan_device(spec)
     except DeviceError as exc:
         return [f"{'device':<16} {spec}: {exc}"]
-    lines = [f"{'device':<16} {spec} -> {plan.device}, {str(plan.dtype).removeprefix('torch.')}, attention {plan.attn_implementation} ({build})"]
+    lines = [
+        f"{'device':<16} {spec} -> {plan.device}, {str(plan.dtype).removeprefix('torch.')}, attention {plan.attn_implementation} ({build})"
+    ]
     if plan.device.type == "cuda":
         free, total = torch.cuda.mem_get_info(plan.device)
         name = torch.cuda.get_device_name(plan.device)

@@ -27,10 +27,16 @@ def positive_int(text: str) -> int:
 def add_model_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("models")
     group.add_argument(
-        "--lvlm", default=DEFAULT_LVLM, metavar="ID|DIR", help=f"Qwen2.5-VL prompter: Hub id or folder (default {DEFAULT_LVLM})"
+        "--lvlm",
+        default=DEFAULT_LVLM,
+        metavar="ID|DIR",
+        help=f"Qwen2.5-VL prompter: Hub id or folder (default {DEFAULT_LVLM})",
     )
     group.add_argument(
-        "--segmenter", default=DEFAULT_SEGMENTER, metavar="SPEC", help=f"{SEGMENTER_SYNTAX} (default {DEFAULT_SEGMENTER})"
+        "--segmenter",
+        default=DEFAULT_SEGMENTER,
+        metavar="SPEC",
+        help=f"{SEGMENTER_SYNTAX} (default {DEFAULT_SEGMENTER})",
     )
     group.add_argument("--device", default="auto", metavar="auto|cpu|cuda[:N]", help="compute device (default auto)")
     group.add_argument(
@@ -45,7 +51,11 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
 def add_raster_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("raster")
     group.add_argument(
-        "--bounds", nargs=4, type=float, metavar=("MINX", "MINY", "MAXX", "MAXY"), help="window in the raster's CRS (default: whole raster)"
+        "--bounds",
+        nargs=4,
+        type=float,
+        metavar=("MINX", "MINY", "MAXX", "MAXY"),
+        help="window in the raster's CRS (default: whole raster)",
     )
     group.add_argument(
         "--max-side-px",
@@ -55,11 +65,21 @@ def add_raster_options(parser: argparse.ArgumentParser) -> None:
         help=f"windows with a longer side are read decimated (default {DEFAULT_MAX_SIDE_PX})",
     )
     group.add_argument(
-        "--pixel-coords", action="store_true", help="accept a raster without CRS: output in pixel coordinates (x=col, y=row)"
+        "--pixel-coords",
+        action="store_true",
+        help="accept a raster without CRS: output in pixel coordinates (x=col, y=row)",
     )
 
 
 def add_vector_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("polygons")
-    group.add_argument("--simplify-px", type=non_negative, default=0.0, metavar="F", help="simplification tolerance in pixels (default 0: exact pixel edges)")
-    group.add_argument("--min-area-m2", type=non_negative, default=0.0, metavar="F", help="drop polygons smaller than this (default 0)")
+    group.add_argument(
+        "--simplify-px",
+        type=non_negative,
+        default=0.0,
+        metavar="F",
+        help="simplification tolerance in pixels (default 0: exact pixel edges)",
+    )
+    group.add_argument(
+        "--min-area-m2", type=non_negative, default=0.0, metavar="F", help="drop polygons smaller than this (default 0)"
+    )

@@ -32,9 +32,24 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("raster", type=Path, help="any raster GDAL reads (GeoTIFF, JPEG2000, VRT...)")
     parser.add_argument("question", help='what to segment, e.g. "segment the flooded farmland next to the river"')
-    parser.add_argument("-o", "--output", type=Path, metavar="OUT.gpkg", help="GeoPackage to write (layers segments, prompt_boxes, prompt_points, runs)")
-    parser.add_argument("--mask-out", type=Path, metavar="MASK.tif", help="also write the binary mask as a GeoTIFF aligned with the window")
-    parser.add_argument("--json", action="store_true", help="print a GeoJSON FeatureCollection (with its CRS) on stdout instead of the summary")
+    parser.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        metavar="OUT.gpkg",
+        help="GeoPackage to write (layers segments, prompt_boxes, prompt_points, runs)",
+    )
+    parser.add_argument(
+        "--mask-out",
+        type=Path,
+        metavar="MASK.tif",
+        help="also write the binary mask as a GeoTIFF aligned with the window",
+    )
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help="print a GeoJSON FeatureCollection (with its CRS) on stdout instead of the summary",
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
     add_raster_options(parser)
     add_vector_options(parser)
@@ -52,7 +67,9 @@ def run(args: argparse.Namespace) -> int:
         raise EmptyWindowError(f"{args.raster}: {NO_DATA_MESSAGE}")
     check_min_area(args.min_area_m2, tile.crs)
     log.info("loading %s and %s (device %s)", args.lvlm, args.segmenter, args.device)
-    engine = Engine.load(lvlm=args.lvlm, segmenter=args.segmenter, device=args.device, max_new_tokens=args.max_new_tokens)
+    engine = Engine.load(
+        lvlm=args.lvlm, segmenter=args.segmenter, device=args.device, max_new_tokens=args.max_new_tokens
+    )
     stream = _reasoning_stream(args)
     result = engine.segment_tile(
         tile, question, simplify_px=args.simplify_px, min_area_m2=args.min_area_m2, on_text=stream, timer=timer
@@ -78,7 +95,9 @@ def _check_outputs(args: argparse.Namespace) -> tuple[Path | None, Path | None]:
         raise InputError("nothing to write: give -o OUT.gpkg, --mask-out MASK.tif or --json")
     output = check_output_path(args.output, overwrite=args.overwrite, suffixes=(".gpkg",)) if args.output else None
     mask_out = (
-        check_output_path(args.mask_out, overwrite=args.overwrite, suffixes=(".tif", ".tiff")) if args.mask_out else None
+        check_output_path(args.mask_out, overwrite=args.overwrite, suffixes=(".tif", ".tiff"))
+        if args.mask_out
+        else None
     )
     return output, mask_out
 

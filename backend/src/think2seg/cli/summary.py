@@ -17,7 +17,8 @@ def format_summary(result: SegmentationResult, seconds: dict[str, float], *, out
         f"status     {result.status.value}" + (f" ({result.message})" if result.message else ""),
         f"instances  {len(result.instances)}",
         f"polygons   {len(result.polygons)}, total area {format_area(result.total_area_m2, tile.crs is not None)} ({crs})",
-        f"window     {tile.width} x {tile.height} px" + (" (decimated)" if tile.is_decimated else " at full resolution"),
+        f"window     {tile.width} x {tile.height} px"
+        + (" (decimated)" if tile.is_decimated else " at full resolution"),
     ]
     lines += [f"note       {note}" for note in tile.notes]
     lines += [f"wrote      {path}" for path in outputs]

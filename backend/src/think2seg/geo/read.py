@@ -205,7 +205,9 @@ def _check_georeference(src: rasterio.DatasetReader, path: Path) -> None:
             f"(gdalwarp -t_srs EPSG:XXXX {path.name} warped.tif) {pixels_instead}"
         )
     if src.crs is None:
-        raise MissingCRSError(f"{path} has no CRS: assign one (gdal_edit.py -a_srs EPSG:XXXX {path.name}) {pixels_instead}")
+        raise MissingCRSError(
+            f"{path} has no CRS: assign one (gdal_edit.py -a_srs EPSG:XXXX {path.name}) {pixels_instead}"
+        )
     if src.transform.is_identity:
         raise MissingCRSError(
             f"{path} has a CRS but no geotransform, so its pixels have no map position: "

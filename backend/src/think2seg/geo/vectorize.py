@@ -117,4 +117,6 @@ def polygons_frame(
 def check_min_area(min_area_m2: float, crs: CRS | None) -> None:
     """A minimum area in m² means nothing in pixel coordinates: refuse it there."""
     if min_area_m2 > 0 and crs is None:
-        raise InputError("a minimum area in m² needs a georeferenced raster: drop the minimum area in pixel coordinates")
+        raise InputError(
+            "a minimum area in m² needs a georeferenced raster: drop the minimum area in pixel coordinates"
+        )

@@ -40,9 +40,7 @@ class Prompter(Protocol):
 
     name: str
 
-    def generate(
-        self, view: Image.Image, question: str, *, on_text: Callable[[str], None] | None = None
-    ) -> Generation:
+    def generate(self, view: Image.Image, question: str, *, on_text: Callable[[str], None] | None = None) -> Generation:
         """Answer ``question`` about ``view`` (840x840 RGB); ``on_text`` receives text as it is generated."""
         ...
 

@@ -69,9 +69,7 @@ class QwenPrompter:
     def device(self) -> torch.device:
         return self.model.device
 
-    def generate(
-        self, view: Image.Image, question: str, *, on_text: Callable[[str], None] | None = None
-    ) -> Generation:
+    def generate(self, view: Image.Image, question: str, *, on_text: Callable[[str], None] | None = None) -> Generation:
         """Answer ``question`` about the 840x840 ``view``; see :class:`~think2seg.models.base.Prompter`."""
         text_stream = _TextForwarder(self.processor.tokenizer, on_text) if on_text is not None else None
         return self._generate([view], question, text_stream)[0]

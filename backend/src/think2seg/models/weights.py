@@ -10,8 +10,8 @@ import huggingface_hub
 from huggingface_hub import constants
 from huggingface_hub.errors import (
     GatedRepoError,
-    HFValidationError,
     HfHubHTTPError,
+    HFValidationError,
     LocalEntryNotFoundError,
     RepositoryNotFoundError,
 )
@@ -62,9 +62,7 @@ def resolve_model_dir(source: str, *, flag: str, download: bool = True) -> Path:
 def cached_model_dir(repo_id: str) -> Path | None:
     """The cached snapshot of ``repo_id``, or None when the cache does not hold it."""
     try:
-        folder = huggingface_hub.snapshot_download(
-            repo_id, allow_patterns=list(WEIGHT_PATTERNS), local_files_only=True
-        )
+        folder = huggingface_hub.snapshot_download(repo_id, allow_patterns=list(WEIGHT_PATTERNS), local_files_only=True)
     except (LocalEntryNotFoundError, HFValidationError):
         return None
     return Path(folder) if (Path(folder) / "config.json").is_file() else None

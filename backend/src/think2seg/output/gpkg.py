@@ -64,12 +64,18 @@ def _write_all(result: SegmentationResult, path: Path) -> None:
     status = result.status.value
     boxes = boxes_frame(result.instances, stamp(result), status=status, reasoning=result.reasoning, crs=result.crs)
     write(boxes, layer="prompt_boxes", geometry_type="Polygon")
-    write(points_frame(result.instances, stamp(result), status=status, crs=result.crs), layer="prompt_points", geometry_type="Point")
+    write(
+        points_frame(result.instances, stamp(result), status=status, crs=result.crs),
+        layer="prompt_points",
+        geometry_type="Point",
+    )
     write(runs_frame(result), layer="runs")
 
 
 def stamp(result: SegmentationResult) -> RunStamp:
-    return RunStamp(result.run_id, result.question, result.model, result.segmenter, result.tile.source, result.created_at)
+    return RunStamp(
+        result.run_id, result.question, result.model, result.segmenter, result.tile.source, result.created_at
+    )
 
 
 def segments_frame(result: SegmentationResult) -> gpd.GeoDataFrame:

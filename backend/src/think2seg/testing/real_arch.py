@@ -88,7 +88,9 @@ def random_qwen25vl_3b(device: DevicePlan, *, new_tokens: int) -> QwenPrompter:
     config._attn_implementation = device.attn_implementation
     with torch.device(device.device):
         model = Qwen2_5_VLForConditionalGeneration(config).to(device.dtype).eval()
-    return QwenPrompter(model, processor, name="random Qwen2.5-VL-3B", max_new_tokens=new_tokens, min_new_tokens=new_tokens)
+    return QwenPrompter(
+        model, processor, name="random Qwen2.5-VL-3B", max_new_tokens=new_tokens, min_new_tokens=new_tokens
+    )
 
 
 def random_sam21_small(device: DevicePlan) -> Sam2Segmenter:
