@@ -34,6 +34,7 @@ lint: setup
 bench: setup
 	$(BIN)/python bench/segment_stages.py
 	$(BIN)/python bench/batch_throughput.py
+	$(BIN)/python bench/serve_overhead.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache demo.gpkg demo_mask.tif

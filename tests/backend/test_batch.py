@@ -469,3 +469,28 @@ def test_models_that_fail_to_load_leave_no_output(tmp_path, capsys):
     assert main(["batch", str(raster), "segment", "-o", str(out), "--lvlm", str(tmp_path / "no-model")]) == 1
     assert "does not exist" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_progress_reports_and_stop_leaves_a_resumable_run(tmp_path):
+    import threading
+
+    from think2seg.errors import Cancelled
+
+    raster, mask = write_scene(tmp_path / "scene.tif")
+    out, stop, seen = tmp_path / "out.gpkg", threading.Event(), []
+
+    def progress(update) -> None:  # noqa: ANN001
+        seen.append((update.done, update.total, update.eta_s))
+        if update.done == 4:
+            stop.set()
+
+    with pytest.raises(Cancelled, match="stopped after 4 tiles"):
+        run_batch(raster, "segment", out, models=engine(), options=OPTIONS, on_progress=progress, stop=stop)
+    assert [s[:2] for s in seen] == [(1, 12), (2, 12), (3, 12), (4, 12)] and all(s[2] is not None for s in seen)
+    assert len(tiles(out)) == 4
+    summary = run_batch(
+        raster, "segment", out, models=engine(), options=BatchOptions(tile_size_px=256, overlap_px=32, resume=True)
+    )
+    assert summary.tiles_before == 4 and sum(g.area for g in segments(out).geometry) == pytest.approx(
+        mask.sum() * PIXEL**2
+    )

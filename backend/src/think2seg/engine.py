@@ -57,6 +57,7 @@ class Inference:
     message: str = ""
     new_tokens: int = 0
     timings_s: dict[str, float] = field(default_factory=dict)
+    used_lvlm: bool = True
 
     @classmethod
     def no_data(cls, tile: Tile, question: str) -> Inference:
@@ -154,10 +155,23 @@ class Engine:
 
         An all-nodata tile returns ``no_data`` without a model call.
         """
-        _check_vector_options(simplify_px, min_area_m2)
-        check_min_area(min_area_m2, tile.crs)
+        check_vector_options(simplify_px, min_area_m2, tile.crs)
         timer = timer or StageTimer()
         inference = self.infer(tile, question, on_text=on_text, timer=timer)
+        return self.vectorize(inference, simplify_px=simplify_px, min_area_m2=min_area_m2, timer=timer)
+
+    def vectorize(
+        self,
+        inference: Inference,
+        *,
+        simplify_px: float = 0.0,
+        min_area_m2: float = 0.0,
+        timer: StageTimer | None = None,
+    ) -> SegmentationResult:
+        """Polygons of an inference's mask in its tile's CRS (no model work, any thread)."""
+        check_vector_options(simplify_px, min_area_m2, inference.tile.crs)
+        timer = timer or StageTimer()
+        tile = inference.tile
         with timer.stage("vectorize"):
             polygons = polygons_frame(
                 inference.mask,
@@ -175,15 +189,35 @@ class Engine:
             mask=inference.mask,
             polygons=polygons,
             instances=inference.instances,
-            model=self.prompter.name,
+            model=self.prompter.name if inference.used_lvlm else "",
             segmenter=self.segmenter.name,
             created_at=datetime.now(timezone.utc),
             reasoning=inference.reasoning,
             raw_answer=inference.raw_answer,
             message=inference.message,
             new_tokens=inference.new_tokens,
-            timings_s=dict(timer.seconds),
+            timings_s={**inference.timings_s, **timer.seconds},
         )
+
+    def infer_prompts(
+        self, tile: Tile, prompts: Sequence[InstancePrompt], *, label: str = "", timer: StageTimer | None = None
+    ) -> Inference:
+        """SAM alone on explicit prompts in tile pixels (the LVLM is skipped), e.g. corrected boxes.
+
+        ``label`` names the request in the result (its ``question``).
+        """
+        if not prompts:
+            raise InputError("give at least one prompt (a box and/or two points)")
+        timer = timer or StageTimer()
+        if not tile.has_data:
+            return Inference.no_data(tile, label)
+        sx, sy = VIEW_SIZE_PX / tile.width, VIEW_SIZE_PX / tile.height
+        instances = tuple(
+            InstanceResult(index=i, view=p.scaled(sx, sy), pixel=p, transform=tile.transform)
+            for i, p in enumerate(prompts)
+        )
+        (mask,) = self._masks([(tile, None, None, instances)], [timer])
+        return Inference(tile, label, ResultStatus.OK, mask, instances, timings_s=dict(timer.seconds), used_lvlm=False)
 
     def infer(
         self,
@@ -297,7 +331,9 @@ def _instances(prompts: Sequence[InstancePrompt], tile: Tile) -> tuple[InstanceR
     )
 
 
-def _check_vector_options(simplify_px: float, min_area_m2: float) -> None:
+def check_vector_options(simplify_px: float, min_area_m2: float, crs: CRS | None) -> None:
+    """Refuse negative or non-finite options, and a minimum area in pixel coordinates."""
     for name, value in (("simplify_px", simplify_px), ("min_area_m2", min_area_m2)):
         if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
             raise InputError(f"{name} must be a number >= 0, got {value!r}")
+    check_min_area(min_area_m2, crs)

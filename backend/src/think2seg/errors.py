@@ -28,6 +28,10 @@ class RasterError(Think2SegError, OSError):
     """The raster cannot be opened or read."""
 
 
+class RasterNotFoundError(RasterError, FileNotFoundError):
+    """The raster file does not exist."""
+
+
 class MissingCRSError(Think2SegError, ValueError):
     """The raster has no coordinate reference system and pixel coordinates were not accepted."""
 
@@ -54,3 +58,7 @@ class WeightsUnavailableError(Think2SegError, OSError):
 
 class DeviceError(Think2SegError, RuntimeError):
     """The requested compute device does not exist or cannot be used."""
+
+
+class Cancelled(Think2SegError):
+    """A run was asked to stop; what it finished is saved."""

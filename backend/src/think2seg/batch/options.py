@@ -89,3 +89,25 @@ class BatchSummary:
     @property
     def failed(self) -> int:
         return self.counts.get("failed", 0) + self.counts.get("unparseable", 0)
+
+
+@dataclass(frozen=True)
+class BatchProgress:
+    """Where a running batch stands: tiles finished (by any execution) out of the grid's total."""
+
+    done: int
+    total: int
+    counts: dict[str, int]
+    elapsed_s: float
+
+    @property
+    def failed(self) -> int:
+        return self.counts.get("failed", 0) + self.counts.get("unparseable", 0)
+
+    @property
+    def eta_s(self) -> float | None:
+        """Seconds left at this execution's pace; None before the first tile."""
+        finished_now = sum(self.counts.values())
+        if not finished_now:
+            return None
+        return (self.total - self.done) * self.elapsed_s / finished_now

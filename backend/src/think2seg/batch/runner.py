@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -28,12 +29,13 @@ from tqdm import tqdm
 
 from think2seg.batch.finalize import FinalStats, Finishing, finalize
 from think2seg.batch.grid import GridTile, TileGrid
-from think2seg.batch.options import BatchOptions, BatchSummary, ModelSpec
+from think2seg.batch.options import BatchOptions, BatchProgress, BatchSummary, ModelSpec
 from think2seg.batch.params import BatchParams, raster_fingerprint
 from think2seg.batch.region import aoi_fingerprint, batch_region, load_aoi
 from think2seg.batch.store import BatchStore, TileRecord
 from think2seg.batch.tiles import Prefetcher, ReadTile, read_tiles
 from think2seg.engine import Engine, Inference
+from think2seg.errors import Cancelled
 from think2seg.geo.read import RasterSource
 from think2seg.geo.vectorize import check_min_area, georeference, pixel_polygons
 from think2seg.output.frames import RunStamp
@@ -51,11 +53,16 @@ def run_batch(
     models: ModelSpec | Engine,
     options: BatchOptions = BatchOptions(),  # noqa: B008 - frozen dataclass, safe as a default
     progress: bool = False,
+    on_progress: Callable[[BatchProgress], None] | None = None,
+    stop: threading.Event | None = None,
 ) -> BatchSummary:
     """Segment ``question`` over the whole raster (or its bounds/AOI) into the GeoPackage ``output``.
 
-    ``models`` is an :class:`Engine` or a :class:`ModelSpec` loaded only if a tile needs it.
-    Returns the run's summary; raises only for bad input (a tile's failure is recorded instead).
+    ``models`` is a :class:`ModelSpec` (loaded only if a tile needs it) or an engine: anything with
+    ``infer_batch`` and ``prompter``/``segmenter`` names, like :class:`Engine`. ``progress`` shows
+    a progress bar; ``on_progress`` is called after every tile. Setting ``stop`` ends the run
+    between tiles with :class:`Cancelled`, leaving a resumable output. Returns the run's summary;
+    raises only for bad input (a tile's failure is recorded instead).
     """
     started = time.perf_counter()
     question = validate_question(question)
@@ -77,7 +84,7 @@ def run_batch(
             retry_failed=options.retry_failed,
             overwrite=options.overwrite,
         )
-        run = _Run(source, grid, aoi, store, question, models, options)
+        run = _Run(source, grid, aoi, store, question, models, options, on_progress, stop)
     run.execute(progress)
     finishing = Finishing(source.crs, source.transform, aoi, options.simplify_px, options.min_area_m2)
     with run.timer.stage("finalize"):
@@ -131,15 +138,19 @@ class _Run:
         question: str,
         models: ModelSpec | Engine,
         options: BatchOptions,
+        on_progress: Callable[[BatchProgress], None] | None = None,
+        stop: threading.Event | None = None,
     ) -> None:
         self.path, self.transform, self.pixel_coords = Path(source.path), source.transform, options.pixel_coords
         self.limits = {int(k): tuple(v) for k, v in store.params.stretch.items()}
         self.grid, self.aoi, self.store, self.question = grid, aoi, store, question
         self.models, self.options = models, options
-        self.engine: Engine | None = models if isinstance(models, Engine) else None
+        self.engine: Engine | None = None if isinstance(models, ModelSpec) else models
+        self.on_progress, self.stop = on_progress, stop
         self.finished_before = store.finished()
         self.counts: Counter[str] = Counter()
         self.timer = StageTimer()
+        self.started = time.perf_counter()
 
     def execute(self, progress: bool) -> None:
         todo = [t for t in self.grid if t.tile_id not in self.finished_before]
@@ -155,6 +166,8 @@ class _Run:
         try:
             inside = [t for t in todo if self._in_aoi(t) or self._record_outside(t)]
             for batch in self._batches(inside):
+                if self.stop is not None and self.stop.is_set():
+                    raise Cancelled(f"stopped after {len(self.finished_before) + sum(self.counts.values())} tiles")
                 self._process(batch)
         finally:
             self.store.flush()
@@ -285,6 +298,10 @@ class _Run:
         failed = self.counts["failed"] + self.counts["unparseable"]
         if failed:
             self.bar.set_postfix(failed=failed, refresh=False)
+        if self.on_progress is not None:
+            done = len(self.finished_before) + sum(self.counts.values())
+            elapsed = time.perf_counter() - self.started
+            self.on_progress(BatchProgress(done, len(self.grid), dict(self.counts), elapsed))
 
 
 def _release_gpu_memory() -> None:

@@ -20,7 +20,7 @@ from rasterio.enums import Resampling
 from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from rasterio.windows import Window
 
-from think2seg.errors import BoundsError, InputError, MissingCRSError, RasterError
+from think2seg.errors import BoundsError, InputError, MissingCRSError, RasterError, RasterNotFoundError
 from think2seg.geo.bands import StretchLimits, choose_bands, finite_mask, stretch_limits, to_rgb
 from think2seg.tile import Tile
 
@@ -184,7 +184,7 @@ def window_for_bounds(
 
 def _open(path: Path) -> rasterio.DatasetReader:
     if not path.exists():
-        raise RasterError(f"{path} does not exist: check the path")
+        raise RasterNotFoundError(f"{path} does not exist: check the path")
     if path.is_dir():
         raise RasterError(f"{path} is a folder: give the path of a raster file (GeoTIFF, JPEG2000, VRT...)")
     try:

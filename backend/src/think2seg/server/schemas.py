@@ -1,0 +1,179 @@
+"""Request and reply shapes of the HTTP API (v1). The golden files in tests/fixtures/api follow them.
+
+Coordinates are in map units of the CRS each field names; polygons are never reprojected: replies
+are in the raster's (or the uploaded tile's) CRS and say which.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from think2seg.prompt import MAX_QUESTION_CHARS
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ErrorBody(_Strict):
+    code: str = Field(description="machine-readable reason, e.g. unauthorized, busy, invalid_input")
+    message: str = Field(description="what went wrong and what to do")
+
+
+class ErrorEnvelope(_Strict):
+    error: ErrorBody
+
+
+class GpuInfo(_Strict):
+    name: str
+    memory_total_mb: int
+    memory_free_mb: int
+
+
+class HealthReply(_Strict):
+    status: Literal["loading", "ready", "error"]
+    message: str = Field(description="what is loading, or why loading failed")
+    api_version: str
+    version: str
+    device: str
+    gpu: GpuInfo | None
+    models: dict[str, str] = Field(description="lvlm and segmenter ids")
+    packages: dict[str, str]
+    queue_depth: int = Field(description="interactive requests waiting for the model worker")
+    running_jobs: int
+
+
+class PromptIn(_Strict):
+    """One instance's prompts in map coordinates: a box and/or exactly two positive points."""
+
+    box: list[float] | None = Field(None, min_length=4, max_length=4, description="[minx, miny, maxx, maxy]")
+    points: list[list[float]] | None = Field(None, min_length=2, max_length=2, description="[[x, y], [x, y]]")
+
+    @model_validator(mode="after")
+    def _one_of(self) -> PromptIn:
+        if self.box is None and self.points is None:
+            raise ValueError("a prompt needs a box, two points, or both")
+        if self.points is not None and any(len(p) != 2 for p in self.points):
+            raise ValueError("each point is [x, y]")
+        if self.box is not None and (self.box[2] <= self.box[0] or self.box[3] <= self.box[1]):
+            raise ValueError("a box is [minx, miny, maxx, maxy] with minx < maxx and miny < maxy")
+        return self
+
+
+class SegmentOptions(_Strict):
+    """What to segment: a question (LVLM + SAM), or explicit prompts (SAM alone)."""
+
+    question: str | None = Field(None, max_length=MAX_QUESTION_CHARS)
+    prompts: list[PromptIn] | None = Field(None, min_length=1, max_length=64)
+    max_side_px: int = Field(2048, ge=16, description="windows with a longer side are read decimated")
+    simplify_px: float = Field(0.0, ge=0, le=1000)
+    min_area_m2: float = Field(0.0, ge=0)
+    include_mask: bool = Field(False, description="add the mask as a base64 PNG with its transform")
+
+    @model_validator(mode="after")
+    def _question_or_prompts(self) -> SegmentOptions:
+        if (self.question is None) == (self.prompts is None):
+            raise ValueError("give either a question or explicit prompts, not both")
+        if self.question is not None and not self.question.strip():
+            raise ValueError('the question is empty: ask what to segment, e.g. "segment the river"')
+        return self
+
+
+class SegmentByReference(SegmentOptions):
+    """A window of a raster on the backend's disk, read at native resolution up to ``max_side_px``."""
+
+    raster_path: str = Field(min_length=1)
+    bounds: list[float] | None = Field(None, min_length=4, max_length=4, description="[minx, miny, maxx, maxy]")
+    bounds_crs: str | None = Field(
+        None, max_length=10000, description="CRS of bounds and prompts (EPSG code or WKT); default the raster's"
+    )
+
+
+class UploadMeta(SegmentOptions):
+    """The JSON ``request`` part of a multipart upload. A GeoTIFF carries its own georeference;
+    a PNG or JPEG needs ``transform`` (GDAL order: a, b, c, d, e, f as in rasterio's Affine) and ``crs``."""
+
+    transform: list[float] | None = Field(None, min_length=6, max_length=6)
+    crs: str | None = Field(None, max_length=10000, description="EPSG code (e.g. EPSG:32633) or WKT")
+
+
+class MaskOut(_Strict):
+    png_base64: str = Field(description="8-bit PNG: 1 target, 0 background, 255 nodata")
+    width: int
+    height: int
+    transform: list[float] = Field(description="a, b, c, d, e, f of the mask's pixel corners")
+
+
+class SegmentReply(_Strict):
+    """A GeoJSON FeatureCollection of the polygons in the tile's CRS, plus the run's fields."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: Literal["FeatureCollection"]
+    features: list[dict[str, Any]]
+    crs: dict[str, Any] | None = None
+    crs_wkt: str | None
+    question: str
+    status: Literal["ok", "no_target", "unparseable", "no_data"]
+    message: str
+    reasoning: str
+    raw_answer: str
+    model: str
+    segmenter: str
+    created_at: str
+    total_area_m2: float | None
+    notes: list[str]
+    timings_ms: dict[str, float]
+    prompts: dict[str, Any]
+    window: dict[str, Any]
+    mask: MaskOut | None = None
+    api_version: str
+
+
+class JobRequest(_Strict):
+    """A batch run over a raster on the backend's disk; see `think2seg batch` for the options."""
+
+    raster_path: str = Field(min_length=1)
+    output_path: str = Field(min_length=1, description="the GeoPackage to write (.gpkg)")
+    question: str = Field(min_length=1, max_length=MAX_QUESTION_CHARS)
+    tile_size_px: int = Field(1024, ge=64, le=8192)
+    overlap_px: int = Field(128, ge=0, le=4096)
+    bounds: list[float] | None = Field(None, min_length=4, max_length=4)
+    bounds_crs: str | None = Field(None, max_length=10000)
+    aoi_path: str | None = None
+    batch_size: int = Field(1, ge=1, le=256)
+    resume: bool = False
+    retry_failed: bool = False
+    overwrite: bool = False
+    simplify_px: float = Field(0.0, ge=0, le=1000)
+    min_area_m2: float = Field(0.0, ge=0)
+
+    @field_validator("question")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError('the question is empty: ask what to segment, e.g. "every solar farm"')
+        return value
+
+
+class JobStatus(_Strict):
+    id: str
+    state: Literal["running", "done", "failed", "cancelled"]
+    message: str
+    question: str
+    raster_path: str
+    output_path: str
+    tiles_done: int
+    tiles_total: int | None
+    failures: int
+    polygons: int | None = Field(description="stitched polygons, once the job is done")
+    total_area_m2: float | None
+    eta_s: float | None
+    created_at: str
+    finished_at: str | None
+
+
+class JobList(_Strict):
+    jobs: list[JobStatus]
