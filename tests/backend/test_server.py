@@ -436,3 +436,20 @@ def test_live_replies_have_the_golden_shape(client, raster):
     assert set(client.get("/v1/health").json()) == set(json.loads((API / "health.reply.json").read_text()))
     error = client.post("/v1/segment", json={}, headers=AUTH).json()
     assert _shape(error) == _shape(json.loads((API / "error.reply.json").read_text()))
+
+
+def test_token_file_is_made_private_and_reused(tmp_path):
+    import os
+    import stat
+
+    from think2seg.server.token import load_or_create_token
+
+    path = tmp_path / "config" / "think2seg" / "token"
+    token = load_or_create_token(path)
+    assert len(token) >= 32 and stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert load_or_create_token(path) == token
+    os.chmod(path, 0o644)
+    assert load_or_create_token(path) == token and stat.S_IMODE(path.stat().st_mode) == 0o600
+    path.write_text("short")
+    with pytest.raises(Exception, match="shorter than 16"):
+        load_or_create_token(path)
