@@ -27,13 +27,13 @@ from pathlib import Path
 import httpx
 import numpy as np
 import uvicorn
-from segment_stages import window_raster
 
 from think2seg.engine import Engine
 from think2seg.output.geojson import to_feature_collection
 from think2seg.server.app import create_app
 from think2seg.server.settings import ServerSettings
 
+from segment_stages import window_raster
 from stand_ins import FixedText, SubstituteMasks, ellipse_in_box, random_weight_models
 
 TOKEN = "bench-token-0123456789"

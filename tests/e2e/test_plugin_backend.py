@@ -1,0 +1,235 @@
+"""The plugin in real QGIS against a real `think2seg serve` running the tiny models."""
+
+from __future__ import annotations
+
+import zipfile
+
+from qgis.core import (
+    Qgis,
+    QgsApplication,
+    QgsCoordinateReferenceSystem,
+    QgsCoordinateTransform,
+    QgsGeometry,
+    QgsProject,
+    QgsRasterLayer,
+    QgsRectangle,
+    QgsVectorLayer,
+)
+
+from think2seg_qgis.dialogs import ExportChoice, export_layer
+from think2seg_qgis.jobs import job_request
+
+from conftest import wait_until
+
+PONDS = "segment the ponds"  # the tiny model answers it with two instances
+PONDS_ANSWER_START = "<think>Two ponds"
+
+
+def ask(plugin, question: str, timeout_s: float = 120) -> None:  # noqa: ANN001
+    plugin.dock.question.setEditText(question)
+    plugin.controller.ask()
+    assert wait_until(lambda: plugin.dock.run_button.isEnabled(), timeout_s), "the run did not finish"
+
+
+def view(canvas, layer, rectangle: QgsRectangle | None = None) -> None:  # noqa: ANN001
+    canvas.setDestinationCrs(layer.crs())
+    canvas.setExtent(rectangle or layer.extent())
+
+
+def messages(qgis_iface, level=Qgis.MessageLevel.Critical) -> list[str]:  # noqa: ANN001
+    return qgis_iface.messageBar().get_messages(level)
+
+
+def test_question_puts_polygons_in_the_results_layer_and_undo_removes_them(plugin, raster_layer, qgis_iface, tmp_path):
+    canvas = qgis_iface.mapCanvas()
+    window = QgsRectangle(512050, 5261700, 512300, 5261950)
+    view(canvas, raster_layer, window)
+    plugin.dock.layer_box.setLayer(raster_layer)
+    streamed: list[str] = []
+    plugin.controller.segment.reasoning.connect(streamed.append)
+    ask(plugin, PONDS)
+    assert not messages(qgis_iface), messages(qgis_iface)
+    assert len(streamed) > 1 and "".join(streamed).startswith(PONDS_ANSWER_START)  # streamed as it was written
+    assert plugin.dock.reasoning.toPlainText().startswith("Two ponds, one in each corner.")
+    assert plugin.dock.result.text().startswith("ok:")
+    layers = plugin.store.layers(raster_layer.crs())
+    results, boxes, points = layers["results"], layers["boxes"], layers["points"]
+    assert results.crs().authid() == "EPSG:32633" and results.name() == "Think2Seg results"
+    assert results.featureCount() > 0 and boxes.featureCount() == 2 and points.featureCount() == 4
+    visible = QgsGeometry.fromRect(canvas.extent().intersect(raster_layer.extent())).buffer(
+        raster_layer.rasterUnitsPerPixelX(), 1
+    )
+    assert all(visible.contains(f.geometry()) for f in results.getFeatures())
+    feature = next(results.getFeatures())
+    assert feature["question"] == PONDS and feature["status"] == "ok" and feature["area_m2"] > 0
+    assert feature["model"] and feature["segmenter"] and feature["created_at"]
+    assert PONDS in plugin.settings.history
+
+    plugin.undo.undo()
+    assert results.featureCount() == 0 and boxes.featureCount() == 0
+    plugin.undo.redo()
+    count = results.featureCount()
+    assert count > 0
+
+    choice = ExportChoice(str(tmp_path / "export.gpkg"), "ponds", selected_only=False)
+    assert export_layer(results, choice) == ""
+    exported = QgsVectorLayer(f"{choice.path}|layername=ponds", "exported", "ogr")
+    assert exported.isValid() and exported.featureCount() == count and exported.crs().authid() == "EPSG:32633"
+    results.selectByIds([next(results.getFeatures()).id()])
+    assert export_layer(results, ExportChoice(choice.path, "one", selected_only=True)) == ""
+    assert QgsVectorLayer(f"{choice.path}|layername=one", "one", "ogr").featureCount() == 1
+
+
+def test_canvas_in_another_crs_sends_the_right_bounds(plugin, raster_layer, qgis_iface):
+    canvas = qgis_iface.mapCanvas()
+    wanted = QgsRectangle(512100, 5261650, 512350, 5261900)
+    web_mercator = QgsCoordinateReferenceSystem("EPSG:3857")
+    to_canvas = QgsCoordinateTransform(raster_layer.crs(), web_mercator, QgsProject.instance())
+    canvas.setDestinationCrs(web_mercator)
+    canvas.setExtent(to_canvas.transformBoundingBox(wanted))
+    plugin.dock.layer_box.setLayer(raster_layer)
+    back = QgsCoordinateTransform(web_mercator, raster_layer.crs(), QgsProject.instance())
+    expected = back.transformBoundingBox(canvas.extent()).intersect(
+        raster_layer.extent()
+    )  # before zooming to the result
+    ask(plugin, "segment the river")
+    plan = plugin.controller.segment.plan
+    assert plan.crs.authid() == "EPSG:32633" and plan.bounds == expected
+    assert expected.contains(wanted) or expected.intersects(wanted)
+    results = plugin.store.layers(raster_layer.crs())["results"]
+    footprint = QgsGeometry.fromRect(expected).buffer(
+        raster_layer.rasterUnitsPerPixelX(), 1
+    )  # windows snap out to whole pixels
+    assert results.featureCount() > 0 and all(footprint.contains(f.geometry()) for f in results.getFeatures())
+
+
+def test_layer_that_is_not_a_local_file_is_rendered_and_uploaded(plugin, backend, qgis_iface, tmp_path):
+    archive = tmp_path / "riverside.zip"
+    with zipfile.ZipFile(archive, "w") as zipped:
+        zipped.write(
+            backend.data_root / "riverside.tif" if (backend.data_root / "riverside.tif").exists() else _sample(),
+            "riverside.tif",
+        )
+    layer = QgsRasterLayer(f"/vsizip/{archive}/riverside.tif", "zipped")
+    assert layer.isValid()
+    QgsProject.instance().addMapLayer(layer)
+    view(qgis_iface.mapCanvas(), layer, QgsRectangle(512100, 5261700, 512300, 5261900))
+    plugin.dock.layer_box.setLayer(layer)
+    ask(plugin, PONDS)
+    assert not plugin.controller.segment.plan.by_reference
+    assert not messages(qgis_iface), messages(qgis_iface)
+    assert plugin.store.layers(layer.crs())["boxes"].featureCount() == 2
+
+
+def _sample():  # noqa: ANN202
+    from qgis_helpers import ROOT
+
+    return ROOT / "resources" / "sample" / "riverside.tif"
+
+
+def test_resegment_runs_sam_alone_on_the_moved_prompts(plugin, raster_layer, qgis_iface):
+    view(qgis_iface.mapCanvas(), raster_layer)
+    plugin.dock.layer_box.setLayer(raster_layer)
+    ask(plugin, "segment the river")
+    boxes = plugin.store.layers(raster_layer.crs())["boxes"]
+    (box,) = list(boxes.getFeatures())
+    moved = box.geometry().boundingBox()
+    moved.scale(0.5)
+    boxes.dataProvider().changeGeometryValues({box.id(): QgsGeometry.fromRect(moved)})
+    from think2seg_qgis.prompts import collect
+
+    sent = collect(plugin.store, raster_layer)
+    assert len(sent) == 1 and sent[0]["box"] == [moved.xMinimum(), moved.yMinimum(), moved.xMaximum(), moved.yMaximum()]
+    assert len(sent[0]["points"]) == 2
+    plugin.resegment()
+    assert wait_until(lambda: plugin.dock.run_button.isEnabled(), 60)
+    assert not messages(qgis_iface), messages(qgis_iface)
+    results = plugin.store.layers(raster_layer.crs())["results"]
+    resegmented = [f for f in results.getFeatures() if f["model"] in ("", None)]
+    assert resegmented, "the re-segmented polygons say no LVLM was used"
+    returned = [f.geometry().boundingBox() for f in boxes.getFeatures() if f.id() != box.id()]
+    assert len(returned) == 1 and returned[0].toString(3) == moved.toString(3)  # the server segmented the moved box
+    assert plugin.undo.count() == 2
+
+
+def test_batch_job_shows_progress_can_be_cancelled_and_adds_its_layer(plugin, raster_layer, backend, qgis_iface):
+    output = backend.data_root / "batch.gpkg"
+    output.unlink(missing_ok=True)
+    request = job_request(
+        str(backend.data_root / "riverside.tif"),
+        str(output),
+        PONDS,
+        tile_size_px=256,
+        overlap_px=32,
+        resume=False,
+        settings=plugin.settings,
+    )
+    task = plugin.start_job(request)
+    assert wait_until(lambda: task.status() in (task.TaskStatus.Complete, task.TaskStatus.Terminated), 300)
+    assert task.status() == task.TaskStatus.Complete, task.error
+    assert any(layer.name() == f"Think2Seg: {PONDS}" for layer in QgsProject.instance().mapLayers().values())
+    assert messages(qgis_iface, Qgis.MessageLevel.Success)
+
+    output2 = backend.data_root / "batch_cancelled.gpkg"
+    output2.unlink(missing_ok=True)
+    progress: list[float] = []
+    request = job_request(
+        str(backend.data_root / "riverside.tif"),
+        str(output2),
+        PONDS,
+        tile_size_px=96,
+        overlap_px=16,
+        resume=False,
+        settings=plugin.settings,
+    )
+    task = plugin.start_job(request)
+    task.progressChanged.connect(progress.append)
+    assert wait_until(lambda: progress and progress[-1] > 0, 300), "no progress was reported"
+    task.cancel()
+    assert wait_until(lambda: task.status() == task.TaskStatus.Terminated, 120)
+    assert wait_until(lambda: any("cancelled" in m for m in messages(qgis_iface, Qgis.MessageLevel.Warning)), 30)
+    assert output2.exists()  # resumable: the finished tiles are in it
+    assert QgsApplication.taskManager().countActiveTasks() == 0
+
+
+def test_offline_backend_and_wrong_token_give_clear_messages(plugin, raster_layer, qgis_iface, tmp_path):
+    view(qgis_iface.mapCanvas(), raster_layer)
+    plugin.dock.layer_box.setLayer(raster_layer)
+    wrong = tmp_path / "wrong-token"
+    wrong.write_text("not-the-token-0123456789")
+    plugin.settings.token_file = str(wrong)
+    ask(plugin, PONDS)
+    assert any("refused the token" in m for m in messages(qgis_iface)), messages(qgis_iface)
+    qgis_iface.messageBar().clear_messages()
+    plugin.settings.backend_url = "http://127.0.0.1:9"  # nothing listens there
+    ask(plugin, PONDS)
+    assert any("not reachable" in m and "Start" in m for m in messages(qgis_iface)), messages(qgis_iface)
+    plugin.backend.check()
+    assert wait_until(lambda: plugin.backend.status == "offline", 30)
+    assert "offline" in plugin.dock.status.text()
+
+
+def test_no_raster_layer_is_explained(plugin, qgis_iface):
+    plugin.dock.layer_box.setLayer(None)
+    plugin.dock.question.setEditText(PONDS)
+    plugin.controller.ask()
+    assert any("choose a raster layer" in m for m in messages(qgis_iface, Qgis.MessageLevel.Warning))
+
+
+def test_processing_algorithm_runs_a_batch_job(plugin, raster_layer, backend, qgis_processing):
+    import processing
+
+    output = backend.data_root / "processing.gpkg"
+    output.unlink(missing_ok=True)
+    params = {
+        "INPUT": raster_layer,
+        "QUESTION": PONDS,
+        "TILE_SIZE": 384,
+        "OVERLAP": 64,
+        "RESUME": False,
+        "OUTPUT": str(output),
+    }
+    result = processing.run("think2seg:segment_raster_by_question", params)
+    assert result["OUTPUT"] == str(output)
+    segments = QgsVectorLayer(result["SEGMENTS"], "segments", "ogr")
+    assert segments.isValid() and segments.crs().authid() == "EPSG:32633" and segments.featureCount() > 0

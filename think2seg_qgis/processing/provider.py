@@ -1,0 +1,124 @@
+"""Processing provider "Think2Seg" with one algorithm: segment raster by question (a batch job)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from qgis.core import (
+    QgsProcessingAlgorithm,
+    QgsProcessingContext,
+    QgsProcessingException,
+    QgsProcessingFeedback,
+    QgsProcessingOutputVectorLayer,
+    QgsProcessingParameterBoolean,
+    QgsProcessingParameterFileDestination,
+    QgsProcessingParameterNumber,
+    QgsProcessingParameterRasterLayer,
+    QgsProcessingParameterString,
+    QgsProcessingProvider,
+)
+from qgis.PyQt.QtGui import QIcon
+
+from .. import compat
+from ..api.client import BlockingClient
+from ..api.errors import ApiError
+from ..jobs import job_request, run_job
+from ..settings import Settings
+from ..tile import local_file
+
+ICON = Path(__file__).resolve().parent.parent / "icons" / "think2seg.svg"
+
+
+class Think2SegProvider(QgsProcessingProvider):
+    def id(self) -> str:  # noqa: A003
+        return "think2seg"
+
+    def name(self) -> str:
+        return "Think2Seg"
+
+    def icon(self) -> QIcon:
+        return QIcon(str(ICON))
+
+    def loadAlgorithms(self) -> None:  # noqa: N802
+        self.addAlgorithm(SegmentRasterByQuestion())
+
+
+class SegmentRasterByQuestion(QgsProcessingAlgorithm):
+    INPUT, QUESTION, TILE_SIZE, OVERLAP, RESUME, OUTPUT, SEGMENTS = (
+        "INPUT",
+        "QUESTION",
+        "TILE_SIZE",
+        "OVERLAP",
+        "RESUME",
+        "OUTPUT",
+        "SEGMENTS",
+    )
+
+    def name(self) -> str:
+        return "segment_raster_by_question"
+
+    def displayName(self) -> str:  # noqa: N802
+        return "Segment raster by question"
+
+    def shortHelpString(self) -> str:  # noqa: N802
+        return (
+            "Asks one question (e.g. 'every solar farm') over every tile of a raster with the Think2Seg "
+            "backend and writes stitched polygons to a GeoPackage (layer 'segments'). The raster must be a "
+            "file the backend can read; the backend is set in the Think2Seg plugin's settings."
+        )
+
+    def createInstance(self) -> SegmentRasterByQuestion:  # noqa: N802
+        return SegmentRasterByQuestion()
+
+    def icon(self) -> QIcon:
+        return QIcon(str(ICON))
+
+    def initAlgorithm(self, config: dict | None = None) -> None:  # noqa: N802
+        self.addParameter(QgsProcessingParameterRasterLayer(self.INPUT, "Raster"))
+        self.addParameter(QgsProcessingParameterString(self.QUESTION, "Question"))
+        integer = compat.NUMBER_INTEGER
+        self.addParameter(
+            QgsProcessingParameterNumber(self.TILE_SIZE, "Tile size (px)", integer, 1024, minValue=64, maxValue=8192)
+        )
+        self.addParameter(
+            QgsProcessingParameterNumber(self.OVERLAP, "Overlap (px)", integer, 128, minValue=0, maxValue=4096)
+        )
+        self.addParameter(QgsProcessingParameterBoolean(self.RESUME, "Resume the run in the output file", False))
+        self.addParameter(
+            QgsProcessingParameterFileDestination(self.OUTPUT, "Output GeoPackage", "GeoPackage (*.gpkg)")
+        )
+        self.addOutput(QgsProcessingOutputVectorLayer(self.SEGMENTS, "Segments"))
+
+    def processAlgorithm(
+        self, parameters: dict, context: QgsProcessingContext, feedback: QgsProcessingFeedback
+    ) -> dict:  # noqa: N802
+        layer = self.parameterAsRasterLayer(parameters, self.INPUT, context)
+        raster = local_file(layer) if layer is not None else None
+        if raster is None:
+            raise QgsProcessingException(
+                "the raster must be a file the Think2Seg backend can read (a file-based GDAL layer)"
+            )
+        question = self.parameterAsString(parameters, self.QUESTION, context).strip()
+        if not question:
+            raise QgsProcessingException("the question is empty: ask what to segment, e.g. 'every solar farm'")
+        output = self.parameterAsFileOutput(parameters, self.OUTPUT, context)
+        settings = Settings()
+        request = job_request(
+            raster,
+            output,
+            question,
+            tile_size_px=self.parameterAsInt(parameters, self.TILE_SIZE, context),
+            overlap_px=self.parameterAsInt(parameters, self.OVERLAP, context),
+            resume=self.parameterAsBool(parameters, self.RESUME, context),
+            settings=settings,
+        )
+        try:
+            status = run_job(
+                BlockingClient(settings), request, canceled=feedback.isCanceled, progress=feedback.setProgress
+            )
+        except ApiError as exc:
+            raise QgsProcessingException(exc.message) from exc
+        if status["state"] != "done":
+            raise QgsProcessingException(f"the batch job ended {status['state']}: {status.get('message', '')}")
+        feedback.pushInfo(status.get("message", ""))
+        return {self.OUTPUT: output, self.SEGMENTS: f"{output}|layername=segments"}

@@ -1,0 +1,139 @@
+"""One typed settings class over QgsSettings (section think2seg/)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from qgis.core import QgsSettings
+
+PREFIX = "think2seg/"
+HISTORY_SIZE = 20
+
+
+def default_token_file() -> str:
+    """Where `think2seg serve` puts its token by default (platformdirs' user config folder)."""
+    if sys.platform.startswith("win"):
+        base = Path(os.environ.get("LOCALAPPDATA", Path.home() / "AppData" / "Local"))
+    elif sys.platform == "darwin":
+        base = Path.home() / "Library" / "Application Support"
+    else:
+        base = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
+    return str(base / "think2seg" / "token")
+
+
+class Settings:
+    """Typed access to the plugin's settings; every value has a default and a unit in its name."""
+
+    DEFAULTS: dict[str, object] = {
+        "backend_url": "http://127.0.0.1:8765",
+        "backend_executable": "",
+        "request_timeout_s": 600,
+        "start_timeout_s": 600,
+        "max_side_px": 2048,
+        "simplify_px": 0.0,
+        "min_area_m2": 0.0,
+    }
+
+    def __init__(self, store: QgsSettings | None = None) -> None:
+        self._store = store or QgsSettings()
+
+    def _get(self, name: str) -> object:
+        default = self.DEFAULTS[name]
+        value = self._store.value(PREFIX + name, default)
+        if value is None or (value == "" and not isinstance(default, str)):
+            return default
+        try:
+            return type(default)(value)
+        except (TypeError, ValueError):
+            return default
+
+    def _set(self, name: str, value: object) -> None:
+        self._store.setValue(PREFIX + name, value)
+
+    @property
+    def backend_url(self) -> str:
+        return str(self._get("backend_url")).rstrip("/")
+
+    @backend_url.setter
+    def backend_url(self, value: str) -> None:
+        self._set("backend_url", value.strip())
+
+    @property
+    def token_file(self) -> str:
+        """The backend's token file; empty in the settings means serve's default location."""
+        return str(self._store.value(PREFIX + "token_file", "") or default_token_file())
+
+    @token_file.setter
+    def token_file(self, value: str) -> None:
+        self._set("token_file", value.strip())
+
+    @property
+    def backend_executable(self) -> str:
+        return str(self._get("backend_executable"))
+
+    @backend_executable.setter
+    def backend_executable(self, value: str) -> None:
+        self._set("backend_executable", value.strip())
+
+    @property
+    def request_timeout_s(self) -> int:
+        return int(self._get("request_timeout_s"))
+
+    @request_timeout_s.setter
+    def request_timeout_s(self, value: int) -> None:
+        self._set("request_timeout_s", int(value))
+
+    @property
+    def start_timeout_s(self) -> int:
+        return int(self._get("start_timeout_s"))
+
+    @start_timeout_s.setter
+    def start_timeout_s(self, value: int) -> None:
+        self._set("start_timeout_s", int(value))
+
+    @property
+    def max_side_px(self) -> int:
+        return int(self._get("max_side_px"))
+
+    @max_side_px.setter
+    def max_side_px(self, value: int) -> None:
+        self._set("max_side_px", int(value))
+
+    @property
+    def simplify_px(self) -> float:
+        return float(self._get("simplify_px"))
+
+    @simplify_px.setter
+    def simplify_px(self, value: float) -> None:
+        self._set("simplify_px", float(value))
+
+    @property
+    def min_area_m2(self) -> float:
+        return float(self._get("min_area_m2"))
+
+    @min_area_m2.setter
+    def min_area_m2(self, value: float) -> None:
+        self._set("min_area_m2", float(value))
+
+    @property
+    def history(self) -> list[str]:
+        value = self._store.value(PREFIX + "history", [])
+        return [str(v) for v in (value if isinstance(value, list) else [value] if value else [])]
+
+    def remember(self, question: str) -> None:
+        """Put ``question`` first in the history (no duplicates, at most HISTORY_SIZE)."""
+        history = [question] + [q for q in self.history if q != question]
+        self._store.setValue(PREFIX + "history", history[:HISTORY_SIZE])
+
+    def token(self) -> str:
+        """The bearer token from the token file ('' when the file cannot be read)."""
+        try:
+            return Path(self.token_file).expanduser().read_text(encoding="utf-8").strip()
+        except OSError:
+            return ""
+
+    def backend_is_local(self) -> bool:
+        host = self.backend_url.split("://", 1)[-1].split("/", 1)[0].rsplit(":", 1)[0].strip("[]")
+        return host in ("127.0.0.1", "localhost", "::1")
