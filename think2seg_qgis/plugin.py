@@ -160,7 +160,11 @@ class Think2SegPlugin:
 
     def _add_reply(self, reply: dict, plan) -> None:  # noqa: ANN001
         raster = plan.raster_path or plan.layer.source()
-        run = self.store.features(reply, plan.crs, raster)
+        try:
+            run = self.store.features(reply, plan.crs, raster)
+        except OSError as exc:  # e.g. the results GeoPackage is not writable
+            self._message(f"cannot save the results: {exc}", Qgis.MessageLevel.Critical)
+            return
         label = reply.get("question") or "re-segment"
         self.undo.push(AddRunCommand(self.store, run, f"Think2Seg: {label}"))
         if run.results:

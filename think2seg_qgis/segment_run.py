@@ -14,8 +14,11 @@ from qgis.PyQt.QtCore import QObject, pyqtSignal
 
 from .api.client import ApiCall, AsyncClient
 from .api.errors import ApiError
+from .log import logger
 from .settings import Settings
-from .tile import TilePlan, TileRender, plan_tile
+from .tile import TilePlan, TileRender, plan_tile, with_render_size
+
+FALLBACK_CODES = ("path_not_allowed", "not_found")
 
 
 class SegmentRun(QObject):
@@ -31,6 +34,8 @@ class SegmentRun(QObject):
         self.plan: TilePlan | None = None
         self._call: ApiCall | None = None
         self._render: TileRender | None = None
+        self._options: dict = {}
+        self._canvas: QgsMapCanvas | None = None
 
     def start(
         self, canvas: QgsMapCanvas, layer: QgsRasterLayer | None, *, question: str = "", prompts: list | None = None
@@ -46,12 +51,17 @@ class SegmentRun(QObject):
             "min_area_m2": self.settings.min_area_m2,
         }
         options.update({"prompts": prompts} if prompts else {"question": question})
+        self._options, self._canvas = options, canvas
         if self.plan.by_reference:
             self._send(
                 lambda: self.client.post_json("/v1/segment", {**self.plan.reference_body(), **options}, stream=True)
             )
         else:
-            self._render = TileRender(self.plan, lambda png, transform, crs: self._upload(png, transform, crs, options))
+            self._render_and_upload()
+
+    def _render_and_upload(self) -> None:
+        options = self._options
+        self._render = TileRender(self.plan, lambda png, transform, crs: self._upload(png, transform, crs, options))
 
     def cancel(self) -> None:
         if self._render is not None:
@@ -71,4 +81,12 @@ class SegmentRun(QObject):
         self._call.failed.connect(self._failed)
 
     def _failed(self, error: ApiError) -> None:
+        if self.plan is not None and self.plan.by_reference and error.code in FALLBACK_CODES:
+            # The backend cannot read this file (outside its data roots, or not on its disk): send pixels.
+            logger().info(
+                "the backend cannot read %s (%s): uploading the view instead", self.plan.raster_path, error.code
+            )
+            self.plan = with_render_size(self.plan, self._canvas, self.settings)
+            self._render_and_upload()
+            return
         self.failed.emit(error)

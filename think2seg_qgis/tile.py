@@ -82,6 +82,16 @@ def plan_tile(canvas: QgsMapCanvas, layer: QgsRasterLayer | None, settings: Sett
     return TilePlan(layer, bounds, crs, None, _render_size(canvas, extent, bounds, settings, layer))
 
 
+def with_render_size(plan: TilePlan, canvas: QgsMapCanvas, settings: Settings) -> TilePlan:
+    """The same window, to be rendered and uploaded instead of sent by reference."""
+    extent = canvas.extent()
+    canvas_crs = canvas.mapSettings().destinationCrs()
+    if canvas_crs != plan.crs:
+        extent = QgsCoordinateTransform(canvas_crs, plan.crs, QgsProject.instance()).transformBoundingBox(extent)
+    size = _render_size(canvas, extent, plan.bounds, settings, plan.layer)
+    return TilePlan(plan.layer, plan.bounds, plan.crs, None, size)
+
+
 def local_file(layer: QgsRasterLayer) -> str | None:
     """The raster's file when GDAL reads it from a local file (not a URL, a VSI path or WMS)."""
     if layer.providerType() != "gdal":

@@ -233,3 +233,17 @@ def test_processing_algorithm_runs_a_batch_job(plugin, raster_layer, backend, qg
     assert result["OUTPUT"] == str(output)
     segments = QgsVectorLayer(result["SEGMENTS"], "segments", "ogr")
     assert segments.isValid() and segments.crs().authid() == "EPSG:32633" and segments.featureCount() > 0
+
+
+def test_raster_the_backend_may_not_read_is_uploaded_instead(plugin, qgis_iface, tmp_path):
+    import shutil
+
+    outside = shutil.copy(_sample(), tmp_path / "outside_roots.tif")  # not under the backend's --data-root
+    layer = QgsRasterLayer(str(outside), "outside")
+    QgsProject.instance().addMapLayer(layer)
+    view(qgis_iface.mapCanvas(), layer, QgsRectangle(512100, 5261700, 512300, 5261900))
+    plugin.dock.layer_box.setLayer(layer)
+    ask(plugin, PONDS)
+    assert not messages(qgis_iface), messages(qgis_iface)
+    assert not plugin.controller.segment.plan.by_reference  # fell back to rendering and uploading
+    assert plugin.store.layers(layer.crs())["boxes"].featureCount() == 2
