@@ -3,6 +3,8 @@ health polls, and optionally a `think2seg serve` process this plugin started and
 
 from __future__ import annotations
 
+import os
+import shlex
 import time
 
 from qgis.PyQt.QtCore import QObject, QProcess, QTimer, pyqtSignal
@@ -63,6 +65,10 @@ class Backend(QObject):
         port = self.settings.backend_url.rsplit(":", 1)[-1].split("/")[0]
         arguments = ["serve", "--host", "127.0.0.1", "--port", port if port.isdigit() else "8765"]
         arguments += ["--token-file", self.settings.token_file]
+        try:
+            arguments += shlex.split(self.settings.backend_arguments, posix=os.name != "nt")
+        except ValueError as exc:
+            return f"the extra backend options in settings cannot be read ({exc}): check their quotes"
         self.process = QProcess(self)
         self.process.setProcessChannelMode(QProcess.ProcessChannelMode.MergedChannels)
         self.process.readyReadStandardOutput.connect(self._read_output)

@@ -29,6 +29,7 @@ class Settings:
     DEFAULTS: dict[str, object] = {
         "backend_url": "http://127.0.0.1:8765",
         "backend_executable": "",
+        "backend_arguments": "",
         "request_timeout_s": 600,
         "start_timeout_s": 600,
         "max_side_px": 2048,
@@ -76,6 +77,15 @@ class Settings:
     @backend_executable.setter
     def backend_executable(self, value: str) -> None:
         self._set("backend_executable", value.strip())
+
+    @property
+    def backend_arguments(self) -> str:
+        """Extra `think2seg serve` options for a backend started from QGIS, e.g. --lvlm DIR --device cuda:1."""
+        return str(self._get("backend_arguments"))
+
+    @backend_arguments.setter
+    def backend_arguments(self, value: str) -> None:
+        self._set("backend_arguments", value.strip())
 
     @property
     def request_timeout_s(self) -> int:

@@ -247,3 +247,28 @@ def test_raster_the_backend_may_not_read_is_uploaded_instead(plugin, qgis_iface,
     assert not messages(qgis_iface), messages(qgis_iface)
     assert not plugin.controller.segment.plan.by_reference  # fell back to rendering and uploading
     assert plugin.store.layers(layer.crs())["boxes"].featureCount() == 2
+
+
+def test_start_launches_serve_waits_for_health_and_stop_ends_it(plugin, backend, qgis_iface):
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    plugin.settings.backend_url = f"http://127.0.0.1:{port}"
+    plugin.settings.backend_arguments = (
+        f'--lvlm "{backend.models["lvlm"]}" --segmenter "{backend.models["sam"]}" --device cpu'
+    )
+    plugin.start_backend()
+    assert plugin.backend.status == "starting" and plugin.backend.owns_process()
+    assert wait_until(lambda: plugin.backend.status == "ready", 180), (plugin.backend.status, plugin.backend.message)
+    assert "ready" in plugin.dock.status.text() and plugin.dock.stop_button.isEnabled()
+    assert wait_until(lambda: any("serving on" in line for line in plugin.backend.log_lines), 10), (
+        plugin.backend.log_lines[-20:]
+    )
+    plugin.backend.stop()
+    assert wait_until(lambda: not plugin.backend.owns_process(), 60)
+    assert wait_until(lambda: plugin.backend.status == "offline", 30)
+    plugin.settings.backend_executable = ""
+    plugin.start_backend()
+    assert any("backend executable" in m for m in messages(qgis_iface, Qgis.MessageLevel.Warning))
