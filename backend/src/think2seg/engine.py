@@ -236,36 +236,44 @@ class Engine:
     def infer_batch(
         self,
         tiles: Sequence[Tile],
-        question: str,
+        question: str | Sequence[str],
         *,
         views: Sequence[Image.Image | None] | None = None,
         timers: Sequence[StageTimer] | None = None,
         on_text: TextCallback | None = None,
     ) -> list[Inference]:
-        """Answer ``question`` for several tiles at once (one LVLM batch, one SAM encoding batch).
+        """Answer ``question`` (one for all, or one per tile) for several tiles at once: one LVLM
+        batch, one SAM encoding batch.
 
         ``views`` may hold precomputed 840x840 views (None where not); ``timers`` one timer per
         tile, which receives that tile's share of batched stages. ``on_text`` needs a single tile.
         Tiles without data get ``no_data`` and cost no model call.
         """
-        question = validate_question(question)
+        questions = [question] * len(tiles) if isinstance(question, str) else list(question)
+        if len(questions) != len(tiles):
+            raise InputError(f"{len(tiles)} tiles but {len(questions)} questions")
+        questions = [validate_question(q) for q in questions]
         if on_text is not None and len(tiles) != 1:
             raise InputError("streaming text (on_text) works for one tile at a time")
         timers = list(timers) if timers is not None else [StageTimer() for _ in tiles]
         views = list(views) if views is not None else [None] * len(tiles)
         results: list[Inference | None] = [
-            None if tile.has_data else Inference.no_data(tile, question) for tile in tiles
+            None if tile.has_data else Inference.no_data(tile, q) for tile, q in zip(tiles, questions)
         ]
         live = [i for i, tile in enumerate(tiles) if tile.has_data]
         if live:
             answers = self._answers(
-                [tiles[i] for i in live], question, [views[i] for i in live], [timers[i] for i in live], on_text
+                [tiles[i] for i in live],
+                [questions[i] for i in live],
+                [views[i] for i in live],
+                [timers[i] for i in live],
+                on_text,
             )
             masks = self._masks(answers, [timers[i] for i in live])
             for index, (tile, generation, parsed, instances), mask in zip(live, answers, masks):
                 results[index] = Inference(
                     tile=tile,
-                    question=question,
+                    question=questions[index],
                     status=ResultStatus.from_answer(parsed.status),
                     mask=mask,
                     instances=instances,
@@ -281,7 +289,7 @@ class Engine:
     def _answers(
         self,
         tiles: list[Tile],
-        question: str,
+        questions: list[str],
         views: list[Image.Image | None],
         timers: list[StageTimer],
         on_text: TextCallback | None,
@@ -290,7 +298,7 @@ class Engine:
         for tile, view, timer in zip(tiles, views, timers):
             with timer.stage("prepare"):
                 ready.append(view if view is not None else make_view(tile.pixels))
-        generations = generate_many(self.prompter, ready, question, on_text=on_text)
+        generations = generate_many(self.prompter, ready, questions, on_text=on_text)
         answers = []
         for tile, generation, timer in zip(tiles, generations, timers):
             timer.merge(

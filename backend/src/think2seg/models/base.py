@@ -65,15 +65,20 @@ class Segmenter(Protocol):
 
 
 def generate_many(
-    prompter: Prompter, views: Sequence[Image.Image], question: str, *, on_text: Callable[[str], None] | None = None
+    prompter: Prompter,
+    views: Sequence[Image.Image],
+    questions: Sequence[str],
+    *,
+    on_text: Callable[[str], None] | None = None,
 ) -> list[Generation]:
-    """Answer ``question`` for each view: one batched call when the prompter has ``generate_batch``."""
+    """Answer ``questions[i]`` about ``views[i]``: one batched call when the prompter has ``generate_batch``."""
     if len(views) == 1:
-        return [prompter.generate(views[0], question, on_text=on_text)]
+        return [prompter.generate(views[0], questions[0], on_text=on_text)]
     batch = getattr(prompter, "generate_batch", None)
     if batch is not None:
-        return list(batch(views, question))
-    return [prompter.generate(view, question) for view in views]
+        same = all(q == questions[0] for q in questions)
+        return list(batch(views, questions[0] if same else list(questions)))
+    return [prompter.generate(view, q) for view, q in zip(views, questions)]
 
 
 def encode_many(segmenter: Segmenter, images: Sequence[np.ndarray]) -> list[Any]:

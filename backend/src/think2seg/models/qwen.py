@@ -72,19 +72,23 @@ class QwenPrompter:
     def generate(self, view: Image.Image, question: str, *, on_text: Callable[[str], None] | None = None) -> Generation:
         """Answer ``question`` about the 840x840 ``view``; see :class:`~think2seg.models.base.Prompter`."""
         text_stream = _TextForwarder(self.processor.tokenizer, on_text) if on_text is not None else None
-        return self._generate([view], question, text_stream)[0]
+        return self._generate([view], [question], text_stream)[0]
 
-    def generate_batch(self, views: Sequence[Image.Image], question: str) -> list[Generation]:
-        """Answer ``question`` about several views in one ``generate`` call (left padding).
+    def generate_batch(self, views: Sequence[Image.Image], question: str | Sequence[str]) -> list[Generation]:
+        """Answer ``question`` (one for all, or one per view) about several views in one ``generate``
+        call, left-padded.
 
         Each :class:`Generation` carries an equal share of the batch's preparation, prefill and
         decode time.
         """
-        return self._generate(list(views), question, None)
+        questions = [question] * len(views) if isinstance(question, str) else list(question)
+        return self._generate(list(views), questions, None)
 
-    def _generate(self, views: list[Image.Image], question: str, text_stream: TextStreamer | None) -> list[Generation]:
+    def _generate(
+        self, views: list[Image.Image], questions: list[str], text_stream: TextStreamer | None
+    ) -> list[Generation]:
         start = time.perf_counter()
-        inputs = self._inputs(views, question)
+        inputs = self._inputs(views, questions)
         prepared = time.perf_counter()
         clock = _TokenClock(self.device, text_stream)
         with torch.inference_mode():
@@ -106,12 +110,12 @@ class QwenPrompter:
         shares = ((prepared - start) / n, (first - prepared) / n, (done - first) / n)
         return [Generation(text, self._answer_length(ids), *shares) for text, ids in zip(texts, new_ids)]
 
-    def _inputs(self, views: list[Image.Image], question: str) -> Any:
-        messages = build_messages(views[0], question)
-        text = self.processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        inputs = self.processor(
-            text=[text] * len(views), images=views, padding=True, padding_side="left", return_tensors="pt"
-        )
+    def _inputs(self, views: list[Image.Image], questions: list[str]) -> Any:
+        texts = [
+            self.processor.apply_chat_template(build_messages(view, q), tokenize=False, add_generation_prompt=True)
+            for view, q in zip(views, questions)
+        ]
+        inputs = self.processor(text=texts, images=views, padding=True, padding_side="left", return_tensors="pt")
         return inputs.to(self.device, dtype=self.model.dtype)
 
     def _answer_length(self, ids: torch.Tensor) -> int:

@@ -1,0 +1,212 @@
+"""Readers for the public benchmark layouts and a plain folder layout. Each yields :class:`Sample`s.
+
+- ``earthreason``: ``{root}/{split}/images/<stem>.<ext>``, ``{split}/labels/<stem>.png`` and
+  ``{split}/QAs/<stem>.json`` with ``questions`` (a list) and ``answer``; one question per image is
+  drawn with ``random.Random(seed)`` over the samples in sorted order.
+- ``rrsisd``: ``{root}/rrsisd/refs(unc).p`` (refs with ``split``, ``image_id``, ``ann_id`` and
+  ``sentences``), ``{root}/rrsisd/instances.json`` (COCO images, annotations, categories) and the
+  images in ``{root}/images/rrsisd/JPEGImages/``; the question is the first sentence plus ".".
+- ``refsegrs``: ``{root}/output_phrase_{split}.txt`` (lines ``<index> <expression>``), images in
+  ``{root}/images/<index>.tif`` and masks in ``{root}/masks/<index>.tif``.
+- ``folder``: ``{root}/samples.json``, a list of ``{"image", "mask", "question"}`` (paths relative
+  to the root; an optional ``"class"``) for users' own data.
+
+Masks are binary: every pixel above 0 is target. A missing or malformed file is an
+:class:`~think2seg.errors.InputError` that names it.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle  # nosec B403 - RRSIS-D ships its references as a pickle; read only from the user's dataset folder
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from think2seg.errors import InputError
+
+DATASETS = ("earthreason", "rrsisd", "refsegrs", "folder")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff")
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One image, its question and a way to load its ground-truth mask (H, W bool)."""
+
+    sample_id: str
+    image: Path
+    question: str
+    load_mask: Callable[[], np.ndarray]
+    class_name: str = ""
+
+
+def load_samples(dataset: str, root: Path, split: str, *, seed: int = 0) -> list[Sample]:
+    """The samples of ``split`` in a dataset laid out under ``root``, sorted by id."""
+    readers = {"earthreason": _earthreason, "rrsisd": _rrsisd, "refsegrs": _refsegrs, "folder": _folder}
+    if dataset not in readers:
+        raise InputError(f"unknown dataset {dataset!r}: use one of {', '.join(DATASETS)}")
+    if not root.is_dir():
+        raise InputError(f"the dataset folder {root} does not exist")
+    samples = readers[dataset](root, split, seed)
+    if not samples:
+        raise InputError(f"no {split} samples found for {dataset} under {root}: check --root and --split")
+    return samples
+
+
+def mask_from_file(path: Path) -> np.ndarray:
+    """A binary mask (pixels above 0) from a PNG/TIF/... file."""
+    try:
+        with Image.open(path) as image:
+            data = np.asarray(image)
+    except (OSError, ValueError) as exc:
+        raise InputError(f"cannot read the mask {path}: {exc}") from exc
+    if data.ndim == 3:
+        data = data[..., :3].max(axis=-1)
+    return data > 0
+
+
+def _json(path: Path) -> object:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise InputError(f"{path} is missing") from exc
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{path} is not valid JSON: {exc}") from exc
+
+
+def _image_for(folder: Path, stem: str) -> Path:
+    for suffix in IMAGE_SUFFIXES:
+        candidate = folder / f"{stem}{suffix}"
+        if candidate.is_file():
+            return candidate
+    raise InputError(f"no image for {stem!r} in {folder} (looked for {', '.join(IMAGE_SUFFIXES)})")
+
+
+def _earthreason(root: Path, split: str, seed: int) -> list[Sample]:
+    base = root / split
+    qa_folder, labels, images = base / "QAs", base / "labels", base / "images"
+    if not qa_folder.is_dir():
+        raise InputError(f"{qa_folder} is missing: EarthReason has {split}/images, {split}/labels and {split}/QAs")
+    rng = random.Random(seed)
+    samples = []
+    for qa_path in sorted(qa_folder.glob("*.json")):
+        record = _json(qa_path)
+        questions = record.get("questions") if isinstance(record, dict) else None
+        if not isinstance(questions, list) or not questions or not all(isinstance(q, str) for q in questions):
+            raise InputError(f"{qa_path} has no list of questions under 'questions'")
+        question = rng.choice(questions)
+        mask = labels / f"{qa_path.stem}.png"
+        if not mask.is_file():
+            raise InputError(f"the label {mask} is missing for {qa_path.name}")
+        samples.append(
+            Sample(
+                qa_path.stem, _image_for(images, qa_path.stem), question, _loader(mask), str(record.get("class", ""))
+            )
+        )
+    return samples
+
+
+def _rrsisd(root: Path, split: str, seed: int) -> list[Sample]:
+    refs_path, instances_path = root / "rrsisd" / "refs(unc).p", root / "rrsisd" / "instances.json"
+    images = root / "images" / "rrsisd" / "JPEGImages"
+    try:
+        with refs_path.open("rb") as handle:
+            refs = pickle.load(handle)  # nosec B301 - the dataset's own reference file
+    except FileNotFoundError as exc:
+        raise InputError(f"{refs_path} is missing: RRSIS-D has rrsisd/refs(unc).p and rrsisd/instances.json") from exc
+    except (OSError, pickle.UnpicklingError, EOFError) as exc:
+        raise InputError(f"{refs_path} cannot be read: {exc}") from exc
+    coco = _json(instances_path)
+    try:
+        image_files = {img["id"]: (img["file_name"], img["height"], img["width"]) for img in coco["images"]}
+        annotations = {ann["id"]: ann for ann in coco["annotations"]}
+        categories = {cat["id"]: cat["name"] for cat in coco.get("categories", [])}
+    except (KeyError, TypeError) as exc:
+        raise InputError(f"{instances_path} is not a COCO instances file: missing {exc}") from exc
+    samples = []
+    for ref in refs:
+        if ref.get("split") != split:
+            continue
+        try:
+            file_name, height, width = image_files[ref["image_id"]]
+            annotation = annotations[ref["ann_id"]]
+            sentence = ref["sentences"][0]["sent"].strip()
+        except (KeyError, IndexError, TypeError) as exc:
+            raise InputError(f"{refs_path}: reference {ref.get('ref_id')} is malformed ({exc})") from exc
+        question = sentence if sentence.endswith(".") else sentence + "."
+        samples.append(
+            Sample(
+                str(ref.get("ref_id", len(samples))),
+                images / file_name,
+                question,
+                _coco_loader(annotation["segmentation"], height, width),
+                categories.get(annotation.get("category_id"), ""),
+            )
+        )
+    return sorted(samples, key=lambda s: s.sample_id)
+
+
+def _refsegrs(root: Path, split: str, seed: int) -> list[Sample]:
+    phrases = root / f"output_phrase_{split}.txt"
+    if not phrases.is_file():
+        raise InputError(f"{phrases} is missing: RefSegRS has output_phrase_{{split}}.txt, images/ and masks/")
+    samples = []
+    for number, line in enumerate(phrases.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        index, _, expression = line.strip().partition(" ")
+        if not expression:
+            raise InputError(f"{phrases}:{number} is not '<index> <expression>'")
+        mask = root / "masks" / f"{index}.tif"
+        if not mask.is_file():
+            raise InputError(f"the mask {mask} is missing ({phrases.name} line {number})")
+        samples.append(Sample(f"{index}-{number}", _image_for(root / "images", index), expression, _loader(mask)))
+    return samples
+
+
+def _folder(root: Path, split: str, seed: int) -> list[Sample]:
+    listing = root / "samples.json"
+    records = _json(listing)
+    if not isinstance(records, list):
+        raise InputError(f"{listing} must hold a list of {{'image', 'mask', 'question'}} objects")
+    samples = []
+    for number, record in enumerate(records):
+        if not isinstance(record, dict) or not all(
+            isinstance(record.get(k), str) for k in ("image", "mask", "question")
+        ):
+            raise InputError(f"{listing}: entry {number} needs text fields image, mask and question")
+        image, mask = root / record["image"], root / record["mask"]
+        for path in (image, mask):
+            if not path.is_file():
+                raise InputError(f"{listing}: entry {number} names {path}, which does not exist")
+        samples.append(
+            Sample(Path(record["image"]).stem, image, record["question"], _loader(mask), record.get("class", ""))
+        )
+    return samples
+
+
+def _loader(path: Path) -> Callable[[], np.ndarray]:
+    return lambda: mask_from_file(path)
+
+
+def _coco_loader(segmentation: object, height: int, width: int) -> Callable[[], np.ndarray]:
+    def load() -> np.ndarray:
+        try:
+            from pycocotools import mask as coco_mask
+        except ImportError as exc:
+            raise InputError("RRSIS-D masks need pycocotools: pip install 'think2seg[eval]'") from exc
+
+        if isinstance(segmentation, list):  # polygons
+            rles = coco_mask.frPyObjects(segmentation, height, width)
+            rle = coco_mask.merge(rles)
+        elif isinstance(segmentation, dict) and isinstance(segmentation.get("counts"), list):  # uncompressed RLE
+            rle = coco_mask.frPyObjects(segmentation, height, width)
+        else:
+            rle = segmentation
+        return coco_mask.decode(rle).astype(bool)
+
+    return load

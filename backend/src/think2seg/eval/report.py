@@ -1,0 +1,33 @@
+"""The Markdown table printed at the end of an evaluation."""
+
+from __future__ import annotations
+
+
+def markdown(report: dict) -> str:
+    metrics = report["metrics"]
+    lines = [
+        f"**{report['dataset']} {report['split']}**, protocol {report['protocol']}, {metrics['samples']} samples, {report['model']}",
+        "",
+        "| gIoU | cIoU | P@0.5 | P@0.6 | P@0.7 | P@0.8 | P@0.9 | parse failures | tokens | s/sample |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+        _row(metrics),
+    ]
+    if metrics.get("per_class"):
+        lines += ["", "| class | samples | gIoU | cIoU | P@0.5 |", "|---|---|---|---|---|"]
+        for name, values in metrics["per_class"].items():
+            lines.append(
+                f"| {name} | {values['samples']} | {_pct(values['giou'])} | {_pct(values['ciou'])} | {_pct(values['precision']['0.5'])} |"
+            )
+    return "\n".join(lines)
+
+
+def _row(m: dict) -> str:
+    precision = " | ".join(_pct(m["precision"][t]) for t in ("0.5", "0.6", "0.7", "0.8", "0.9"))
+    return (
+        f"| {_pct(m['giou'])} | {_pct(m['ciou'])} | {precision} | {_pct(m['parse_failure_rate'])} | "
+        f"{m['mean_new_tokens']:.0f} | {m['seconds_per_sample']:.2f} |"
+    )
+
+
+def _pct(value: float) -> str:
+    return f"{100 * value:.2f}"

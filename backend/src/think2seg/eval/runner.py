@@ -1,0 +1,154 @@
+"""Run an evaluation: predict every sample (cached, resumable), score, report.
+
+The cache beside the report (``REPORT.cache/``) holds the run's parameters, one JSON line per
+sample and each predicted mask as a PNG, appended and flushed as samples finish; ``resume``
+continues from it, so an interrupted run loses at most the batch in progress.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+from think2seg._version import __version__
+from think2seg.errors import InputError, OutputExistsError
+from think2seg.eval.datasets import Sample
+from think2seg.eval.metrics import SampleScore, score, summarize
+from think2seg.eval.predict import Loaded, Prediction, Predictor, load
+from think2seg.eval.visualize import save_worst
+from think2seg.output.atomic import atomic_output, check_output_path
+
+
+@dataclass(frozen=True)
+class EvalParams:
+    """What defines the numbers; a resumed run must match it."""
+
+    dataset: str
+    root: str
+    split: str
+    protocol: str
+    seed: int
+    limit: int | None
+    model: str
+
+
+def evaluate(
+    samples: Sequence[Sample],
+    predictor: Predictor,
+    report_path: Path,
+    params: EvalParams,
+    *,
+    batch_size: int = 1,
+    resume: bool = False,
+    overwrite: bool = False,
+    visualize: int = 0,
+    progress: bool = False,
+) -> dict:
+    """Predict and score ``samples``; write the JSON report; return it."""
+    report_path = check_output_path(report_path, overwrite=True, suffixes=(".json",))
+    cache = _Cache(report_path.with_name(report_path.name + ".cache"), params, resume=resume, overwrite=overwrite)
+    if report_path.exists() and not (resume or overwrite):
+        raise OutputExistsError(
+            f"{report_path} exists: pass --resume to continue its run or --overwrite to start again"
+        )
+    todo = [s for s in samples if s.sample_id not in cache.scores]
+    with tqdm(total=len(samples), initial=len(samples) - len(todo), unit="sample", disable=not progress) as bar:
+        for start in range(0, len(todo), batch_size):
+            batch = [load(sample) for sample in todo[start : start + batch_size]]
+            for item, prediction in zip(batch, predictor.predict(batch)):
+                cache.add(item, prediction)
+                bar.update(1)
+    scores = [cache.scores[s.sample_id] for s in samples]
+    report = {
+        **asdict(params),
+        "samples": len(samples),
+        "think2seg_version": __version__,
+        "created_at": datetime.now(timezone.utc).isoformat(),
+        "metrics": summarize(scores),
+        "worst": [s.sample_id for s in sorted(scores, key=lambda s: (s.iou, s.sample_id))[: max(visualize, 10)]],
+    }
+    if visualize:
+        folder = report_path.with_name(report_path.stem + "_worst")
+        report["visualized"] = save_worst(samples, scores, cache, folder, visualize)
+    with atomic_output(report_path, overwrite=True) as temporary:
+        temporary.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    return report
+
+
+class _Cache:
+    """Per-sample results on disk: params.json, predictions.jsonl and masks/<id>.png."""
+
+    def __init__(self, folder: Path, params: EvalParams, *, resume: bool, overwrite: bool) -> None:
+        self.folder, self.params = folder, params
+        self.scores: dict[str, SampleScore] = {}
+        self.records: dict[str, dict] = {}
+        if folder.exists() and overwrite:
+            shutil.rmtree(folder)
+        if folder.exists() and resume:
+            self._load()
+        elif folder.exists():
+            raise OutputExistsError(f"{folder} holds an earlier run: pass --resume to continue it or --overwrite")
+        (folder / "masks").mkdir(parents=True, exist_ok=True)
+        (folder / "params.json").write_text(json.dumps(asdict(params), indent=2), encoding="utf-8")
+
+    def _load(self) -> None:
+        stored = json.loads((self.folder / "params.json").read_text(encoding="utf-8"))
+        changed = [f"{k}: {stored.get(k)!r} -> {v!r}" for k, v in asdict(self.params).items() if stored.get(k) != v]
+        if changed:
+            raise InputError(
+                f"the cached run in {self.folder} used other parameters ({'; '.join(changed)}): use --overwrite"
+            )
+        lines = (
+            (self.folder / "predictions.jsonl").read_text(encoding="utf-8").splitlines()
+            if (self.folder / "predictions.jsonl").exists()
+            else []
+        )
+        for line in lines:
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue  # a line cut off by an interruption: that sample is redone
+            self._remember(record)
+
+    def _remember(self, record: dict) -> None:
+        self.records[record["sample_id"]] = record
+        fields = ("sample_id", "intersection", "union", "parse_failed", "new_tokens", "seconds", "class_name")
+        self.scores[record["sample_id"]] = SampleScore(**{k: record[k] for k in fields})
+
+    def add(self, item: Loaded, prediction: Prediction) -> None:
+        sample = item.sample
+        result = score(
+            sample.sample_id,
+            prediction.mask,
+            prediction.target,
+            parse_failed=prediction.parse_failed,
+            new_tokens=prediction.new_tokens,
+            seconds=prediction.seconds,
+            class_name=sample.class_name,
+        )
+        Image.fromarray(prediction.mask.astype(np.uint8) * 255).save(self.mask_path(sample.sample_id))
+        record = {
+            **asdict(result),
+            "question": sample.question,
+            "status": prediction.status,
+            "raw_answer": prediction.raw_answer,
+            "prompts": [[p.box_xyxy, p.points_xy] for p in prediction.prompts],
+        }
+        with (self.folder / "predictions.jsonl").open("a", encoding="utf-8") as handle:
+            handle.write(json.dumps(record) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        self._remember(record)
+
+    def mask_path(self, sample_id: str) -> Path:
+        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in sample_id)
+        return self.folder / "masks" / f"{safe}.png"
