@@ -141,6 +141,25 @@ def test_sam2_wrapper_matches_a_direct_single_mask_call(tiny_sam2_dir):
     assert np.array_equal(mask, expected)
 
 
+def test_sam2_decodes_all_instances_of_an_image_as_their_own_calls_would(tiny_sam2_dir):
+    segmenter = Sam2Segmenter.load(str(tiny_sam2_dir), device=CPU)
+    embedding = segmenter.encode(np.random.default_rng(0).integers(0, 255, (90, 120, 3), dtype=np.uint8))
+    prompts = [
+        InstancePrompt((10.0, 20.0, 80.0, 70.0), ((40.0, 40.0), (50.0, 45.0))),
+        InstancePrompt((0.0, 0.0, 30.0, 30.0), None),
+        InstancePrompt(None, ((5.0, 5.0), (60.0, 60.0))),
+        InstancePrompt((50.0, 10.0, 110.0, 85.0), ((60.0, 20.0), (100.0, 80.0))),
+        InstancePrompt((20.0, 50.0, 70.0, 89.0), ((30.0, 60.0), (40.0, 70.0))),
+    ]
+    batched = segmenter.predict_logits(embedding, prompts)
+    alone = np.stack([segmenter.predict_logits(embedding, [prompt])[0] for prompt in prompts])
+    scale = float(np.abs(alone).max())  # random tiny weights give small logits: compare relative to them
+    assert batched.shape == (5, 90, 120) and scale > 0
+    np.testing.assert_allclose(batched, alone, rtol=1e-4, atol=1e-4 * scale)
+    assert np.abs(alone[0] - alone[3]).max() > 1e-2 * scale  # distinct prompts: a mix-up would show
+    assert np.array_equal(segmenter.predict(embedding, prompts), batched > 0)
+
+
 def test_segmenter_spec_syntax():
     assert parse_sam1_spec("sam1-vit-b:/w/sam.pth") == ("sam1-vit-b", "/w/sam.pth")
     assert parse_sam1_spec("facebook/sam2.1-hiera-small") == (None, "facebook/sam2.1-hiera-small")

@@ -17,6 +17,9 @@ from PIL import Image
 
 from think2seg.answer import InstancePrompt
 
+ENCODE_CHUNK = 16
+"""Images per SAM encoder call: enough to fill a GPU, few enough to bound its activations."""
+
 
 @dataclass(frozen=True)
 class Generation:
@@ -81,9 +84,12 @@ def generate_many(
     return [prompter.generate(view, q) for view, q in zip(views, questions)]
 
 
-def encode_many(segmenter: Segmenter, images: Sequence[np.ndarray]) -> list[Any]:
-    """Embed each image: one batched call when the segmenter has ``encode_batch``."""
+def encode_many(segmenter: Segmenter, images: Sequence[np.ndarray], *, chunk: int = ENCODE_CHUNK) -> list[Any]:
+    """Embed each image: batched calls of up to ``chunk`` images when the segmenter has ``encode_batch``."""
     batch = getattr(segmenter, "encode_batch", None)
-    if batch is not None and len(images) > 1:
-        return list(batch(images))
-    return [segmenter.encode(image) for image in images]
+    if batch is None or len(images) == 1:
+        return [segmenter.encode(image) for image in images]
+    embeddings: list[Any] = []
+    for start in range(0, len(images), chunk):
+        embeddings.extend(batch(images[start : start + chunk]))
+    return embeddings

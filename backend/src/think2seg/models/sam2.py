@@ -15,6 +15,9 @@ from think2seg.errors import ModelError
 from think2seg.models.device import DevicePlan
 from think2seg.models.weights import resolve_model_dir
 
+ACTIVATIONS_PER_TOKEN = 16
+"""Token-width tensors alive at once in a Hiera block (q, k, v, attention, 4x MLP, residuals)."""
+
 
 @dataclass(frozen=True)
 class Sam2Embedding:
@@ -25,7 +28,7 @@ class Sam2Embedding:
 
 
 class Sam2Segmenter:
-    """One ``Sam2Model`` call per instance: its box and two points (labels 1), one mask out."""
+    """SAM 2.1 prompted per instance with its box and two points (labels 1), one mask out per instance."""
 
     def __init__(self, model: Any, processor: Any, *, name: str) -> None:
         self.model = model
@@ -57,6 +60,14 @@ class Sam2Segmenter:
     def device(self) -> torch.device:
         return self.model.device
 
+    def memory_per_image(self) -> int:
+        """Bytes one more image in an encoding batch needs, about: the first Hiera stage's
+        activations (its tokens times its width, times the tensors alive in a block)."""
+        backbone = self.model.config.vision_config.backbone_config
+        size = backbone.image_size if isinstance(backbone.image_size, int) else backbone.image_size[0]
+        tokens = (size // backbone.patch_stride[0]) ** 2
+        return tokens * backbone.embed_dim_per_stage[0] * self.model.dtype.itemsize * ACTIVATIONS_PER_TOKEN
+
     def encode(self, image: np.ndarray) -> Sam2Embedding:
         """Embed an (H, W, 3) uint8 RGB image."""
         return self.encode_batch([image])[0]
@@ -76,27 +87,45 @@ class Sam2Segmenter:
 
     def predict(self, embedding: Sam2Embedding, prompts: Sequence[InstancePrompt]) -> np.ndarray:
         """(N, H, W) bool masks, one per prompt (pixel coordinates of the encoded image)."""
-        height, width = embedding.original_size
-        masks = np.zeros((len(prompts), height, width), dtype=bool)
-        for index, prompt in enumerate(prompts):
-            masks[index] = self._one(embedding, prompt)
-        return masks
+        return self.predict_logits(embedding, prompts) > 0.0
 
-    def _one(self, embedding: Sam2Embedding, prompt: InstancePrompt) -> np.ndarray:
-        sizes = [list(embedding.original_size)]
+    def predict_logits(self, embedding: Sam2Embedding, prompts: Sequence[InstancePrompt]) -> np.ndarray:
+        """(N, H, W) float32 mask logits at the image's size, one per prompt.
+
+        Each instance is decoded exactly as by its own call (box and points, labels 1,
+        ``multimask_output=False``), but instances with the same prompt shape share one decoder call:
+        SAM decodes the entries of its point batch independently, so no padding point is needed.
+        """
+        height, width = embedding.original_size
+        logits = np.zeros((len(prompts), height, width), dtype=np.float32)
+        for indices in _groups_by_shape(prompts):
+            logits[indices] = self._decode(embedding, [prompts[k] for k in indices])
+        return logits
+
+    def _decode(self, embedding: Sam2Embedding, prompts: list[InstancePrompt]) -> np.ndarray:
         kwargs: dict[str, Any] = {}
-        if prompt.box_xyxy is not None:
-            kwargs["input_boxes"] = [[list(prompt.box_xyxy)]]
-        if prompt.points_xy is not None:
-            kwargs["input_points"] = [[[list(p) for p in prompt.points_xy]]]
-            kwargs["input_labels"] = [[[1] * len(prompt.points_xy)]]
-        inputs = self.processor(original_sizes=sizes, return_tensors="pt", **kwargs)
+        if prompts[0].box_xyxy is not None:
+            kwargs["input_boxes"] = [[list(p.box_xyxy) for p in prompts]]
+        if prompts[0].points_xy is not None:
+            kwargs["input_points"] = [[[list(point) for point in p.points_xy] for p in prompts]]
+            kwargs["input_labels"] = [[[1] * len(p.points_xy) for p in prompts]]
+        inputs = self.processor(original_sizes=[list(embedding.original_size)], return_tensors="pt", **kwargs)
         tensors = {k: inputs[k].to(self.device) for k in ("input_boxes", "input_points", "input_labels") if k in inputs}
-        if "input_boxes" in tensors:
-            tensors["input_boxes"] = tensors["input_boxes"].to(self.model.dtype)
-        if "input_points" in tensors:
-            tensors["input_points"] = tensors["input_points"].to(self.model.dtype)
+        for key in ("input_boxes", "input_points"):
+            if key in tensors:
+                tensors[key] = tensors[key].to(self.model.dtype)
         with torch.inference_mode():
             output = self.model(image_embeddings=embedding.features, multimask_output=False, **tensors)
-        masks = self.processor.post_process_masks(output.pred_masks.float().cpu(), inputs["original_sizes"])
-        return masks[0][0, 0].numpy().astype(bool)
+        masks = self.processor.post_process_masks(
+            output.pred_masks.float().cpu(), inputs["original_sizes"], binarize=False
+        )
+        return masks[0][:, 0].numpy()
+
+
+def _groups_by_shape(prompts: Sequence[InstancePrompt]) -> list[list[int]]:
+    """Indices of the prompts grouped by (has a box, number of points): each group is one decoder call."""
+    groups: dict[tuple[bool, int], list[int]] = {}
+    for index, prompt in enumerate(prompts):
+        key = (prompt.box_xyxy is not None, len(prompt.points_xy) if prompt.points_xy is not None else 0)
+        groups.setdefault(key, []).append(index)
+    return list(groups.values())
