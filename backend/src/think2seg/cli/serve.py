@@ -6,6 +6,7 @@ import argparse
 import logging
 from pathlib import Path
 
+from think2seg.batching import AUTO, parse_batch_size
 from think2seg.cli.options import add_model_options, positive_int
 from think2seg.server.settings import DEFAULT_PORT, ServerSettings, default_token_file
 
@@ -63,6 +64,14 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         "--max-jobs", type=positive_int, default=4, metavar="N", help="batch jobs running at once (default 4)"
     )
     limits.add_argument(
+        "--batch-size",
+        type=parse_batch_size,
+        default=AUTO,
+        metavar="N|auto",
+        help="questions waiting together that share one model batch (default auto: as many as fit the "
+        "free GPU memory, 1 on a CPU; 1 never groups)",
+    )
+    limits.add_argument(
         "--max-upload-mb", type=positive_int, default=256, metavar="N", help="largest request body (default 256)"
     )
     add_model_options(parser)
@@ -85,8 +94,10 @@ def run(args: argparse.Namespace) -> int:
         segmenter=args.segmenter,
         device=args.device,
         max_new_tokens=args.max_new_tokens,
+        compile=args.compile,
         queue_size=args.queue_size,
         max_jobs=args.max_jobs,
+        batch_size=args.batch_size,
         max_upload_mb=args.max_upload_mb,
     )
     app = create_app(settings)

@@ -42,11 +42,17 @@ def submit(
     if options.prompts is not None:
         prompts = pixel_prompts(options.prompts, tile, prompts_crs)
         work = lambda: engine.infer_prompts(tile, prompts, label="explicit prompts", timer=timer)  # noqa: E731
-    else:
+    elif on_text is not None:  # streamed: alone, since text streams one answer at a time
         question = options.question or ""
         work = lambda: engine.infer(tile, question, on_text=on_text, timer=timer)  # noqa: E731
+    else:  # may share a model batch with other waiting questions
+        return _queue(lambda: state.worker.submit_grouped(state.questions, (tile, options.question or "", timer)))
+    return _queue(lambda: state.worker.submit(work))
+
+
+def _queue(submit: Callable[[], Future[Inference]]) -> Future[Inference]:
     try:
-        return state.worker.submit(work)
+        return submit()
     except Busy as exc:
         raise ApiError(429, "busy", f"the server is busy ({exc}): retry shortly", retry_after_s=RETRY_AFTER_S) from exc
 

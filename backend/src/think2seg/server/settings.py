@@ -7,6 +7,7 @@ from pathlib import Path
 
 import platformdirs
 
+from think2seg.batching import AUTO, BatchSize
 from think2seg.models.qwen import MAX_NEW_TOKENS
 from think2seg.models.weights import DEFAULT_LVLM, DEFAULT_SEGMENTER
 
@@ -26,6 +27,8 @@ class ServerSettings:
     ``data_roots``: folders that ``raster_path``, ``output_path`` and ``aoi_path`` must resolve into
     (default: the user's home folder). ``allowed_origins`` and ``allowed_hosts`` widen the default
     policy, which refuses any browser ``Origin`` and any ``Host`` but this machine's names.
+    ``batch_size``: how many waiting questions may share one model batch (``auto``: see
+    :mod:`think2seg.batching`).
     """
 
     host: str = "127.0.0.1"
@@ -38,12 +41,14 @@ class ServerSettings:
     segmenter: str = DEFAULT_SEGMENTER
     device: str = "auto"
     max_new_tokens: int = MAX_NEW_TOKENS
+    compile: bool = False
     max_upload_mb: int = 256
     max_upload_pixels: int = 4096 * 4096
     max_side_px: int = 4096
     max_window_pixels: int = 32768 * 32768
     queue_size: int = 8
     max_jobs: int = 4
+    batch_size: BatchSize = AUTO
 
     @property
     def max_upload_bytes(self) -> int:

@@ -7,9 +7,12 @@ import threading
 from typing import Any
 
 from think2seg.batch.options import ModelSpec
+from think2seg.batching import BatchSizer
 from think2seg.server.errors import RETRY_AFTER_S, ApiError
 from think2seg.server.settings import ServerSettings
-from think2seg.server.worker import ModelWorker
+from think2seg.server.worker import Group, ModelWorker
+from think2seg.tile import Tile
+from think2seg.timing import StageTimer
 
 log = logging.getLogger(__name__)
 
@@ -20,6 +23,8 @@ class ModelState:
     def __init__(self, settings: ServerSettings, engine: Any | None = None) -> None:
         self.settings = settings
         self.worker = ModelWorker(max_waiting=settings.queue_size)
+        self.questions = Group("question", self._infer_questions, self._group_limit)
+        self._limit: int | None = None
         self.engine = engine
         self.status = "ready" if engine is not None else "loading"
         self.message = "" if engine is not None else f"loading {settings.lvlm} and {settings.segmenter}"
@@ -39,7 +44,11 @@ class ModelState:
 
     def _load(self) -> None:
         spec = ModelSpec(
-            self.settings.lvlm, self.settings.segmenter, self.settings.device, self.settings.max_new_tokens
+            self.settings.lvlm,
+            self.settings.segmenter,
+            self.settings.device,
+            self.settings.max_new_tokens,
+            self.settings.compile,
         )
         try:
             # Load on the worker thread, where the models will run.
@@ -64,6 +73,17 @@ class ModelState:
         if self.status == "error":
             raise ApiError(503, "model_unavailable", f"the models could not be loaded: {self.message}")
         return self.engine
+
+    def _infer_questions(self, items: list[tuple[Tile, str, StageTimer]]) -> list[Any]:
+        """Several waiting questions (each with its tile and timer) as one model batch."""
+        tiles, questions, timers = zip(*items)
+        return self.engine.infer_batch(list(tiles), list(questions), timers=list(timers))
+
+    def _group_limit(self) -> int:
+        """How many waiting questions share a batch (sized once, on the worker, when first needed)."""
+        if self._limit is None:
+            self._limit = BatchSizer.plan(self.settings.batch_size, self.engine).size
+        return self._limit
 
     def wait_engine(self) -> Any:
         """Block until loading ends; the engine or the 503 of :meth:`require_engine`."""
