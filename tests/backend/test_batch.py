@@ -293,6 +293,44 @@ def test_batching_and_prefetch_change_nothing(tmp_path, batch_size, prefetch):
     assert _normalized(tmp_path / "a.gpkg") == _normalized(tmp_path / "b.gpkg")
 
 
+class SmallGpuEngine(Engine):
+    """Runs out of GPU memory with more than ``fits`` tiles at once; records the tiles of each call."""
+
+    def __init__(self, fits: int) -> None:
+        super().__init__(FixedPrompter(WHOLE_VIEW), ThresholdSegmenter())
+        self.fits, self.calls = fits, []
+
+    def infer_batch(self, tiles, question, **kwargs):  # noqa: ANN001, ANN003, ANN201
+        self.calls.append([(int(t.window.col_off), int(t.window.row_off)) for t in tiles])
+        if len(tiles) > self.fits:
+            raise RuntimeError("CUDA out of memory. Tried to allocate 9.00 GiB (simulated)")
+        return super().infer_batch(tiles, question, **kwargs)
+
+
+def test_out_of_memory_halves_the_batch_without_losing_or_repeating_tiles(tmp_path):
+    raster, _ = write_scene(tmp_path / "scene.tif")
+    run_batch(raster, "segment", tmp_path / "a.gpkg", models=engine(), options=OPTIONS)
+    small = SmallGpuEngine(fits=3)
+    options = BatchOptions(tile_size_px=256, overlap_px=32, batch_size=8)
+    summary = run_batch(raster, "segment", tmp_path / "b.gpkg", models=small, options=options)
+    succeeded = [window for call in small.calls if len(call) <= 3 for window in call]
+    assert len(succeeded) == len(set(succeeded)) == 12  # every tile inferred once
+    assert [len(call) for call in small.calls[:3]] == [8, 4, 2]  # 8 -> 4 -> 2, then 2 at a time
+    assert summary.batch_size == 2 and summary.oom_splits == 2 and summary.counts == {"ok": 12}
+    assert max(len(call) for call in small.calls[3:]) == 2
+    assert sorted(tiles(tmp_path / "b.gpkg")["tile_id"]) == list(range(12))
+    assert _normalized(tmp_path / "a.gpkg") == _normalized(tmp_path / "b.gpkg")
+
+
+def test_auto_batch_size_on_a_cpu_is_one(tmp_path):
+    raster, _ = write_scene(tmp_path / "scene.tif", height=300, width=300)
+    options = BatchOptions(tile_size_px=256, overlap_px=32, batch_size="auto")
+    summary = run_batch(raster, "segment", tmp_path / "out.gpkg", models=engine(), options=options)
+    assert summary.batch_size == 1 and summary.counts == {"ok": 4}
+    with pytest.raises(InputError, match="--batch-size"):
+        BatchOptions(batch_size=0)
+
+
 def _normalized(path: Path) -> list[str]:
     frame = segments(path)
     return sorted(shapely.to_wkt(shapely.normalize(g), rounding_precision=6) for g in frame.geometry)

@@ -191,6 +191,32 @@ class Oracle:
         ]
 
 
+class SmallGpuOracle(Oracle):
+    """An oracle that runs out of GPU memory with more than two samples at once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sizes: list[int] = []
+
+    def predict(self, batch: list[Loaded]) -> list[Prediction]:
+        self.sizes.append(len(batch))
+        if len(batch) > 2:
+            raise RuntimeError("CUDA out of memory (simulated)")
+        return super().predict(batch)
+
+
+def test_an_out_of_memory_batch_is_split_and_auto_is_one_without_an_engine(tmp_path):
+    samples = load_samples("earthreason", earthreason(tmp_path / "er", count=7), "test")
+    params = EvalParams("earthreason", "er", "test", "native", 0, None, "oracle")
+    small = SmallGpuOracle()
+    report = evaluate(samples, small, tmp_path / "a.json", params, batch_size=5)
+    assert sorted(small.seen) == sorted(s.sample_id for s in samples) and len(small.seen) == 7
+    assert small.sizes[:2] == [5, 2] and max(small.sizes[2:]) == 2 and report["metrics"]["giou"] == 1.0
+    auto = SmallGpuOracle()
+    evaluate(samples, auto, tmp_path / "b.json", params, batch_size="auto")
+    assert auto.sizes == [1] * 7
+
+
 def test_oracle_scores_exactly_one_and_resume_skips_done_samples(tmp_path):
     samples = load_samples("earthreason", earthreason(tmp_path / "er", count=5), "test")
     params = EvalParams("earthreason", "er", "test", "native", 0, None, "oracle")

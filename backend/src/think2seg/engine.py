@@ -80,9 +80,11 @@ class Engine:
         segmenter: str = DEFAULT_SEGMENTER,
         device: str = "auto",
         max_new_tokens: int = MAX_NEW_TOKENS,
+        compile: bool = False,
     ) -> Engine:
-        """Load both models (Hub ids are downloaded into the cache on first use)."""
-        plan = plan_device(device)
+        """Load both models (Hub ids are downloaded into the cache on first use); ``compile``: see
+        :class:`~think2seg.models.device.DevicePlan`."""
+        plan = plan_device(device, compile=compile)
         return cls(
             load_prompter(lvlm, device=plan, max_new_tokens=max_new_tokens),
             load_segmenter(segmenter, device=plan),

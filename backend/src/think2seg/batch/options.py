@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from think2seg.batching import BatchSize, check_batch_size
 from think2seg.errors import InputError
 from think2seg.models.qwen import MAX_NEW_TOKENS
 from think2seg.models.weights import DEFAULT_LVLM, DEFAULT_SEGMENTER
@@ -18,15 +19,16 @@ DEFAULT_OVERLAP_PX = 128
 class BatchOptions:
     """Options of :func:`~think2seg.batch.runner.run_batch` (the CLI's flags).
 
-    ``prefetch`` is how many tiles a background thread reads and prepares ahead of the models
-    (0 reads them in the same thread, one after the other).
+    ``batch_size`` is a number of tiles or ``auto`` (see :mod:`think2seg.batching`). ``prefetch``
+    is how many tiles a background thread reads and prepares ahead of the models, beyond the next
+    batch (0 reads them in the same thread, one after the other).
     """
 
     tile_size_px: int = DEFAULT_TILE_SIZE_PX
     overlap_px: int = DEFAULT_OVERLAP_PX
     bounds: Sequence[float] | None = None
     aoi: Path | None = None
-    batch_size: int = 1
+    batch_size: BatchSize = 1
     prefetch: int = 4
     resume: bool = False
     retry_failed: bool = False
@@ -36,8 +38,7 @@ class BatchOptions:
     pixel_coords: bool = False
 
     def __post_init__(self) -> None:
-        if self.batch_size < 1:
-            raise InputError(f"--batch-size must be at least 1, got {self.batch_size}")
+        check_batch_size(self.batch_size)
         if self.prefetch < 0:
             raise InputError(f"prefetch must be >= 0, got {self.prefetch}")
         if self.simplify_px < 0 or self.min_area_m2 < 0:
@@ -52,19 +53,25 @@ class ModelSpec:
     segmenter: str = DEFAULT_SEGMENTER
     device: str = "auto"
     max_new_tokens: int = MAX_NEW_TOKENS
+    compile: bool = False
 
     def load(self):  # noqa: ANN201 - returns an Engine (imported lazily: models pull in torch)
         from think2seg.engine import Engine
 
         return Engine.load(
-            lvlm=self.lvlm, segmenter=self.segmenter, device=self.device, max_new_tokens=self.max_new_tokens
+            lvlm=self.lvlm,
+            segmenter=self.segmenter,
+            device=self.device,
+            max_new_tokens=self.max_new_tokens,
+            compile=self.compile,
         )
 
 
 @dataclass(frozen=True)
 class BatchSummary:
     """What a run did. ``counts`` holds this execution's tiles per status (ok, no_target,
-    unparseable, failed, no_data, outside_aoi); ``tiles_before`` were finished by earlier ones."""
+    unparseable, failed, no_data, outside_aoi); ``tiles_before`` were finished by earlier ones.
+    ``batch_size`` is the size the run ended with, after ``oom_splits`` halvings on out-of-memory."""
 
     output: Path
     tiles_total: int
@@ -76,6 +83,8 @@ class BatchSummary:
     seconds: dict[str, float] = field(default_factory=dict)
     wall_s: float = 0.0
     georeferenced: bool = True
+    batch_size: int = 1
+    oom_splits: int = 0
 
     @property
     def processed(self) -> int:

@@ -34,6 +34,7 @@ from think2seg.batch.params import BatchParams, raster_fingerprint
 from think2seg.batch.region import aoi_fingerprint, batch_region, load_aoi
 from think2seg.batch.store import BatchStore, TileRecord
 from think2seg.batch.tiles import Prefetcher, ReadTile, read_tiles
+from think2seg.batching import BatchSizer, release_gpu_memory
 from think2seg.engine import Engine, Inference
 from think2seg.errors import Cancelled
 from think2seg.geo.read import RasterSource
@@ -146,6 +147,7 @@ class _Run:
         self.grid, self.aoi, self.store, self.question = grid, aoi, store, question
         self.models, self.options = models, options
         self.engine: Engine | None = None if isinstance(models, ModelSpec) else models
+        self.sizer = BatchSizer(1, requested=1)
         self.on_progress, self.stop = on_progress, stop
         self.finished_before = store.finished()
         self.counts: Counter[str] = Counter()
@@ -156,7 +158,8 @@ class _Run:
         todo = [t for t in self.grid if t.tile_id not in self.finished_before]
         if todo:
             try:
-                self._engine()  # before the progress bar, so loading messages do not break it
+                # before the progress bar, so loading messages do not break it
+                self.sizer = BatchSizer.plan(self.options.batch_size, self._engine())
             except BaseException:
                 self.store.discard()  # a new, empty output would only block the next attempt
                 raise
@@ -186,6 +189,8 @@ class _Run:
             seconds=dict(self.timer.seconds),
             wall_s=wall_s,
             georeferenced=not self.pixel_coords,
+            batch_size=self.sizer.size,
+            oom_splits=self.sizer.shrinks,
         )
 
     def _in_aoi(self, grid_tile: GridTile) -> bool:
@@ -196,16 +201,20 @@ class _Run:
         return False
 
     def _batches(self, plan: list[GridTile]) -> Iterator[list[ReadTile]]:
-        """Tiles with data, in groups of batch_size; the others are recorded on the way."""
+        """Tiles with data, in groups of the current batch size; the others are recorded on the way.
+
+        The reader keeps the next batch (and ``prefetch`` tiles more) ready while the models work.
+        """
         items = read_tiles(self.path, plan, limits=self.limits, pixel_coords=self.pixel_coords)
-        prefetcher = Prefetcher(items, self.options.prefetch) if self.options.prefetch > 0 else None
+        depth = self.options.prefetch + self.sizer.size
+        prefetcher = Prefetcher(items, depth) if self.options.prefetch > 0 else None
         batch: list[ReadTile] = []
         try:
             for item in prefetcher if prefetcher is not None else items:
                 self.timer.merge(item.timer.seconds)
                 if item.tile is not None and item.tile.has_data:
                     batch.append(item)
-                    if len(batch) == self.options.batch_size:
+                    if len(batch) >= self.sizer.size:
                         yield batch
                         batch = []
                 else:
@@ -249,14 +258,18 @@ class _Run:
             self._record(record)
 
     def _infer(self, batch: list[ReadTile]) -> list[tuple[ReadTile, Inference | None, float, str]]:
-        """Infer a batch; if the batch fails, each tile alone, so one bad tile fails alone."""
+        """Infer a batch (split on out-of-memory); if it fails otherwise, each tile alone, so one
+        bad tile fails alone."""
         engine = self._engine()
         start = time.perf_counter()
         try:
-            inferences = engine.infer_batch([i.tile for i in batch], self.question, views=[i.view for i in batch])
+            inferences = self.sizer.run(
+                batch,
+                lambda items: engine.infer_batch([i.tile for i in items], self.question, views=[i.view for i in items]),
+            )
         except Exception as exc:  # recorded per tile below, never swallowed
             if len(batch) == 1:
-                _release_gpu_memory()
+                release_gpu_memory()
                 log.warning("tile %d failed: %s", batch[0].grid_tile.tile_id, exc)
                 return [(batch[0], None, time.perf_counter() - start, _describe(exc))]
             return [result for item in batch for result in self._infer([item])]
@@ -302,13 +315,6 @@ class _Run:
             done = len(self.finished_before) + sum(self.counts.values())
             elapsed = time.perf_counter() - self.started
             self.on_progress(BatchProgress(done, len(self.grid), dict(self.counts), elapsed))
-
-
-def _release_gpu_memory() -> None:
-    import torch
-
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
 
 
 def _describe(exc: Exception) -> str:

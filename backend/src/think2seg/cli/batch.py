@@ -10,6 +10,7 @@ from pathlib import Path
 
 from think2seg.batch.options import DEFAULT_OVERLAP_PX, DEFAULT_TILE_SIZE_PX, BatchOptions, BatchSummary, ModelSpec
 from think2seg.batch.runner import run_batch
+from think2seg.batching import AUTO, parse_batch_size
 from think2seg.cli.options import add_model_options, add_vector_options, positive_int
 from think2seg.cli.summary import format_area, format_timings
 
@@ -71,10 +72,11 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     run = parser.add_argument_group("run")
     run.add_argument(
         "--batch-size",
-        type=positive_int,
-        default=1,
-        metavar="N",
-        help="tiles sent through the LVLM and SAM at once (default 1)",
+        type=parse_batch_size,
+        default=AUTO,
+        metavar="N|auto",
+        help="tiles sent through the LVLM and SAM at once; auto (default) fills the free GPU memory "
+        "(1 on a CPU); halved when the GPU runs out of memory",
     )
     run.add_argument(
         "--prefetch",
@@ -109,7 +111,13 @@ def run_command(args: argparse.Namespace) -> int:
         min_area_m2=args.min_area_m2,
         pixel_coords=args.pixel_coords,
     )
-    models = ModelSpec(lvlm=args.lvlm, segmenter=args.segmenter, device=args.device, max_new_tokens=args.max_new_tokens)
+    models = ModelSpec(
+        lvlm=args.lvlm,
+        segmenter=args.segmenter,
+        device=args.device,
+        max_new_tokens=args.max_new_tokens,
+        compile=args.compile,
+    )
     previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
         summary = run_batch(
@@ -147,6 +155,8 @@ def format_batch_summary(summary: BatchSummary) -> str:
         + (f"; finished earlier {summary.tiles_before}" if summary.tiles_before else ""),
         f"polygons   {summary.polygons}, total area {format_area(summary.total_area_m2, summary.georeferenced)}",
         f"time       wall {summary.wall_s:.1f}s; {format_timings(summary.seconds)}",
+        f"batches    {summary.batch_size} tile(s) at once"
+        + (f" (halved {summary.oom_splits}x on out-of-memory)" if summary.oom_splits else ""),
     ]
     if summary.failed:
         lines.append(

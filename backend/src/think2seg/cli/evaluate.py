@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from think2seg.batching import AUTO, parse_batch_size
 from think2seg.cli.options import add_model_options, positive_int
 from think2seg.eval.datasets import DATASETS, load_samples
 from think2seg.eval.predict import PROTOCOLS, EnginePredictor
@@ -30,7 +31,11 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--limit", type=positive_int, metavar="N", help="only the first N samples")
     parser.add_argument("--seed", type=int, default=0, help="draws EarthReason's question per image (default 0)")
     parser.add_argument(
-        "--batch-size", type=positive_int, default=1, metavar="N", help="samples per model batch (default 1)"
+        "--batch-size",
+        type=parse_batch_size,
+        default=AUTO,
+        metavar="N|auto",
+        help="samples per model batch; auto (default) fills the free GPU memory (1 on a CPU)",
     )
     parser.add_argument("--resume", action="store_true", help="continue the run cached beside REPORT")
     parser.add_argument("--overwrite", action="store_true", help="discard an earlier run and report")
@@ -48,7 +53,11 @@ def run(args: argparse.Namespace) -> int:
 
     samples = load_samples(args.dataset, args.root, args.split, seed=args.seed)[: args.limit]
     engine = Engine.load(
-        lvlm=args.lvlm, segmenter=args.segmenter, device=args.device, max_new_tokens=args.max_new_tokens
+        lvlm=args.lvlm,
+        segmenter=args.segmenter,
+        device=args.device,
+        max_new_tokens=args.max_new_tokens,
+        compile=args.compile,
     )
     predictor = EnginePredictor(engine, args.protocol)
     params = EvalParams(

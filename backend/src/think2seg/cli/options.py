@@ -46,6 +46,12 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help=f"longest answer the LVLM may write, reasoning included (default {MAX_NEW_TOKENS})",
     )
+    group.add_argument(
+        "--compile",
+        action="store_true",
+        help="static KV cache and a compiled decoding step (CUDA; each new batch shape first compiles "
+        "for about a minute; see bench/gpu_throughput.py for whether it pays on your GPU)",
+    )
 
 
 def add_raster_options(parser: argparse.ArgumentParser) -> None:

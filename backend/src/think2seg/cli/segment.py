@@ -68,7 +68,11 @@ def run(args: argparse.Namespace) -> int:
     check_min_area(args.min_area_m2, tile.crs)
     log.info("loading %s and %s (device %s)", args.lvlm, args.segmenter, args.device)
     engine = Engine.load(
-        lvlm=args.lvlm, segmenter=args.segmenter, device=args.device, max_new_tokens=args.max_new_tokens
+        lvlm=args.lvlm,
+        segmenter=args.segmenter,
+        device=args.device,
+        max_new_tokens=args.max_new_tokens,
+        compile=args.compile,
     )
     stream = _reasoning_stream(args)
     result = engine.segment_tile(

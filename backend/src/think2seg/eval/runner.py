@@ -20,6 +20,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from think2seg._version import __version__
+from think2seg.batching import AUTO, BatchSize, BatchSizer, check_batch_size
 from think2seg.errors import InputError, OutputExistsError
 from think2seg.eval.datasets import Sample
 from think2seg.eval.metrics import SampleScore, score, summarize
@@ -47,13 +48,17 @@ def evaluate(
     report_path: Path,
     params: EvalParams,
     *,
-    batch_size: int = 1,
+    batch_size: BatchSize = 1,
     resume: bool = False,
     overwrite: bool = False,
     visualize: int = 0,
     progress: bool = False,
 ) -> dict:
-    """Predict and score ``samples``; write the JSON report; return it."""
+    """Predict and score ``samples``; write the JSON report; return it.
+
+    ``batch_size`` ``auto`` sizes batches on the predictor's ``engine`` (1 without one); a batch
+    that runs out of GPU memory is split, and the size stays halved.
+    """
     report_path = check_output_path(report_path, overwrite=True, suffixes=(".json",))
     cache = _Cache(report_path.with_name(report_path.name + ".cache"), params, resume=resume, overwrite=overwrite)
     if report_path.exists() and not (resume or overwrite):
@@ -62,9 +67,11 @@ def evaluate(
         )
     todo = [s for s in samples if s.sample_id not in cache.scores]
     with tqdm(total=len(samples), initial=len(samples) - len(todo), unit="sample", disable=not progress) as bar:
-        for start in range(0, len(todo), batch_size):
-            batch = [load(sample) for sample in todo[start : start + batch_size]]
-            for item, prediction in zip(batch, predictor.predict(batch)):
+        sizer = _sizer(batch_size, predictor)
+        while todo:
+            batch = [load(sample) for sample in todo[: sizer.size]]
+            todo = todo[len(batch) :]
+            for item, prediction in zip(batch, sizer.run(batch, predictor.predict)):
                 cache.add(item, prediction)
                 bar.update(1)
     scores = [cache.scores[s.sample_id] for s in samples]
@@ -82,6 +89,13 @@ def evaluate(
     with atomic_output(report_path, overwrite=True) as temporary:
         temporary.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     return report
+
+
+def _sizer(batch_size: BatchSize, predictor: Predictor) -> BatchSizer:
+    engine = getattr(predictor, "engine", None)
+    if check_batch_size(batch_size) == AUTO and engine is None:
+        return BatchSizer(1, requested=AUTO)
+    return BatchSizer.plan(batch_size, engine)
 
 
 class _Cache:

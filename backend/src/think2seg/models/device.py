@@ -3,20 +3,27 @@
 from __future__ import annotations
 
 import importlib.util
+import logging
 from dataclasses import dataclass
 
 import torch
 
 from think2seg.errors import DeviceError
 
+log = logging.getLogger(__name__)
+
 
 @dataclass(frozen=True)
 class DevicePlan:
-    """Where and how models run: bf16 on CUDA, float32 on CPU; flash-attention 2 when installed."""
+    """Where and how models run: bf16 on CUDA, float32 on CPU; flash-attention 2 when installed.
+
+    ``compile``: a static KV cache for the LVLM, and on CUDA a compiled decoding step.
+    """
 
     device: torch.device
     dtype: torch.dtype
     attn_implementation: str
+    compile: bool = False
 
     @property
     def label(self) -> str:
@@ -25,14 +32,16 @@ class DevicePlan:
         return str(self.device)
 
 
-def plan_device(spec: str = "auto") -> DevicePlan:
+def plan_device(spec: str = "auto", *, compile: bool = False) -> DevicePlan:
     """Resolve ``auto``, ``cpu``, ``cuda`` or ``cuda:N`` into a :class:`DevicePlan`."""
     device = _device(spec.strip().lower())
     if device.type == "cuda":
         dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         flash = importlib.util.find_spec("flash_attn") is not None
-        return DevicePlan(device, dtype, "flash_attention_2" if flash else "sdpa")
-    return DevicePlan(device, torch.float32, "sdpa")
+        return DevicePlan(device, dtype, "flash_attention_2" if flash else "sdpa", compile)
+    if compile:
+        log.warning("--compile compiles only on a CUDA GPU: on the CPU it just preallocates the KV cache")
+    return DevicePlan(device, torch.float32, "sdpa", compile)
 
 
 def _device(spec: str) -> torch.device:

@@ -9,17 +9,25 @@ from typing import Any
 
 import torch
 from PIL import Image
-from transformers import AutoConfig, AutoProcessor, Qwen2_5_VLForConditionalGeneration, TextStreamer
-from transformers.generation.streamers import BaseStreamer
+from transformers import (
+    AutoConfig,
+    AutoProcessor,
+    LogitsProcessor,
+    LogitsProcessorList,
+    Qwen2_5_VLForConditionalGeneration,
+    TextStreamer,
+)
 
 from think2seg.errors import ModelError
 from think2seg.models.base import Generation
 from think2seg.models.device import DevicePlan
 from think2seg.models.weights import resolve_model_dir
-from think2seg.prompt import build_messages
+from think2seg.prompt import VIEW_SIZE_PX, build_messages
 
 MAX_NEW_TOKENS = 2048
 """The reference evaluation's budget for one answer (reasoning included)."""
+TEXT_TOKENS_BOUND = 512
+"""Text tokens of a prompt at most: the template, the instructions and a 1000-character question."""
 
 
 class QwenPrompter:
@@ -27,7 +35,9 @@ class QwenPrompter:
 
     Decoding is greedy (``do_sample=False``); the checkpoint's other generation settings (such as
     its repetition penalty) apply unchanged, as in the reference evaluation. ``min_new_tokens`` is
-    for benchmarks that force a fixed answer length.
+    for benchmarks that force a fixed answer length. ``static_cache`` preallocates the KV cache
+    at full length, which on a GPU also makes Transformers compile the decoding step
+    (``torch.compile``, CUDA graphs; each new batch shape compiles once).
     """
 
     def __init__(
@@ -38,12 +48,14 @@ class QwenPrompter:
         name: str,
         max_new_tokens: int = MAX_NEW_TOKENS,
         min_new_tokens: int = 0,
+        static_cache: bool = False,
     ) -> None:
         self.model = model
         self.processor = processor
         self.name = name
         self.max_new_tokens = max_new_tokens
         self.min_new_tokens = min_new_tokens
+        self.static_cache = static_cache
 
     @classmethod
     def load(cls, source: str, *, device: DevicePlan, max_new_tokens: int = MAX_NEW_TOKENS) -> QwenPrompter:
@@ -63,7 +75,7 @@ class QwenPrompter:
         except (OSError, ValueError) as exc:
             raise ModelError(f"cannot load the LVLM from {folder}: {exc}") from exc
         model.to(device.device).eval()
-        return cls(model, processor, name=source, max_new_tokens=max_new_tokens)
+        return cls(model, processor, name=source, max_new_tokens=max_new_tokens, static_cache=device.compile)
 
     @property
     def device(self) -> torch.device:
@@ -89,12 +101,14 @@ class QwenPrompter:
     ) -> list[Generation]:
         start = time.perf_counter()
         inputs = self._inputs(views, questions)
-        prepared = time.perf_counter()
-        clock = _TokenClock(self.device, text_stream)
+        clock = _Clock(self.device)
+        extra: dict[str, Any] = {"cache_implementation": "static"} if self.static_cache else {}
         with torch.inference_mode():
             output = self.model.generate(
                 **inputs,
-                streamer=clock,
+                **extra,
+                streamer=text_stream,  # only when streaming: it copies each token to the host
+                logits_processor=LogitsProcessorList([clock]),
                 do_sample=False,
                 temperature=None,
                 top_p=None,
@@ -102,12 +116,12 @@ class QwenPrompter:
                 max_new_tokens=self.max_new_tokens,
                 min_new_tokens=self.min_new_tokens,
             )
+        new_ids = output[:, inputs["input_ids"].shape[1] :].cpu()  # waits for the GPU
         done = time.perf_counter()
-        new_ids = output[:, inputs["input_ids"].shape[1] :].cpu()
         texts = self.processor.batch_decode(new_ids, skip_special_tokens=True)
-        first = clock.first_token_at or done
+        prepare_s, prefill_s = clock.split(start, done)
         n = len(views)
-        shares = ((prepared - start) / n, (first - prepared) / n, (done - first) / n)
+        shares = (prepare_s / n, prefill_s / n, (done - start - prepare_s - prefill_s) / n)
         return [Generation(text, self._answer_length(ids), *shares) for text, ids in zip(texts, new_ids)]
 
     def _inputs(self, views: list[Image.Image], questions: list[str]) -> Any:
@@ -117,6 +131,21 @@ class QwenPrompter:
         ]
         inputs = self.processor(text=texts, images=views, padding=True, padding_side="left", return_tensors="pt")
         return inputs.to(self.device, dtype=self.model.dtype)
+
+    def memory_per_sample(self, text_tokens: int = TEXT_TOKENS_BOUND) -> int:
+        """Bytes one more answer in a batch needs at most: its KV cache at full length, plus the
+        larger of its prefill and vision-encoder activations (an estimate from the config)."""
+        text, vision = self.model.config.text_config, self.model.config.vision_config
+        width = self.model.dtype.itemsize
+        head_dim = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
+        image_tokens = (VIEW_SIZE_PX // (vision.patch_size * vision.spatial_merge_size)) ** 2
+        prompt = image_tokens + text_tokens
+        kv_cache = 2 * text.num_hidden_layers * text.num_key_value_heads * head_dim * (prompt + self.max_new_tokens)
+        prefill = prompt * (4 * text.hidden_size + 3 * text.intermediate_size)
+        patches = (VIEW_SIZE_PX // vision.patch_size) ** 2
+        encoder = patches * (6 * vision.hidden_size + 3 * vision.intermediate_size)
+        logits = 4 * text.vocab_size  # float32 scores of the last position
+        return width * (kv_cache + max(prefill, encoder)) + 2 * logits
 
     def _answer_length(self, ids: torch.Tensor) -> int:
         """Generated tokens up to and including the first end-of-answer token."""
@@ -135,27 +164,38 @@ def _model_type(folder: Path) -> str:
         raise ModelError(f"cannot read the model config in {folder}: {exc}") from exc
 
 
-class _TokenClock(BaseStreamer):
-    """Notes when the first new token exists (the end of prefill); forwards tokens to a text stream."""
+class _Clock(LogitsProcessor):
+    """Times the inputs' preparation and the prefill without stopping the GPU inside the loop.
 
-    def __init__(self, device: torch.device, text_stream: TextStreamer | None) -> None:
-        self.first_token_at: float | None = None
-        self._device = device
-        self._text_stream = text_stream
-        self._calls = 0
+    ``generate`` calls it first once the prefill's logits exist: on CUDA it records events there
+    (read after generation), on the CPU it reads the clock.
+    """
 
-    def put(self, value: torch.Tensor) -> None:
-        self._calls += 1
-        if self._calls == 2:  # the first call carries the prompt, the second the first new token
-            if self._device.type == "cuda":
-                torch.cuda.synchronize(self._device)
-            self.first_token_at = time.perf_counter()
-        if self._text_stream is not None:
-            self._text_stream.put(value)
+    def __init__(self, device: torch.device) -> None:
+        self.cuda = device.type == "cuda"
+        self.prepared_at = time.perf_counter()
+        self.first_at: float | None = None
+        self.events: list[torch.cuda.Event] = []
+        if self.cuda:
+            self.events.append(torch.cuda.Event(enable_timing=True))
+            self.events[0].record()
 
-    def end(self) -> None:
-        if self._text_stream is not None:
-            self._text_stream.end()
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        if self.first_at is None:
+            self.first_at = time.perf_counter()
+            if self.cuda:
+                self.events.append(torch.cuda.Event(enable_timing=True))
+                self.events[1].record()
+        return scores
+
+    def split(self, start: float, done: float) -> tuple[float, float]:
+        """(preparation, prefill) seconds of a generation that ran from ``start`` to ``done``."""
+        prepare = self.prepared_at - start
+        if self.first_at is None:
+            return prepare, done - self.prepared_at
+        if self.cuda and len(self.events) == 2:
+            return prepare, self.events[0].elapsed_time(self.events[1]) / 1000
+        return prepare, self.first_at - self.prepared_at
 
 
 class _TextForwarder(TextStreamer):

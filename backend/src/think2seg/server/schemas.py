@@ -6,10 +6,11 @@ are in the raster's (or the uploaded tile's) CRS and say which.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from think2seg.batching import MAX_BATCH_SIZE
 from think2seg.prompt import MAX_QUESTION_CHARS
 
 
@@ -143,7 +144,9 @@ class JobRequest(_Strict):
     bounds: list[float] | None = Field(None, min_length=4, max_length=4)
     bounds_crs: str | None = Field(None, max_length=10000)
     aoi_path: str | None = None
-    batch_size: int = Field(1, ge=1, le=256)
+    batch_size: Annotated[int, Field(ge=1, le=MAX_BATCH_SIZE)] | Literal["auto"] = Field(
+        "auto", description="tiles per model batch; auto fills the free GPU memory (1 on a CPU)"
+    )
     resume: bool = False
     retry_failed: bool = False
     overwrite: bool = False
