@@ -58,6 +58,7 @@ bench: setup
 	$(BIN)/python bench/segment_stages.py
 	$(BIN)/python bench/batch_throughput.py
 	$(BIN)/python bench/serve_overhead.py
+	$(BIN)/python bench/gpu_throughput.py
 
 # dist/think2seg_qgis.zip for QGIS's "Install from ZIP" (checked with Bandit first).
 package: setup

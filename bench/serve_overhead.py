@@ -8,7 +8,9 @@ models (tiny architectures, random weights, 128 new tokens, stand-in outputs as 
 2. through HTTP by reference (``raster_path`` + ``bounds``);
 3. through HTTP as an upload (the window as a GeoTIFF, multipart).
 The server is the real app under a real uvicorn on 127.0.0.1, in a thread of this process.
-Then throughput and p50/p95 latency with 1, 4 and 8 concurrent clients (by reference).
+Then throughput and p50/p95 latency with 1, 4 and 8 concurrent clients (by reference), against a
+server that runs questions one at a time and one that lets waiting questions share a model batch
+(``--batch-size``, default 8), on the same engine, in one run.
 """
 
 from __future__ import annotations
@@ -40,11 +42,13 @@ TOKEN = "bench-token-0123456789"
 QUESTION = "segment the river"
 
 
-def start_server(engine: Engine, root: Path) -> tuple[uvicorn.Server, str]:
+def start_server(engine: Engine, root: Path, batch_size: int) -> tuple[uvicorn.Server, str]:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    settings = ServerSettings(port=port, data_roots=(root,), token_file=root / "token", queue_size=64)
+    settings = ServerSettings(
+        port=port, data_roots=(root,), token_file=root / "token", queue_size=64, batch_size=batch_size
+    )
     server = uvicorn.Server(
         uvicorn.Config(create_app(settings, engine, token=TOKEN), host="127.0.0.1", port=port, log_level="warning")
     )
@@ -92,11 +96,11 @@ def side_by_side(engine: Engine, raster: Path, url: str, repeats: int) -> None:
         print(f"  {name:<18} {median / base:6.3f}x   ({(median - base) / base:+6.1%})")
 
 
-def concurrency(raster: Path, url: str, requests_per_client: int) -> None:
+def concurrency(raster: Path, url: str, requests_per_client: int, label: str, single: float | None) -> float:
+    """Throughput and latency with 1, 4 and 8 clients; latencies relative to ``single`` (the first p50)."""
     headers = {"Authorization": f"Bearer {TOKEN}"}
-    print("Concurrent clients, by reference:")
+    print(f"Concurrent clients, by reference, {label}:")
     print(f"  {'clients':>7} {'req/s':>7} {'p50 / single':>13} {'p95 / single':>13}")
-    single = None
     for clients in (1, 4, 8):
         latencies: list[float] = []
 
@@ -117,25 +121,29 @@ def concurrency(raster: Path, url: str, requests_per_client: int) -> None:
         p50, p95 = np.percentile(latencies, [50, 95])
         single = single or p50
         print(f"  {clients:>7} {len(latencies) / wall:>7.2f} {p50 / single:>12.2f}x {p95 / single:>12.2f}x")
-    print("  (one model worker serves requests in turn: throughput stays flat and latency grows with the queue)")
+    return single
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--requests-per-client", type=int, default=6)
+    parser.add_argument("--batch-size", type=int, default=8, help="the grouping server's batch (default 8)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         raster = window_raster(root, 1024)
         prompter, segmenter = random_weight_models("tiny", "cpu", root, 128)
         engine = Engine(FixedText(prompter), SubstituteMasks(segmenter, ellipse_in_box))
-        server, url = start_server(engine, root)
+        servers = [start_server(engine, root, size) for size in (1, args.batch_size)]
         try:
-            side_by_side(engine, raster, url, args.repeats)
-            concurrency(raster, url, args.requests_per_client)
+            side_by_side(engine, raster, servers[0][1], args.repeats)
+            single = concurrency(raster, servers[0][1], args.requests_per_client, "one question at a time", None)
+            label = f"waiting questions share a batch (up to {args.batch_size})"
+            concurrency(raster, servers[1][1], args.requests_per_client, label, single)
         finally:
-            server.should_exit = True
+            for server, _url in servers:
+                server.should_exit = True
 
 
 if __name__ == "__main__":

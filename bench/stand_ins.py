@@ -39,6 +39,11 @@ class FixedText:
     def __init__(self, inner: Prompter, text: str = ANSWER) -> None:
         self.inner, self.text, self.name = inner, text, inner.name
 
+    def __getattr__(self, name: str):  # noqa: ANN204 - the inner prompter's device, memory estimate...
+        if name == "inner":
+            raise AttributeError(name)
+        return getattr(self.inner, name)
+
     def generate(self, view, question, *, on_text=None) -> Generation:  # noqa: ANN001
         return dataclasses.replace(self.inner.generate(view, question), text=self.text)
 

@@ -34,7 +34,7 @@ def views(count: int, seed: int = 0) -> list[Image.Image]:
 
 def test_a_batch_of_different_questions_answers_as_one_at_a_time(prompter):
     images, questions = views(len(WORDS) + 1), [question_for(w) for w in WORDS] + [LONG]
-    assert (prompter._inputs(images, questions)["attention_mask"] == 0).any()  # really padded
+    assert (prompter.model_inputs(images, questions)["attention_mask"] == 0).any()  # really padded
     alone = [prompter.generate(v, q) for v, q in zip(images, questions)]
     together = prompter.generate_batch(images, questions)
     assert [g.text for g in together] == [g.text for g in alone]
@@ -59,12 +59,12 @@ def test_the_static_cache_answers_the_same(prompter):
 def test_left_padding_moves_the_next_token_logits_by_float_noise_only(prompter):
     """The bound on padding effects: each answer's first-step logits, padded in a batch or alone."""
     images, questions = views(3, seed=2), [question_for("ponds"), LONG, question_for("river")]
-    batch = prompter._inputs(images, questions)
+    batch = prompter.model_inputs(images, questions)
     assert (batch["attention_mask"] == 0).any()  # some rows really are padded
     with torch.inference_mode():
         together = prompter.model(**batch).logits[:, -1]
         for row, (image, question) in enumerate(zip(images, questions)):
-            alone = prompter.model(**prompter._inputs([image], [question])).logits[0, -1]
+            alone = prompter.model(**prompter.model_inputs([image], [question])).logits[0, -1]
             scale = float(alone.abs().max())
             assert float((together[row] - alone).abs().max()) <= 1e-4 * scale
 

@@ -8,10 +8,10 @@ import signal
 import sys
 from pathlib import Path
 
-from think2seg.batch.options import DEFAULT_OVERLAP_PX, DEFAULT_TILE_SIZE_PX, BatchOptions, BatchSummary, ModelSpec
+from think2seg.batch.options import DEFAULT_OVERLAP_PX, DEFAULT_TILE_SIZE_PX, BatchOptions, BatchSummary
 from think2seg.batch.runner import run_batch
 from think2seg.batching import AUTO, parse_batch_size
-from think2seg.cli.options import add_model_options, add_vector_options, positive_int
+from think2seg.cli.options import add_model_options, add_vector_options, model_spec, positive_int
 from think2seg.cli.summary import format_area, format_timings
 
 log = logging.getLogger("think2seg")
@@ -111,13 +111,7 @@ def run_command(args: argparse.Namespace) -> int:
         min_area_m2=args.min_area_m2,
         pixel_coords=args.pixel_coords,
     )
-    models = ModelSpec(
-        lvlm=args.lvlm,
-        segmenter=args.segmenter,
-        device=args.device,
-        max_new_tokens=args.max_new_tokens,
-        compile=args.compile,
-    )
+    models = model_spec(args)
     previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
         summary = run_batch(

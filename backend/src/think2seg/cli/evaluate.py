@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from think2seg.batching import AUTO, parse_batch_size
-from think2seg.cli.options import add_model_options, positive_int
+from think2seg.cli.options import add_model_options, model_spec, positive_int
 from think2seg.eval.datasets import DATASETS, load_samples
 from think2seg.eval.predict import PROTOCOLS, EnginePredictor
 from think2seg.eval.report import markdown
@@ -49,16 +49,9 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from think2seg.engine import Engine
 
     samples = load_samples(args.dataset, args.root, args.split, seed=args.seed)[: args.limit]
-    engine = Engine.load(
-        lvlm=args.lvlm,
-        segmenter=args.segmenter,
-        device=args.device,
-        max_new_tokens=args.max_new_tokens,
-        compile=args.compile,
-    )
+    engine = model_spec(args).load()
     predictor = EnginePredictor(engine, args.protocol)
     params = EvalParams(
         args.dataset, str(args.root.resolve()), args.split, args.protocol, args.seed, args.limit, predictor.name

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from think2seg.batch.options import ModelSpec
 from think2seg.geo.read import DEFAULT_MAX_SIDE_PX
 from think2seg.models.qwen import MAX_NEW_TOKENS
 from think2seg.models.registry import SEGMENTER_SYNTAX
@@ -52,6 +53,11 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
         help="static KV cache and a compiled decoding step (CUDA; each new batch shape first compiles "
         "for about a minute; see bench/gpu_throughput.py for whether it pays on your GPU)",
     )
+
+
+def model_spec(args: argparse.Namespace) -> ModelSpec:
+    """The models named by :func:`add_model_options`' flags (loaded with ``.load()``)."""
+    return ModelSpec(args.lvlm, args.segmenter, args.device, args.max_new_tokens, args.compile)
 
 
 def add_raster_options(parser: argparse.ArgumentParser) -> None:

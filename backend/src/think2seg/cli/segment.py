@@ -8,9 +8,9 @@ import logging
 import sys
 from pathlib import Path
 
-from think2seg.cli.options import add_model_options, add_raster_options, add_vector_options
+from think2seg.cli.options import add_model_options, add_raster_options, add_vector_options, model_spec
 from think2seg.cli.summary import format_summary
-from think2seg.engine import NO_DATA_MESSAGE, Engine
+from think2seg.engine import NO_DATA_MESSAGE
 from think2seg.errors import EmptyWindowError, InputError
 from think2seg.geo.read import read_tile
 from think2seg.geo.vectorize import check_min_area
@@ -67,13 +67,7 @@ def run(args: argparse.Namespace) -> int:
         raise EmptyWindowError(f"{args.raster}: {NO_DATA_MESSAGE}")
     check_min_area(args.min_area_m2, tile.crs)
     log.info("loading %s and %s (device %s)", args.lvlm, args.segmenter, args.device)
-    engine = Engine.load(
-        lvlm=args.lvlm,
-        segmenter=args.segmenter,
-        device=args.device,
-        max_new_tokens=args.max_new_tokens,
-        compile=args.compile,
-    )
+    engine = model_spec(args).load()
     stream = _reasoning_stream(args)
     result = engine.segment_tile(
         tile, question, simplify_px=args.simplify_px, min_area_m2=args.min_area_m2, on_text=stream, timer=timer

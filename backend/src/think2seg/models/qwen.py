@@ -100,8 +100,8 @@ class QwenPrompter:
         self, views: list[Image.Image], questions: list[str], text_stream: TextStreamer | None
     ) -> list[Generation]:
         start = time.perf_counter()
-        inputs = self._inputs(views, questions)
-        clock = _Clock(self.device)
+        inputs = self.model_inputs(views, questions)
+        clock = GenerationClock(self.device)
         extra: dict[str, Any] = {"cache_implementation": "static"} if self.static_cache else {}
         with torch.inference_mode():
             output = self.model.generate(
@@ -124,7 +124,8 @@ class QwenPrompter:
         shares = (prepare_s / n, prefill_s / n, (done - start - prepare_s - prefill_s) / n)
         return [Generation(text, self._answer_length(ids), *shares) for text, ids in zip(texts, new_ids)]
 
-    def _inputs(self, views: list[Image.Image], questions: list[str]) -> Any:
+    def model_inputs(self, views: list[Image.Image], questions: list[str]) -> Any:
+        """The processor's tensors for ``questions[i]`` about ``views[i]``, left-padded, on the model's device."""
         texts = [
             self.processor.apply_chat_template(build_messages(view, q), tokenize=False, add_generation_prompt=True)
             for view, q in zip(views, questions)
@@ -164,7 +165,7 @@ def _model_type(folder: Path) -> str:
         raise ModelError(f"cannot read the model config in {folder}: {exc}") from exc
 
 
-class _Clock(LogitsProcessor):
+class GenerationClock(LogitsProcessor):
     """Times the inputs' preparation and the prefill without stopping the GPU inside the loop.
 
     ``generate`` calls it first once the prefill's logits exist: on CUDA it records events there
