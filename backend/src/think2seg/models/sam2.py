@@ -87,7 +87,7 @@ class Sam2Segmenter:
 
     def predict(self, embedding: Sam2Embedding, prompts: Sequence[InstancePrompt]) -> np.ndarray:
         """(N, H, W) bool masks, one per prompt (pixel coordinates of the encoded image)."""
-        return self.predict_logits(embedding, prompts) > 0.0
+        return self._predict(embedding, prompts, lambda logits: logits > 0.0, bool)
 
     def predict_logits(self, embedding: Sam2Embedding, prompts: Sequence[InstancePrompt]) -> np.ndarray:
         """(N, H, W) float32 mask logits at the image's size, one per prompt.
@@ -96,13 +96,18 @@ class Sam2Segmenter:
         ``multimask_output=False``), but instances with the same prompt shape share one decoder call:
         SAM decodes the entries of its point batch independently, so no padding point is needed.
         """
-        height, width = embedding.original_size
-        logits = np.zeros((len(prompts), height, width), dtype=np.float32)
-        for indices in _groups_by_shape(prompts):
-            logits[indices] = self._decode(embedding, [prompts[k] for k in indices])
-        return logits
+        return self._predict(embedding, prompts, lambda logits: logits, np.float32)
 
-    def _decode(self, embedding: Sam2Embedding, prompts: list[InstancePrompt]) -> np.ndarray:
+    def _predict(self, embedding: Sam2Embedding, prompts: Sequence[InstancePrompt], finish, dtype) -> np.ndarray:  # noqa: ANN001
+        """Decode, upsample to the image's size and ``finish`` (e.g. threshold) on the model's device."""
+        height, width = embedding.original_size
+        out = np.zeros((len(prompts), height, width), dtype=dtype)
+        for indices in _groups_by_shape(prompts):
+            out[indices] = finish(self._decode(embedding, [prompts[k] for k in indices])).cpu().numpy()
+        return out
+
+    def _decode(self, embedding: Sam2Embedding, prompts: list[InstancePrompt]) -> torch.Tensor:
+        """(N, H, W) float32 logits at the image's size, on the model's device."""
         kwargs: dict[str, Any] = {}
         if prompts[0].box_xyxy is not None:
             kwargs["input_boxes"] = [[list(p.box_xyxy) for p in prompts]]
@@ -116,10 +121,10 @@ class Sam2Segmenter:
                 tensors[key] = tensors[key].to(self.model.dtype)
         with torch.inference_mode():
             output = self.model(image_embeddings=embedding.features, multimask_output=False, **tensors)
-        masks = self.processor.post_process_masks(
-            output.pred_masks.float().cpu(), inputs["original_sizes"], binarize=False
-        )
-        return masks[0][:, 0].numpy()
+            masks = self.processor.post_process_masks(
+                output.pred_masks.float(), inputs["original_sizes"], binarize=False
+            )
+        return masks[0][:, 0]
 
 
 def _groups_by_shape(prompts: Sequence[InstancePrompt]) -> list[list[int]]:
