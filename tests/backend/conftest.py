@@ -28,6 +28,11 @@ def tiny_sam2_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_tiny_sam2(tmp_path_factory.mktemp("tiny-sam2"))
 
 
+def tiny_model_flags(lvlm_dir: Path, sam2_dir: Path) -> list[str]:
+    """The CLI's model options for the tiny models on the CPU."""
+    return ["--lvlm", str(lvlm_dir), "--segmenter", str(sam2_dir), "--device", "cpu"]
+
+
 @pytest.fixture(scope="session")
 def tiny_engine(tiny_lvlm_dir: Path, tiny_sam2_dir: Path) -> Engine:
     return Engine.load(lvlm=str(tiny_lvlm_dir), segmenter=str(tiny_sam2_dir), device="cpu")

@@ -26,7 +26,7 @@ from think2seg.engine import Engine
 from think2seg.errors import InputError, OutputExistsError
 from think2seg.geo.vectorize import mask_to_polygons
 
-from conftest import FixedPrompter
+from conftest import FixedPrompter, tiny_model_flags
 from rasters import UTM_TRANSFORM, write_raster
 
 WHOLE_VIEW = '<think>Everything.</think> <answer>[{"bbox_2d": [0, 0, 840, 840], "positive_points": [[10, 10], [20, 20]]}]</answer>'
@@ -364,12 +364,7 @@ def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path, tiny_lvlm_dir,
         "--overlap-px",
         "32",
         "--quiet",
-        "--lvlm",
-        str(tiny_lvlm_dir),
-        "--segmenter",
-        str(tiny_sam2_dir),
-        "--device",
-        "cpu",
+        *tiny_model_flags(tiny_lvlm_dir, tiny_sam2_dir),
     ]
     question = "segment the ponds"
     reference = tmp_path / "reference.gpkg"
@@ -420,12 +415,7 @@ def test_tiny_models_full_path_with_batches(tmp_path, tiny_lvlm_dir, tiny_sam2_d
         "--overlap-px",
         "32",
         "--quiet",
-        "--lvlm",
-        str(tiny_lvlm_dir),
-        "--segmenter",
-        str(tiny_sam2_dir),
-        "--device",
-        "cpu",
+        *tiny_model_flags(tiny_lvlm_dir, tiny_sam2_dir),
     ]
     outs = []
     for batch_size in ("1", "4"):

@@ -18,6 +18,8 @@ from think2seg.eval.predict import Loaded, Prediction, resize_mask
 from think2seg.eval.runner import EvalParams, evaluate
 from think2seg.testing.tiny_lvlm import question_for
 
+from conftest import tiny_model_flags
+
 
 def png(path: Path, array: np.ndarray) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -276,12 +278,7 @@ def test_tiny_models_run_the_whole_path(tmp_path, tiny_lvlm_dir, tiny_sam2_dir, 
         "--visualize",
         "2",
         "--quiet",
-        "--lvlm",
-        str(tiny_lvlm_dir),
-        "--segmenter",
-        str(tiny_sam2_dir),
-        "--device",
-        "cpu",
+        *tiny_model_flags(tiny_lvlm_dir, tiny_sam2_dir),
     ]
     assert main(args) == 0
     out = capsys.readouterr().out

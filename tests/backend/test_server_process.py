@@ -19,6 +19,7 @@ import pytest
 
 from think2seg.testing.tiny_lvlm import TEST_ANSWERS, question_for
 
+from conftest import tiny_model_flags
 from rasters import scene, write_raster
 
 pytestmark = pytest.mark.slow
@@ -47,12 +48,7 @@ class Server:
             str(folder),
             "--queue-size",
             "4",
-            "--lvlm",
-            str(lvlm),
-            "--segmenter",
-            str(sam),
-            "--device",
-            "cpu",
+            *tiny_model_flags(lvlm, sam),
         ]
         self.process = subprocess.Popen(command, stdout=self.log, stderr=subprocess.STDOUT)
         self.url = f"http://127.0.0.1:{self.port}"
@@ -227,12 +223,7 @@ def test_sigterm_stops_cleanly_and_leaves_running_jobs_resumable(server, tiny_lv
         "128",
         "--overlap-px",
         "16",
-        "--lvlm",
-        str(tiny_lvlm_dir),
-        "--segmenter",
-        str(tiny_sam2_dir),
-        "--device",
-        "cpu",
+        *tiny_model_flags(tiny_lvlm_dir, tiny_sam2_dir),
     ]
     done = subprocess.run(resume, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
