@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from transformers import (
 from think2seg.errors import ModelError
 from think2seg.models.base import Generation
 from think2seg.models.device import DevicePlan
+from think2seg.models.stop_check import deferred_stop_check
 from think2seg.models.weights import resolve_model_dir
 from think2seg.prompt import VIEW_SIZE_PX, build_messages
 
@@ -37,7 +39,9 @@ class QwenPrompter:
     its repetition penalty) apply unchanged, as in the reference evaluation. ``min_new_tokens`` is
     for benchmarks that force a fixed answer length. ``static_cache`` preallocates the KV cache
     at full length, which on a GPU also makes Transformers compile the decoding step
-    (``torch.compile``, CUDA graphs; each new batch shape compiles once).
+    (``torch.compile``, CUDA graphs; each new batch shape compiles once) and defers its stop check
+    (:mod:`~think2seg.models.stop_check`): the compiled loop then never waits on the GPU. The eager
+    loop waits in the model anyway (SDPA's check for padding), so it keeps the plain check.
     """
 
     def __init__(
@@ -103,7 +107,8 @@ class QwenPrompter:
         inputs = self.model_inputs(views, questions)
         clock = GenerationClock(self.device)
         extra: dict[str, Any] = {"cache_implementation": "static"} if self.static_cache else {}
-        with torch.inference_mode():
+        defer = deferred_stop_check() if self.static_cache and self.device.type == "cuda" else nullcontext()
+        with torch.inference_mode(), defer:
             output = self.model.generate(
                 **inputs,
                 **extra,
