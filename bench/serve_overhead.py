@@ -93,7 +93,10 @@ def side_by_side(engine: Engine, raster: Path, url: str, repeats: int) -> None:
     print(f"Same 1024x1024 window, median of {repeats} rounds, the three ways taking turns (ratios only):")
     for name, values in times.items():
         median = statistics.median(values)
-        print(f"  {name:<18} {median / base:6.3f}x   ({(median - base) / base:+6.1%})")
+        verdict = (
+            "" if name == "in-process" else ("  within the 10% aim" if median / base < 1.1 else "  OVER the 10% aim")
+        )
+        print(f"  {name:<18} {median / base:6.3f}x   ({(median - base) / base:+6.1%}){verdict}")
 
 
 def concurrency(raster: Path, url: str, requests_per_client: int, label: str, single: float | None) -> float:

@@ -39,7 +39,8 @@ def tiny_engine(tiny_lvlm_dir: Path, tiny_sam2_dir: Path) -> Engine:
 
 
 class BoxSegmenter:
-    """A segmenter whose mask is each prompt's box (pixel centres inside it): masks are known exactly."""
+    """A segmenter whose mask is each prompt's box (pixel centres inside it): masks are known exactly.
+    A prompt of points alone gets the pixels of its points."""
 
     name = "box-segmenter"
 
@@ -55,6 +56,10 @@ class BoxSegmenter:
         cols, rows = np.arange(width) + 0.5, np.arange(height) + 0.5
         masks = np.zeros((len(prompts), height, width), dtype=bool)
         for k, prompt in enumerate(prompts):
+            if prompt.box_xyxy is None:
+                for col, row in prompt.points_xy or ():
+                    masks[k, min(int(row), height - 1), min(int(col), width - 1)] = True
+                continue
             x1, y1, x2, y2 = prompt.box_xyxy
             masks[k] = ((rows >= y1) & (rows < y2))[:, None] & ((cols >= x1) & (cols < x2))[None, :]
         return masks

@@ -85,10 +85,13 @@ def test_every_other_route_needs_the_token(client, raster, headers):
         ("get", "/v1/jobs/abc", None),
         ("delete", "/v1/jobs/abc", None),
         ("post", "/v1/jobs", {}),
+        ("get", "/openapi.json", None),
     ):
         reply = client.request(method, url, json=body, headers=headers)
         assert reply.status_code == 401, (method, url)
         assert reply.json()["error"]["code"] == "unauthorized" and reply.headers["www-authenticate"] == "Bearer"
+    for page in ("/docs", "/redoc"):  # no token-less pages either
+        assert client.get(page).status_code == 404
 
 
 def test_browser_origin_and_foreign_host_refused(tmp_path):
@@ -118,7 +121,8 @@ def test_segment_by_reference_in_the_raster_crs(client, raster):
     assert {"read", "vectorize", "sam_encode"} <= set(body["timings_ms"]) and body["mask"] is None
 
 
-def test_bounds_in_another_crs_and_the_mask(client, raster):
+@pytest.mark.parametrize("bounds_crs", ["EPSG:4326", 4326, "4326"])
+def test_bounds_in_another_crs_and_the_mask(client, raster, bounds_crs):
     from rasterio.warp import transform_bounds
 
     left, top = UTM_TRANSFORM @ (100, 50)
@@ -128,7 +132,7 @@ def test_bounds_in_another_crs_and_the_mask(client, raster):
         "raster_path": str(raster),
         "question": "q",
         "bounds": list(bounds),
-        "bounds_crs": "EPSG:4326",
+        "bounds_crs": bounds_crs,
         "include_mask": True,
     }
     body = client.post("/v1/segment", json=request, headers=AUTH).json()
@@ -157,6 +161,27 @@ def test_upload_geotiff_and_png_with_georeference(client, tmp_path):
     )
     assert reply.status_code == 200 and reply.json()["crs"]["properties"]["name"].endswith("32633")
     assert polygons(reply.json())[0].symmetric_difference(field_box(width=300, height=200)).area < 1e-6
+
+
+def test_uploads_are_decimated_to_max_side_px_alike(client, tmp_path):
+    """A PNG is read like a GeoTIFF: the same coarser pixels, transform, polygon and note."""
+    geotiff = write_raster(tmp_path / "up.tif", scene(200, 300)).read_bytes()
+    png = io.BytesIO()
+    Image.fromarray(np.moveaxis(scene(200, 300), 0, -1)).save(png, format="PNG")
+    georeference = {"transform": list(UTM_TRANSFORM)[:6], "crs": 32633}  # a bare EPSG code is fine
+    bodies = []
+    for name, data, extra in (("up.tif", geotiff, {}), ("up.png", png.getvalue(), georeference)):
+        meta = json.dumps({"question": "q", "max_side_px": 100, "include_mask": True, **extra})
+        reply = client.post("/v1/segment", files={"file": (name, data)}, data={"request": meta}, headers=AUTH)
+        assert reply.status_code == 200, reply.text
+        bodies.append(reply.json())
+    tif, png_body = bodies
+    assert (png_body["mask"]["width"], png_body["mask"]["height"]) == (tif["mask"]["width"], tif["mask"]["height"])
+    assert (tif["mask"]["width"], tif["mask"]["height"]) == (100, 67)
+    assert png_body["mask"]["transform"] == pytest.approx(tif["mask"]["transform"])
+    assert any("decimated to 100x67 px" in note for note in png_body["notes"])
+    assert polygons(png_body)[0].symmetric_difference(polygons(tif)[0]).area < 1e-6
+    assert polygons(png_body)[0].symmetric_difference(field_box(width=300, height=200)).area < 0.1 * field_box().area
 
 
 @pytest.mark.parametrize(
@@ -202,6 +227,22 @@ def test_size_limits_say_the_limit_and_the_alternative(tmp_path):
         long = {"raster_path": str(tmp_path / "x.tif"), "question": "x" * 5000}
         reply = client.post("/v1/segment", json=long, headers=AUTH)
         assert reply.status_code == 422 and "question" in reply.json()["error"]["message"]
+
+
+@pytest.mark.parametrize("route", ["/v1/segment", "/v1/jobs"])
+def test_a_body_without_length_is_cut_at_the_limit(tmp_path, route):
+    """Chunked bodies carry no Content-Length: the limit is counted as they arrive, on every route."""
+
+    def chunks():  # noqa: ANN202
+        yield b'{"question": "'
+        for _ in range(24):
+            yield b"x" * 2**16
+        yield b'"}'
+
+    with make_client(tmp_path, max_upload_mb=1) as client:
+        reply = client.post(route, content=chunks(), headers={**AUTH, "Content-Type": "application/json"})
+    assert reply.status_code == 413 and reply.json()["error"]["code"] == "payload_too_large", reply.text
+    assert "limit is 1 MiB" in reply.json()["error"]["message"]
 
 
 @pytest.mark.parametrize(
@@ -398,7 +439,7 @@ def test_job_cancelled_then_resumed_while_questions_are_answered(tmp_path):
 
 
 def test_openapi_lists_every_route_and_both_segment_bodies(client):
-    schema = client.get("/openapi.json").json()
+    schema = client.get("/openapi.json", headers=AUTH).json()
     assert {"/v1/health", "/v1/segment", "/v1/jobs", "/v1/jobs/{job_id}"} <= set(schema["paths"])
     content = schema["paths"]["/v1/segment"]["post"]["requestBody"]["content"]
     assert {"application/json", "multipart/form-data"} <= set(content)
@@ -453,3 +494,18 @@ def test_token_file_is_made_private_and_reused(tmp_path):
     path.write_text("short")
     with pytest.raises(Exception, match="shorter than 16"):
         load_or_create_token(path)
+
+
+def test_serve_options_become_settings(tmp_path):
+    from think2seg.cli import build_parser
+    from think2seg.cli.serve import settings_from_args
+
+    args = build_parser().parse_args(
+        ["serve", "--data-root", str(tmp_path / "a"), str(tmp_path / "b"), "--data-root", str(tmp_path / "c")]
+        + ["--allow-host", "gpu-box:8765", "--batch-size", "4", "--token-file", str(tmp_path / "token")]
+    )
+    settings = settings_from_args(args)
+    assert settings.data_roots == (tmp_path / "a", tmp_path / "b", tmp_path / "c")
+    assert settings.allowed_hosts == ("gpu-box:8765",) and settings.batch_size == 4
+    default = settings_from_args(build_parser().parse_args(["serve"]))
+    assert default.data_roots == (Path.home(),) and default.host == "127.0.0.1" and default.port == 8765

@@ -24,7 +24,7 @@ APP = create_app(
     Engine(FixedPrompter(ANSWER), BoxSegmenter()),
     token=TOKEN,
 )
-schema = schemathesis.openapi.from_asgi("/openapi.json", APP)
+schema = schemathesis.openapi.from_asgi("/openapi.json", APP, headers={"Authorization": f"Bearer {TOKEN}"})
 
 
 @schema.parametrize()

@@ -34,9 +34,10 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     network.add_argument(
         "--data-root",
         type=Path,
-        action="append",
+        action="extend",
+        nargs="+",
         metavar="DIR",
-        help="folder whose rasters and outputs clients may use (repeatable; default your home folder)",
+        help="folders whose rasters and outputs clients may use (one or more, repeatable; default your home folder)",
     )
     network.add_argument(
         "--allow-origin",
@@ -83,7 +84,20 @@ def run(args: argparse.Namespace) -> int:
 
     from think2seg.server.app import create_app
 
-    settings = ServerSettings(
+    settings = settings_from_args(args)
+    app = create_app(settings)
+    log.info("serving on http://%s:%d (API v1); health: /v1/health", settings.host, settings.port)
+    log.info("token file: %s (send 'Authorization: Bearer TOKEN')", settings.token_file)
+    log.info("data roots: %s", ", ".join(str(r) for r in settings.resolved_roots()))
+    if settings.host not in ("127.0.0.1", "localhost", "::1") and not settings.allowed_hosts:
+        log.warning("listening on %s: remote clients also need --allow-host NAME:%d", settings.host, settings.port)
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level="info", timeout_graceful_shutdown=120)
+    return 0
+
+
+def settings_from_args(args: argparse.Namespace) -> ServerSettings:
+    """The server's settings from ``think2seg serve``'s options."""
+    return ServerSettings(
         host=args.host,
         port=args.port,
         token_file=args.token_file or default_token_file(),
@@ -100,11 +114,3 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         max_upload_mb=args.max_upload_mb,
     )
-    app = create_app(settings)
-    log.info("serving on http://%s:%d (API v1); health: /v1/health", settings.host, settings.port)
-    log.info("token file: %s (send 'Authorization: Bearer TOKEN')", settings.token_file)
-    log.info("data roots: %s", ", ".join(str(r) for r in settings.resolved_roots()))
-    if settings.host not in ("127.0.0.1", "localhost", "::1") and not settings.allowed_hosts:
-        log.warning("listening on %s: remote clients also need --allow-host NAME:%d", settings.host, settings.port)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level="info", timeout_graceful_shutdown=120)
-    return 0

@@ -99,7 +99,7 @@ class RasterSource:
         notes: tuple[str, ...] = (),
     ) -> Tile:
         """Read ``window`` (decimated beyond ``max_side_px``); ``limits`` fixes the stretch."""
-        out_w, out_h = _out_shape(window, max_side_px)
+        out_w, out_h = decimated_shape(window, max_side_px)
         try:
             with _read_env():
                 bands, valid = self._read_bands(window, out_w, out_h)
@@ -125,7 +125,7 @@ class RasterSource:
         """
         if self._bands.palette or all(self.dtypes[i - 1] == "uint8" for i in self._bands.unique):
             return {}
-        out_w, out_h = _out_shape(window, sample_side_px)
+        out_w, out_h = decimated_shape(window, sample_side_px)
         with _read_env():
             bands, valid = self._read_bands(window, out_w, out_h)
         return stretch_limits(bands, valid)
@@ -246,7 +246,8 @@ def _extent(transform: Affine, width: int, height: int) -> list[float]:
     return [round(v, 6) for v in (min(xs), min(ys), max(xs), max(ys))]
 
 
-def _out_shape(window: Window, max_side_px: int | None) -> tuple[int, int]:
+def decimated_shape(window: Window, max_side_px: int | None) -> tuple[int, int]:
+    """(width, height) of ``window`` read with its longer side at most ``max_side_px``."""
     width, height = int(window.width), int(window.height)
     if max_side_px is None:
         return width, height

@@ -25,7 +25,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from think2seg._version import __version__
 from think2seg.server import segment
 from think2seg.server.errors import ApiError, envelope, install_api_error_handler, install_handlers, to_api_error
-from think2seg.server.guards import GuardMiddleware
+from think2seg.server.guards import BodyTooLarge, GuardMiddleware
 from think2seg.server.jobs import JobManager
 from think2seg.server.schemas import (
     ErrorEnvelope,
@@ -80,6 +80,9 @@ def create_app(
         version=__version__,
         description="Ask a question about a raster, get georeferenced polygons (Think2Seg-RS). API v1.",
         lifespan=lifespan,
+        openapi_url=None,  # served below, behind the token like every route but health
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.settings, app.state.models, app.state.jobs = settings, state, jobs
     app.state.token = token if token is not None else load_or_create_token(settings.token_file)
@@ -93,6 +96,11 @@ def create_app(
     install_api_error_handler(app)
     _routes(app, state, jobs, settings)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
+
+    @app.get("/openapi.json", dependencies=[Depends(require_token)], include_in_schema=False)
+    def openapi() -> JSONResponse:
+        return JSONResponse(app.openapi())
+
     return app
 
 
@@ -227,7 +235,7 @@ async def _tile_and_options(request: Request, settings: ServerSettings, timer: S
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in exc.errors()[:5])
         raise ApiError(422, "invalid_input", f"the request does not fit the API: {problems}") from exc
-    except ApiError:
+    except (ApiError, BodyTooLarge):
         raise
     except StarletteHTTPException as exc:  # e.g. a multipart body without a boundary
         raise ApiError(exc.status_code, "invalid_input", f"the request body cannot be read: {exc.detail}") from exc

@@ -47,7 +47,7 @@ def to_api_error(exc: Exception) -> ApiError:
     if isinstance(exc, ApiError):
         return exc
     if isinstance(exc, BodyTooLarge):
-        return ApiError(413, "payload_too_large", str(exc))
+        return ApiError(413, "payload_too_large", str(exc.detail))
     if _is_out_of_memory(exc):
         return ApiError(
             503,
@@ -84,7 +84,9 @@ def install_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        code = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}.get(
+            exc.status_code, "http_error"
+        )
         return envelope(ApiError(exc.status_code, code, str(exc.detail)))
 
     @app.exception_handler(Exception)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 
+from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 LOCAL_HOSTS = frozenset({"127.0.0.1", "localhost", "[::1]", "::1"})
@@ -86,8 +87,14 @@ class GuardMiddleware:
         return counted
 
 
-class BodyTooLarge(Exception):
-    """Raised while reading a body without Content-Length that grows past the limit."""
+class BodyTooLarge(HTTPException):
+    """Raised while reading a body without Content-Length that grows past the limit.
+
+    An HTTP exception, so that FastAPI's body parsing passes it on (it turns other errors into 400).
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(413, message)
 
 
 async def _send_error(send: Send, status: int, code: str, message: str) -> None:

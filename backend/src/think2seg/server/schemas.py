@@ -13,6 +13,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from think2seg.batching import MAX_BATCH_SIZE
 from think2seg.prompt import MAX_QUESTION_CHARS
 
+CrsIn = Annotated[str, Field(max_length=10000)] | Annotated[int, Field(ge=1)]
+"""A CRS as a request gives it: an EPSG code (32633, "32633" or "EPSG:32633") or WKT."""
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -87,8 +90,8 @@ class SegmentByReference(SegmentOptions):
 
     raster_path: str = Field(min_length=1)
     bounds: list[float] | None = Field(None, min_length=4, max_length=4, description="[minx, miny, maxx, maxy]")
-    bounds_crs: str | None = Field(
-        None, max_length=10000, description="CRS of bounds and prompts (EPSG code or WKT); default the raster's"
+    bounds_crs: CrsIn | None = Field(
+        None, description="CRS of bounds and prompts (EPSG code or WKT); default the raster's"
     )
 
 
@@ -97,7 +100,7 @@ class UploadMeta(SegmentOptions):
     a PNG or JPEG needs ``transform`` (GDAL order: a, b, c, d, e, f as in rasterio's Affine) and ``crs``."""
 
     transform: list[float] | None = Field(None, min_length=6, max_length=6)
-    crs: str | None = Field(None, max_length=10000, description="EPSG code (e.g. EPSG:32633) or WKT")
+    crs: CrsIn | None = Field(None, description="EPSG code (32633 or EPSG:32633) or WKT")
 
 
 class MaskOut(_Strict):
@@ -142,7 +145,7 @@ class JobRequest(_Strict):
     tile_size_px: int = Field(1024, ge=64, le=8192)
     overlap_px: int = Field(128, ge=0, le=4096)
     bounds: list[float] | None = Field(None, min_length=4, max_length=4)
-    bounds_crs: str | None = Field(None, max_length=10000)
+    bounds_crs: CrsIn | None = Field(None, description="CRS of bounds (EPSG code or WKT); default the raster's")
     aoi_path: str | None = None
     batch_size: Annotated[int, Field(ge=1, le=MAX_BATCH_SIZE)] | Literal["auto"] = Field(
         "auto", description="tiles per model batch; auto fills the free GPU memory (1 on a CPU)"

@@ -14,10 +14,11 @@ from PIL import Image, UnidentifiedImageError
 from rasterio.crs import CRS
 from rasterio.errors import CRSError
 from rasterio.warp import transform_bounds
+from rasterio.windows import Window
 
 from think2seg.answer import InstancePrompt
 from think2seg.geo.arrays import tile_from_array
-from think2seg.geo.read import RasterSource
+from think2seg.geo.read import RasterSource, decimated_shape
 from think2seg.server.errors import ApiError
 from think2seg.server.paths import allowed_path
 from think2seg.server.schemas import PromptIn, SegmentByReference, UploadMeta
@@ -27,9 +28,11 @@ from think2seg.tile import Tile
 TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 
 
-def parse_crs(text: str, what: str) -> CRS:
+def parse_crs(given: str | int, what: str) -> CRS:
+    """A request's CRS: an EPSG code (32633, "32633", "EPSG:32633") or WKT."""
+    text = str(given).strip()
     try:
-        return CRS.from_user_input(text)
+        return CRS.from_user_input(f"EPSG:{text}" if text.isdigit() else text)
     except CRSError as exc:
         raise ApiError(
             422, "invalid_input", f"cannot understand the {what} {text[:80]!r}: give an EPSG code or WKT"
@@ -70,6 +73,7 @@ def tile_from_upload(data: bytes, meta: UploadMeta, settings: ServerSettings) ->
     except (UnidentifiedImageError, OSError) as exc:
         raise ApiError(422, "invalid_input", "the upload is neither a GeoTIFF nor a PNG or JPEG image") from exc
     _check_pixels(image.width, image.height, settings)
+    _check_side(meta.max_side_px, settings)
     if meta.transform is None or meta.crs is None:
         raise ApiError(
             422,
@@ -78,10 +82,27 @@ def tile_from_upload(data: bytes, meta: UploadMeta, settings: ServerSettings) ->
             "to the request part, or upload a GeoTIFF",
         )
     try:
-        pixels = np.asarray(image.convert("RGBA" if "A" in image.getbands() else "RGB"))
+        image = image.convert("RGBA" if "A" in image.getbands() else "RGB")
     except OSError as exc:
         raise ApiError(422, "invalid_input", f"the image cannot be decoded: {exc}") from exc
-    return tile_from_array(pixels, transform=Affine(*meta.transform), crs=parse_crs(meta.crs, "crs"), source="<upload>")
+    return _decimated(image, Affine(*meta.transform), parse_crs(meta.crs, "crs"), meta.max_side_px)
+
+
+def _decimated(image: Image.Image, transform: Affine, crs: CRS, max_side_px: int) -> Tile:
+    """The upload as a tile whose longer side is at most ``max_side_px`` (area-averaged, as
+    rasters are read), with the transform of the pixels it keeps."""
+    full = Window(0, 0, image.width, image.height)
+    out_w, out_h = decimated_shape(full, max_side_px)
+    if (out_w, out_h) == (image.width, image.height):
+        return tile_from_array(np.asarray(image), transform=transform, crs=crs, source="<upload>")
+    scale = (image.width / out_w, image.height / out_h)
+    small = image.resize((out_w, out_h), Image.Resampling.BOX)
+    tile = tile_from_array(np.asarray(small), transform=transform @ Affine.scale(*scale), crs=crs, source="<upload>")
+    note = (
+        f"the {image.width}x{image.height} px upload is larger than max_side_px {max_side_px}: "
+        f"decimated to {out_w}x{out_h} px ({scale[0]:.3g}x coarser)"
+    )
+    return Tile(tile.pixels, tile.valid, tile.transform, crs, "<upload>", full, scale, tile.notes + (note,))
 
 
 def _geotiff(data: bytes, meta: UploadMeta, settings: ServerSettings) -> Tile:
