@@ -44,3 +44,17 @@ def test_never_raises_on_arbitrary_text():
         "\x00\xff",
     ]:
         assert parse_answer(text).status in set(AnswerStatus)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "<answer>" + "[" * 3000 + "</answer>",  # a decoding loop: nesting deeper than the recursion limit
+        "<answer>" + "[" * 3000 + "]" * 3000 + "</answer>",
+        '<answer>[{"bbox_2d": [' + "9" * 5000 + ", 0, 5, 5]}]</answer>",  # past Python's digit limit
+    ],
+    ids=["open-brackets", "balanced-brackets", "huge-number"],
+)
+def test_runaway_answers_are_unparseable_not_crashes(text):
+    parsed = parse_answer(text)
+    assert parsed.status is AnswerStatus.UNPARSEABLE and parsed.instances == ()

@@ -34,6 +34,24 @@ def test_folder_without_config_and_missing_folder(tmp_path):
         resolve_model_dir(str(tmp_path / "nope"), flag="--lvlm")
     with pytest.raises(WeightsUnavailableError, match="does not exist"):
         resolve_model_dir("./models/qwen", flag="--lvlm")
+    for folder in ("C:/models/qwen", "models\\qwen", "/opt/models/qwen", "a/b/c"):
+        with pytest.raises(WeightsUnavailableError, match="does not exist"):
+            resolve_model_dir(folder, flag="--lvlm")
+
+
+def test_hub_ids_are_ids_whatever_the_path_separators(monkeypatch):
+    """On Windows os.altsep is '/': owner/name must still be looked up on the Hub."""
+    asked: list[str] = []
+
+    def offline(repo_id, **kwargs):
+        asked.append(repo_id)
+        raise LocalEntryNotFoundError("Got: ConnectError")
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", offline)
+    monkeypatch.setattr(os, "altsep", "/")
+    with pytest.raises(WeightsUnavailableError, match="cannot be reached"):
+        resolve_model_dir(DEFAULT_LVLM, flag="--lvlm")
+    assert asked and set(asked) == {DEFAULT_LVLM}  # looked up (cache, then download), not taken for a folder
 
 
 def test_unreachable_hub_names_model_cache_and_local_folder_option(monkeypatch):
@@ -202,3 +220,16 @@ def test_sam1_through_segment_anything(tmp_path, monkeypatch, tiny_lvlm_dir, cap
     args = ["segment", str(raster), question_for("river"), "--json", "--lvlm", str(tiny_lvlm_dir)]
     assert main([*args, "--segmenter", f"sam1-vit-b:{checkpoint}", "--device", "cpu"]) == 0
     assert '"segmenter": "sam1-vit-b:sam_tiny.pth"' in capsys.readouterr().out
+
+
+def test_a_bad_segmenter_fails_before_the_lvlm_loads(monkeypatch):
+    import think2seg.engine
+    from think2seg.engine import Engine
+
+    loaded: list[str] = []
+    monkeypatch.setattr(think2seg.engine, "load_prompter", lambda source, **kwargs: loaded.append(source))
+    with pytest.raises(InputError, match="unknown segmenter"):
+        Engine.load(lvlm=DEFAULT_LVLM, segmenter="sam1-vit-q:/w/sam.pth", device="cpu")
+    with pytest.raises(WeightsUnavailableError, match="does not exist"):
+        Engine.load(lvlm=DEFAULT_LVLM, segmenter="./no/such/sam2", device="cpu")
+    assert loaded == []

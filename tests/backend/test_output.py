@@ -1,4 +1,5 @@
 import json
+import os
 
 import numpy as np
 import pyogrio
@@ -76,6 +77,20 @@ def test_failed_write_leaves_nothing_behind(tmp_path, result, monkeypatch):
         write_gpkg(result, tmp_path / "out.gpkg")
     assert calls == ["segments", "prompt_boxes", "prompt_points"]
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_target_that_cannot_be_replaced_is_kept_and_explained(tmp_path, result, monkeypatch):
+    """As on Windows when QGIS holds the old GeoPackage open."""
+    path = tmp_path / "out.gpkg"
+    path.write_bytes(b"open in QGIS")
+
+    def locked(source, destination):  # noqa: ANN001, ANN202
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(os, "replace", locked)
+    with pytest.raises(OutputError, match="close it in other programs"):
+        write_gpkg(result, path, overwrite=True)
+    assert path.read_bytes() == b"open in QGIS" and list(tmp_path.iterdir()) == [path]
 
 
 def test_mask_geotiff_aligned_with_window(tmp_path, result):

@@ -25,6 +25,12 @@ def test_whole_raster_keeps_transform_and_crs(tmp_path):
     assert tile.valid.all() and not tile.is_decimated and tile.notes == ()
 
 
+def test_the_source_is_recorded_as_an_absolute_path(tmp_path, monkeypatch):
+    write_raster(tmp_path / "a.tif", scene(8, 8))
+    monkeypatch.chdir(tmp_path)
+    assert read_tile("a.tif").source == str(tmp_path / "a.tif")
+
+
 def test_bounds_snap_outward_to_whole_pixels(tmp_path):
     path = write_raster(tmp_path / "a.tif", scene(100, 100))
     x0, y0 = UTM_TRANSFORM @ (10.3, 20.7)  # inside pixel (10, 20)

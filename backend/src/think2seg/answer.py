@@ -119,9 +119,12 @@ def _json_items(answer: str) -> tuple[list[Any], str]:
     # A cut-off answer has no closing bracket after the opening one: let the repair parser close it.
     snippet = answer[start : end + 1] if end > start else answer[start:]
     try:
-        value = json.loads(snippet)
-    except json.JSONDecodeError:
-        value = json_repair.loads(snippet)
+        try:
+            value = json.loads(snippet)
+        except json.JSONDecodeError:
+            value = json_repair.loads(snippet)
+    except (RecursionError, ValueError) as exc:  # nesting too deep, a number of thousands of digits
+        return [], f"the answer's JSON cannot be read ({type(exc).__name__}: {str(exc)[:80]})"
     if not isinstance(value, list):
         return [], "the answer's JSON is not a list of instances"
     return value, ""

@@ -30,7 +30,7 @@ from think2seg.geo.vectorize import check_min_area, polygons_frame
 from think2seg.models.base import Generation, Prompter, Segmenter, encode_many, generate_many
 from think2seg.models.device import plan_device
 from think2seg.models.qwen import MAX_NEW_TOKENS
-from think2seg.models.registry import load_prompter, load_segmenter
+from think2seg.models.registry import check_segmenter, load_prompter, load_segmenter
 from think2seg.models.weights import DEFAULT_LVLM, DEFAULT_SEGMENTER
 from think2seg.prompt import VIEW_SIZE_PX, make_view, validate_question
 from think2seg.result import InstanceResult, ResultStatus, SegmentationResult
@@ -85,6 +85,7 @@ class Engine:
         """Load both models (Hub ids are downloaded into the cache on first use); ``compile``: see
         :class:`~think2seg.models.device.DevicePlan`."""
         plan = plan_device(device, compile=compile)
+        check_segmenter(segmenter)  # a mistyped --segmenter fails before the LVLM's gigabytes load
         return cls(
             load_prompter(lvlm, device=plan, max_new_tokens=max_new_tokens),
             load_segmenter(segmenter, device=plan),

@@ -56,7 +56,7 @@ class RasterSource:
     """
 
     def __init__(self, path: str | os.PathLike[str], *, pixel_coords: bool = False) -> None:
-        self.path = Path(path)
+        self.path = Path(path).expanduser().absolute()
         self._dataset = _open(self.path)
         try:
             _probe(self._dataset, self.path)

@@ -8,6 +8,7 @@ from think2seg.models.device import DevicePlan
 from think2seg.models.qwen import MAX_NEW_TOKENS, QwenPrompter
 from think2seg.models.sam1 import SAM1_VARIANTS, Sam1Segmenter
 from think2seg.models.sam2 import Sam2Segmenter
+from think2seg.models.weights import check_local_source
 
 SEGMENTER_SYNTAX = (
     "a SAM 2.1 Transformers checkpoint (Hub id or folder, e.g. facebook/sam2.1-hiera-small) "
@@ -26,6 +27,15 @@ def load_segmenter(spec: str, *, device: DevicePlan) -> Segmenter:
     if variant is not None:
         return Sam1Segmenter.load(variant, checkpoint, device=device)
     return Sam2Segmenter.load(spec, device=device)
+
+
+def check_segmenter(spec: str) -> None:
+    """Refuse a ``--segmenter`` that cannot load, before any model loads (reads no network)."""
+    variant, checkpoint = parse_sam1_spec(spec)
+    if variant is not None:
+        Sam1Segmenter.checkpoint_path(variant, checkpoint)
+    else:
+        check_local_source(spec, flag="--segmenter")
 
 
 def parse_sam1_spec(spec: str) -> tuple[str | None, str]:

@@ -33,6 +33,17 @@ class Sam1Segmenter:
         self.predictor = predictor
         self.name = name
 
+    @staticmethod
+    def checkpoint_path(variant: str, checkpoint: str) -> Path:
+        """``checkpoint`` as a path; refused when there is no such file."""
+        path = Path(checkpoint).expanduser()
+        if not path.is_file():
+            raise WeightsUnavailableError(
+                f"the SAM v1 checkpoint {path} does not exist: download sam_{SAM1_VARIANTS[variant]}_*.pth from "
+                "https://github.com/facebookresearch/segment-anything#model-checkpoints and pass its path"
+            )
+        return path
+
     @classmethod
     def load(cls, variant: str, checkpoint: str, *, device: DevicePlan) -> Sam1Segmenter:
         """Build ``variant`` (``sam1-vit-b``/``-l``/``-h``) from a local ``.pth`` checkpoint."""
@@ -43,12 +54,7 @@ class Sam1Segmenter:
                 "SAM v1 needs the segment-anything package: pip install 'think2seg[sam1]' "
                 "(or pip install segment-anything)"
             ) from exc
-        path = Path(checkpoint).expanduser()
-        if not path.is_file():
-            raise WeightsUnavailableError(
-                f"the SAM v1 checkpoint {path} does not exist: download sam_{SAM1_VARIANTS[variant]}_*.pth from "
-                "https://github.com/facebookresearch/segment-anything#model-checkpoints and pass its path"
-            )
+        path = cls.checkpoint_path(variant, checkpoint)
         try:
             model = sam_model_registry[SAM1_VARIANTS[variant]](checkpoint=str(path))
         except (RuntimeError, OSError, KeyError, ValueError) as exc:

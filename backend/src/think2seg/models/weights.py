@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 
 import huggingface_hub
@@ -41,6 +40,20 @@ def resolve_model_dir(source: str, *, flag: str, download: bool = True) -> Path:
     Hub ids come from the cache when present, else are downloaded into it with a progress bar.
     ``flag`` is the command-line option that takes this model, used in error messages.
     """
+    folder = check_local_source(source, flag=flag)
+    if folder is not None:
+        return folder
+    cached = cached_model_dir(source)
+    if cached is not None:
+        return cached
+    if not download:
+        raise _unavailable(source, flag, "not in the cache")
+    return _download(source, flag)
+
+
+def check_local_source(source: str, *, flag: str) -> Path | None:
+    """The model folder ``source`` names, None for a Hub id; refuses a missing folder or one
+    without a saved model. Reads no network, so it can check options before anything loads."""
     path = Path(source).expanduser()
     if path.is_dir():
         if not (path / "config.json").is_file():
@@ -51,12 +64,7 @@ def resolve_model_dir(source: str, *, flag: str, download: bool = True) -> Path:
         return path
     if _looks_like_path(source):
         raise WeightsUnavailableError(f"the model folder {path} does not exist: check the path given to {flag}")
-    cached = cached_model_dir(source)
-    if cached is not None:
-        return cached
-    if not download:
-        raise _unavailable(source, flag, "not in the cache")
-    return _download(source, flag)
+    return None
 
 
 def cached_model_dir(repo_id: str) -> Path | None:
@@ -104,9 +112,5 @@ def _reason(exc: Exception) -> str:
 
 
 def _looks_like_path(source: str) -> bool:
-    return (
-        source.startswith((".", "/", "~"))
-        or "\\" in source
-        or source.count("/") != 1
-        or (os.altsep is not None and os.altsep in source)
-    )
+    """A folder, not a Hub id (``owner/name``); Windows' ``/`` separator alone does not decide."""
+    return source.startswith((".", "/", "~")) or "\\" in source or ":" in source or source.count("/") != 1

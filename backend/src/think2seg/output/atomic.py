@@ -49,10 +49,20 @@ def atomic_output(target: Path, *, overwrite: bool) -> Iterator[Path]:
         temporary = workdir / target.name
         yield temporary
         _fsync(temporary)
-        os.replace(temporary, target)
+        _replace(temporary, target)
         _fsync(target.parent)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _replace(temporary: Path, target: Path) -> None:
+    try:
+        os.replace(temporary, target)
+    except OSError as exc:  # on Windows, a file another program (QGIS) has open cannot be replaced
+        raise OutputError(
+            f"cannot replace {target} ({exc.strerror or exc}): close it in other programs (QGIS, a GIS viewer) "
+            "or choose another output path; nothing was written"
+        ) from exc
 
 
 def _fsync(path: Path) -> None:
