@@ -15,6 +15,7 @@ import numpy as np
 import pyogrio
 import pytest
 import shapely
+from affine import Affine
 from rasterio.windows import Window
 from shapely.geometry import box
 from shapely.ops import unary_union
@@ -22,6 +23,7 @@ from shapely.ops import unary_union
 from think2seg.batch.grid import TileGrid
 from think2seg.batch.options import BatchOptions
 from think2seg.batch.runner import run_batch
+from think2seg.cli.batch import format_batch_summary
 from think2seg.engine import Engine
 from think2seg.errors import InputError, OutputExistsError
 from think2seg.geo.vectorize import mask_to_polygons
@@ -63,8 +65,18 @@ def scene_mask(height: int, width: int) -> np.ndarray:
     return mask
 
 
-def write_scene(path: Path, height: int = 600, width: int = 900, nodata_cols: int = 0) -> tuple[Path, np.ndarray]:
+def write_scene(
+    path: Path,
+    height: int = 600,
+    width: int = 900,
+    nodata_cols: int = 0,
+    transform: Affine = UTM_TRANSFORM,
+    noise: bool = False,
+) -> tuple[Path, np.ndarray]:
+    """The scene; ``noise`` adds random pixels around a seam corner (many small pieces, ragged seams)."""
     mask = scene_mask(height, width)
+    if noise:
+        mask[215:265, 645:695] = np.random.default_rng(0).random((50, 50)) < 0.5  # seams at row 240, col 674
     red = np.where(mask, 200, 40).astype(np.uint8)
     green = np.full((height, width), 90, np.uint8)
     green[:, width // 2 :] = 30  # the east half is darker (used to make some tiles fail)
@@ -72,7 +84,7 @@ def write_scene(path: Path, height: int = 600, width: int = 900, nodata_cols: in
     if nodata_cols:
         data[:, :, :nodata_cols] = 0
         mask[:, :nodata_cols] = False
-    return write_raster(path, data, nodata=0 if nodata_cols else None), mask
+    return write_raster(path, data, nodata=0 if nodata_cols else None, transform=transform), mask
 
 
 def engine(segmenter: ThresholdSegmenter | None = None, answer: str = WHOLE_VIEW) -> Engine:
@@ -87,7 +99,8 @@ def tiles(path: Path):  # noqa: ANN201
     return pyogrio.read_dataframe(path, layer="tiles").sort_values("tile_id")
 
 
-OPTIONS = BatchOptions(tile_size_px=256, overlap_px=32)
+OPTIONS_KW = {"tile_size_px": 256, "overlap_px": 32}
+OPTIONS = BatchOptions(**OPTIONS_KW)
 
 
 # --- the grid -------------------------------------------------------------------------------------
@@ -135,11 +148,16 @@ def test_bad_grid_options_refused(tile, overlap):
 # --- stitching ------------------------------------------------------------------------------------
 
 
-def test_stitched_polygons_equal_a_single_pass_over_the_whole_raster(tmp_path):
-    raster, mask = write_scene(tmp_path / "scene.tif")
+ROTATED = UTM_TRANSFORM @ Affine.rotation(30)
+"""A rotated geotransform with UTM_TRANSFORM's pixel area: seam edges are not axis-parallel."""
+
+
+@pytest.mark.parametrize("transform", [UTM_TRANSFORM, ROTATED], ids=["north-up", "rotated"])
+def test_stitched_polygons_equal_a_single_pass_over_the_whole_raster(tmp_path, transform):
+    raster, mask = write_scene(tmp_path / "scene.tif", transform=transform, noise=True)
     summary = run_batch(raster, "segment the field", tmp_path / "out.gpkg", models=engine(), options=OPTIONS)
     result = segments(tmp_path / "out.gpkg")
-    reference = mask_to_polygons(mask, transform=UTM_TRANSFORM)
+    reference = mask_to_polygons(mask, transform=transform)
     assert summary.tiles_total == 12 and summary.counts == {"ok": 12}
     assert len(result) == len(reference) == summary.polygons
     stitched = unary_union(list(result.geometry))
@@ -237,6 +255,10 @@ def test_failed_tiles_recorded_and_only_they_retried(tmp_path):
     assert summary.failed == len(failed) > 0 and summary.counts["ok"] == 12 - len(failed)
     assert failed["message"].str.contains("out of memory").all()
     kept = dict(zip(first["tile_id"], first["attempt"]))
+    resumed = run_batch(raster, "segment", out, models=engine(), options=BatchOptions(**OPTIONS_KW, resume=True))
+    assert resumed.processed == 0 and resumed.previously_failed == len(failed)  # resume keeps them as they are
+    text = format_batch_summary(resumed)
+    assert f"failed     {len(failed)} in earlier runs" in text and "--retry-failed" in text
     healthy = ThresholdSegmenter()
     retry = BatchOptions(tile_size_px=256, overlap_px=32, retry_failed=True)
     summary = run_batch(raster, "segment", out, models=engine(healthy), options=retry)
@@ -246,6 +268,37 @@ def test_failed_tiles_recorded_and_only_they_retried(tmp_path):
     for tile_id, attempt in zip(second["tile_id"], second["attempt"]):
         assert (attempt == kept[tile_id]) == (tile_id not in set(failed["tile_id"]))
     assert sum(g.area for g in segments(out).geometry) == pytest.approx(mask.sum() * PIXEL**2)
+
+
+def test_a_tile_that_cannot_be_read_or_prepared_is_recorded_and_the_run_goes_on(tmp_path, monkeypatch):
+    import think2seg.batch.tiles as batch_tiles
+    from think2seg.errors import RasterError
+    from think2seg.geo.read import RasterSource
+
+    raster, _ = write_scene(tmp_path / "scene.tif")
+    real_read, real_view, views = RasterSource.read, batch_tiles.make_view, []
+
+    def flaky_read(self, window, **kwargs):  # noqa: ANN001, ANN202
+        if (window.col_off, window.row_off) == (0, 0):
+            raise RasterError("cannot read block 0: TIFFReadEncodedTile failed")
+        return real_read(self, window, **kwargs)
+
+    def flaky_view(pixels):  # noqa: ANN001, ANN202
+        views.append(1)
+        if len(views) == 2:
+            raise ValueError("tile cannot be resized")
+        return real_view(pixels)
+
+    monkeypatch.setattr(RasterSource, "read", flaky_read)
+    monkeypatch.setattr(batch_tiles, "make_view", flaky_view)
+    summary = run_batch(raster, "segment", tmp_path / "out.gpkg", models=engine(), options=OPTIONS)
+    recorded = tiles(tmp_path / "out.gpkg")
+    failed = recorded[recorded["status"] == "failed"]["message"].tolist()
+    assert len(recorded) == 12 and summary.counts["failed"] == 2 and summary.counts["ok"] == 10, (
+        failed,
+        summary.counts,
+    )
+    assert sorted(m.split(":")[0] for m in failed) == ["cannot prepare the tile's 840x840 view", "cannot read block 0"]
 
 
 def test_unparseable_tiles_count_as_failed(tmp_path):
@@ -522,3 +575,16 @@ def test_progress_reports_and_stop_leaves_a_resumable_run(tmp_path):
     assert summary.tiles_before == 4 and sum(g.area for g in segments(out).geometry) == pytest.approx(
         mask.sum() * PIXEL**2
     )
+
+
+def test_a_run_killed_while_its_file_was_set_up_resumes(tmp_path):
+    """Killed between writing the runs layer and the others: --resume starts the (empty) run afresh."""
+    raster, mask = write_scene(tmp_path / "scene.tif")
+    out = tmp_path / "out.gpkg"
+    run_batch(raster, "segment", out, models=engine(), options=OPTIONS)
+    runs = pyogrio.read_dataframe(out, layer="runs")
+    out.unlink()
+    pyogrio.write_dataframe(runs, out, layer="runs", driver="GPKG")  # what such a kill leaves
+    summary = run_batch(raster, "segment", out, models=engine(), options=BatchOptions(**OPTIONS_KW, resume=True))
+    assert summary.tiles_before == 0 and summary.processed == 12 and len(tiles(out)) == 12
+    assert sum(g.area for g in segments(out).geometry) == pytest.approx(mask.sum() * PIXEL**2)

@@ -23,6 +23,7 @@ from shapely.geometry.base import BaseGeometry
 
 from think2seg.batch.stitch import merge_seam_pieces
 from think2seg.geo.areas import areas_m2
+from think2seg.geo.vectorize import georeference, to_pixel_corners
 from think2seg.output.frames import RunStamp
 
 CHUNK_PIECES = 20_000
@@ -68,8 +69,11 @@ def finalize(path: Path, stamp: RunStamp, finishing: Finishing) -> FinalStats:
         last_fid = int(chunk.index[-1])
         writer.write(*_finish(chunk.geometry.to_numpy(), np.ones(len(chunk), dtype=np.int32), finishing))
     seams = pyogrio.read_dataframe(path, sql=f"SELECT p.tile_id, p.geom {_COMMITTED} WHERE p.seam = 1 ORDER BY p.fid")
-    merged = merge_seam_pieces(list(seams.geometry), seams["tile_id"].tolist())
-    geometries = np.array([m.geometry for m in merged], dtype=object)
+    # Merged in whole-pixel coordinates, where seam edges are exactly collinear whatever the
+    # transform (a rotated one makes them cross in floating point), then mapped back.
+    pixels = to_pixel_corners(seams.geometry.to_numpy(), finishing.transform)
+    merged = merge_seam_pieces(list(pixels), seams["tile_id"].tolist())
+    geometries = georeference(np.array([m.geometry for m in merged], dtype=object), finishing.transform)
     writer.write(*_finish(geometries, np.array([m.tiles for m in merged], dtype=np.int32), finishing))
     writer.close()
     return FinalStats(writer.count, writer.area)

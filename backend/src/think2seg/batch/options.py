@@ -47,7 +47,7 @@ class BatchOptions:
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """Which models to load, and where; loaded only when a tile needs them."""
+    """Which models to load, and where; a batch run loads them only when unfinished tiles remain."""
 
     lvlm: str = DEFAULT_LVLM
     segmenter: str = DEFAULT_SEGMENTER

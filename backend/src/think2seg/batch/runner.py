@@ -59,7 +59,7 @@ def run_batch(
 ) -> BatchSummary:
     """Segment ``question`` over the whole raster (or its bounds/AOI) into the GeoPackage ``output``.
 
-    ``models`` is a :class:`ModelSpec` (loaded only if a tile needs it) or an engine: anything with
+    ``models`` is a :class:`ModelSpec` (loaded only if unfinished tiles remain) or an engine: anything with
     ``infer_batch`` and ``prompter``/``segmenter`` names, like :class:`Engine`. ``progress`` shows
     a progress bar; ``on_progress`` is called after every tile. Setting ``stop`` ends the run
     between tiles with :class:`Cancelled`, leaving a resumable output. Returns the run's summary;
@@ -212,7 +212,7 @@ class _Run:
         try:
             for item in prefetcher if prefetcher is not None else items:
                 self.timer.merge(item.timer.seconds)
-                if item.tile is not None and item.tile.has_data:
+                if not item.error and item.tile is not None and item.tile.has_data:
                     batch.append(item)
                     if len(batch) >= self.sizer.size:
                         yield batch

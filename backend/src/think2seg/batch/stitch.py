@@ -1,9 +1,10 @@
 """Merge the pieces of objects that cross tile seams into one polygon each.
 
-Every tile vectorizes only its core, in whole-pixel coordinates mapped through the raster's
-transform element by element, so two pieces that meet across a seam share their seam vertices
-exactly. Pieces that share an edge of positive length are parts of one 4-connected object and are
-unioned; pieces that only touch at a corner stay separate, as in a single-pass vectorization.
+Every tile vectorizes only its core, in whole-pixel coordinates of the raster; the caller passes
+the seam pieces in those coordinates (see ``finalize``), where two pieces that meet across a seam
+share their seam edges exactly whatever the geotransform. Pieces that share an edge of positive
+length are parts of one 4-connected object and are unioned; pieces that only touch at a corner
+stay separate, as in a single-pass vectorization.
 """
 
 from __future__ import annotations

@@ -92,6 +92,11 @@ class BatchStore:
                     "options, or pass --overwrite to start again"
                 )
             store = cls(path, stored_params, stored_stamp, crs)
+            if not _has_all_layers(path):  # killed while the file was being set up: no tile can be in it
+                _remove(path)
+                store._create()
+                store.created = True
+                return store
             store._clean(retry_failed=retry_failed)
             return store
         if path.exists() and not overwrite:
@@ -99,8 +104,7 @@ class BatchStore:
                 f"{path} already exists: pass --resume to continue the run in it, --overwrite to start again, "
                 "or choose another name"
             )
-        for leftover in (path, *(path.with_name(path.name + s) for s in ("-wal", "-shm", "-journal"))):
-            leftover.unlink(missing_ok=True)
+        _remove(path)
         store = cls(path, params, stamp, crs)
         store._create()
         store.created = True
@@ -248,6 +252,19 @@ def _concat(frames: list[gpd.GeoDataFrame]) -> gpd.GeoDataFrame:
     """One frame from several with the same columns (the first frame's types when all are empty)."""
     filled = [f for f in frames if len(f)]
     return pd.concat(filled, ignore_index=True) if len(filled) > 1 else (filled or frames)[0]
+
+
+LAYERS = ("runs", "tiles", "tile_pieces", "prompt_boxes", "prompt_points")
+
+
+def _remove(path: Path) -> None:
+    """Delete a GeoPackage and SQLite's files beside it."""
+    for leftover in (path, *(path.with_name(path.name + suffix) for suffix in ("-wal", "-shm", "-journal"))):
+        leftover.unlink(missing_ok=True)
+
+
+def _has_all_layers(path: Path) -> bool:
+    return set(LAYERS) <= {str(name) for name, _ in pyogrio.list_layers(path)}
 
 
 def _read_run(path: Path) -> tuple[BatchParams, RunStamp]:

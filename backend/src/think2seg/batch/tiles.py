@@ -45,8 +45,11 @@ def read_tiles(
                 yield item
                 continue
             if item.tile.has_data:
-                with item.timer.stage("prepare"):
-                    item.view = make_view(item.tile.pixels)
+                try:
+                    with item.timer.stage("prepare"):
+                        item.view = make_view(item.tile.pixels)
+                except (OSError, ValueError, MemoryError) as exc:  # recorded as the tile's failure; the run goes on
+                    item.error = f"cannot prepare the tile's 840x840 view: {exc}"
             yield item
 
 

@@ -127,7 +127,7 @@ def run_command(args: argparse.Namespace) -> int:
     finally:
         signal.signal(signal.SIGTERM, previous)
     print(format_batch_summary(summary))
-    return EXIT_SOME_TILES_FAILED if summary.failed else 0
+    return EXIT_SOME_TILES_FAILED if summary.failed or summary.previously_failed else 0
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -152,9 +152,11 @@ def format_batch_summary(summary: BatchSummary) -> str:
         f"batches    {summary.batch_size} tile(s) at once"
         + (f" (halved {summary.oom_splits}x on out-of-memory)" if summary.oom_splits else ""),
     ]
-    if summary.failed:
+    if summary.failed or summary.previously_failed:
+        now = f"{summary.failed} tile(s) now" if summary.failed else ""
+        earlier = f"{summary.previously_failed} in earlier runs" if summary.previously_failed else ""
         lines.append(
-            f"failed     {summary.failed} tile(s) (see the tiles layer's message column): "
+            f"failed     {' and '.join(filter(None, (now, earlier)))} (see the tiles layer's message column): "
             "run the same command with --retry-failed to redo them"
         )
     return "\n".join(lines)

@@ -71,6 +71,23 @@ def georeference(polygons: np.ndarray, transform: Affine) -> np.ndarray:
     return shapely.orient_polygons(shapely.transform(polygons, to_map), exterior_cw=False)
 
 
+def to_pixel_corners(polygons: np.ndarray, transform: Affine) -> np.ndarray:
+    """The inverse of :func:`georeference` for polygons whose vertices are pixel corners: the
+    whole-pixel coordinates they came from, exactly (rounded; other vertices are left as computed)."""
+    if not len(polygons):
+        return polygons
+    inverse = ~transform
+
+    def to_pixels(xy: np.ndarray) -> np.ndarray:
+        col = xy[:, 0] * inverse.a + xy[:, 1] * inverse.b + inverse.xoff
+        row = xy[:, 0] * inverse.d + xy[:, 1] * inverse.e + inverse.yoff
+        pixels = np.column_stack([col, row])
+        whole = np.round(pixels)
+        return np.where(np.abs(pixels - whole) < 1e-6, whole, pixels)
+
+    return shapely.transform(polygons, to_pixels)
+
+
 def _polygon(rings: list) -> Polygon:
     shell, *holes = (shapely.linearrings(np.asarray(ring, dtype=np.float64)) for ring in rings)
     return shapely.polygons(shell, holes=holes or None)
