@@ -297,7 +297,7 @@ def test_tiny_models_run_the_whole_path(tmp_path, tiny_lvlm_dir, tiny_sam2_dir, 
         by_question[question_for("ponds")]["new_tokens"] > 10
         and len(by_question[question_for("ponds")]["prompts"]) == 2
     )
-    size = 840 if protocol == "paper" else 64
-    mask = Image.open(tmp_path / f"{protocol}.json.cache" / "masks" / "s0.png")
-    assert mask.size == ((840, 840) if protocol == "paper" else (64, 48)) and max(mask.size) == size
+    assert sorted(r["sample_id"] for r in records) == [f"images/s{i}.png" for i in range(4)]
+    (mask_file,) = (tmp_path / f"{protocol}.json.cache" / "masks").glob("images_s0.png-*.png")
+    assert Image.open(mask_file).size == ((840, 840) if protocol == "paper" else (64, 48))
     assert len(list((tmp_path / f"{protocol}_worst").glob("*.png"))) == 2

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from think2seg.batching import AUTO, parse_batch_size
@@ -10,7 +11,7 @@ from think2seg.cli.options import add_model_options, model_spec, positive_int
 from think2seg.eval.datasets import DATASETS, load_samples
 from think2seg.eval.predict import PROTOCOLS, EnginePredictor
 from think2seg.eval.report import markdown
-from think2seg.eval.runner import EvalParams, evaluate
+from think2seg.eval.runner import EvalParams, cache_folder, check_outputs, evaluate
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
@@ -40,7 +41,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--resume", action="store_true", help="continue the run cached beside REPORT")
     parser.add_argument("--overwrite", action="store_true", help="discard an earlier run and report")
     parser.add_argument(
-        "--visualize", type=int, default=0, metavar="N", help="PNGs of the N worst samples beside REPORT"
+        "--visualize", type=non_negative_int, default=0, metavar="N", help="PNGs of the N worst samples beside REPORT"
     )
     parser.add_argument("-o", "--output", type=Path, required=True, metavar="REPORT.json")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -48,25 +49,48 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     parser.set_defaults(run=run)
 
 
-def run(args: argparse.Namespace) -> int:
+def non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text}")
+    return value
 
-    samples = load_samples(args.dataset, args.root, args.split, seed=args.seed)[: args.limit]
-    engine = model_spec(args).load()
-    predictor = EnginePredictor(engine, args.protocol)
+
+def run(args: argparse.Namespace) -> int:
+    """Check the dataset and the outputs, then load the models and evaluate."""
+    samples = load_samples(args.dataset, args.root, args.split, seed=args.seed, limit=args.limit)
+    check_outputs(args.output, resume=args.resume, overwrite=args.overwrite)
+    predictor = EnginePredictor(model_spec(args).load(), args.protocol)
     params = EvalParams(
         args.dataset, str(args.root.resolve()), args.split, args.protocol, args.seed, args.limit, predictor.name
     )
-    report = evaluate(
-        samples,
-        predictor,
-        args.output,
-        params,
-        batch_size=args.batch_size,
-        resume=args.resume,
-        overwrite=args.overwrite,
-        visualize=args.visualize,
-        progress=not args.quiet,
-    )
+    try:
+        report = evaluate(
+            samples,
+            predictor,
+            args.output,
+            params,
+            batch_size=args.batch_size,
+            resume=args.resume,
+            overwrite=args.overwrite,
+            visualize=args.visualize,
+            progress=not args.quiet,
+        )
+    except KeyboardInterrupt:
+        return _interrupted(args.output)
     print(markdown(report))
     print(f"\nreport: {args.output.resolve()}")
     return 0
+
+
+def _interrupted(output: Path) -> int:
+    """Ctrl-C during the run: say that the cache is kept and how to continue (exit status 130)."""
+    cache = cache_folder(output)
+    if not cache.is_dir():
+        raise KeyboardInterrupt
+    print(
+        f"think2seg: interrupted; the predictions so far are kept in {cache}: "
+        "run the same command with --resume to continue",
+        file=sys.stderr,
+    )
+    return 130

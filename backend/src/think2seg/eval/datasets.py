@@ -11,16 +11,24 @@
 - ``folder``: ``{root}/samples.json``, a list of ``{"image", "mask", "question"}`` (paths relative
   to the root; an optional ``"class"``) for users' own data.
 
+Sample ids are unique and stable, since the cache keys predictions by them: the QA file's stem
+(EarthReason), the ``ref_id`` (RRSIS-D), ``<index>-<line>`` (RefSegRS), and the image's path
+relative to the root (folder), with ``#1``, ``#2``... when one image has several questions.
+
 Masks are binary: every pixel above 0 is target. A missing or malformed file is an
-:class:`~think2seg.errors.InputError` that names it.
+:class:`~think2seg.errors.InputError` that names it; so is a mask whose size differs from its
+image's, found from the files' headers before any model loads.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import pickle  # nosec B403 - RRSIS-D ships its references as a pickle; read only from the user's dataset folder
 import random
-from collections.abc import Callable
+import warnings
+from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,19 +50,73 @@ class Sample:
     question: str
     load_mask: Callable[[], np.ndarray]
     class_name: str = ""
+    mask_source: str = ""  # the mask's file, or where the dataset keeps its annotation
+    mask_size: tuple[int, int] | None = None  # (width, height), where the dataset states it
 
 
-def load_samples(dataset: str, root: Path, split: str, *, seed: int = 0) -> list[Sample]:
-    """The samples of ``split`` in a dataset laid out under ``root``, sorted by id."""
+def load_samples(dataset: str, root: Path, split: str, *, seed: int = 0, limit: int | None = None) -> list[Sample]:
+    """The first ``limit`` samples of ``split`` in a dataset laid out under ``root``, in a stable order.
+
+    Their images exist and their masks have their images' sizes (checked from the file headers).
+    """
     readers = {"earthreason": _earthreason, "rrsisd": _rrsisd, "refsegrs": _refsegrs, "folder": _folder}
     if dataset not in readers:
         raise InputError(f"unknown dataset {dataset!r}: use one of {', '.join(DATASETS)}")
+    root = Path(root).absolute()
     if not root.is_dir():
         raise InputError(f"the dataset folder {root} does not exist")
     samples = readers[dataset](root, split, seed)
     if not samples:
         raise InputError(f"no {split} samples found for {dataset} under {root}: check --root and --split")
+    repeated = [name for name, count in Counter(s.sample_id for s in samples).items() if count > 1]
+    if repeated:
+        raise InputError(f"{dataset} under {root}: more than one sample has the id {repeated[0]!r}")
+    samples = samples[:limit]
+    check_sizes(samples)
     return samples
+
+
+def check_sizes(samples: Sequence[Sample]) -> None:
+    """Every image exists and every mask has its image's size; reads headers only."""
+    sizes: dict[Path, tuple[int, int]] = {}
+    for sample in samples:
+        image = _header_size(sample.image, "image", sample.sample_id, sizes)
+        if sample.mask_size is None and not sample.mask_source:
+            continue
+        mask = sample.mask_size or _header_size(Path(sample.mask_source), "mask", sample.sample_id, sizes)
+        if mask != image:
+            raise InputError(
+                f"the mask {sample.mask_source} is {mask[0]}x{mask[1]} px but its image {sample.image} is "
+                f"{image[0]}x{image[1]} px: pair each image with its own mask, or resize the mask to the image "
+                "(nearest neighbour)"
+            )
+
+
+def _header_size(path: Path, kind: str, sample_id: str, sizes: dict[Path, tuple[int, int]]) -> tuple[int, int]:
+    if path not in sizes:
+        if not path.is_file():
+            raise InputError(f"the {kind} {path} (sample {sample_id}) is missing")
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                with Image.open(path) as opened:  # the header only: no pixels decoded
+                    sizes[path] = opened.size
+        except (OSError, ValueError, Image.DecompressionBombError):
+            sizes[path] = _gdal_size(path, kind)
+    return sizes[path]
+
+
+def _gdal_size(path: Path, kind: str) -> tuple[int, int]:
+    """(width, height) of a file Pillow cannot open (multi-band or float GeoTIFFs and the like)."""
+    import rasterio
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # e.g. NotGeoreferencedWarning
+            with rasterio.open(path) as dataset:
+                return dataset.width, dataset.height
+    except rasterio.errors.RasterioError as exc:
+        raise InputError(f"cannot read the {kind} {path}: {exc}") from exc
 
 
 def mask_from_file(path: Path) -> np.ndarray:
@@ -62,7 +124,7 @@ def mask_from_file(path: Path) -> np.ndarray:
     try:
         with Image.open(path) as image:
             data = np.asarray(image)
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, Image.DecompressionBombError) as exc:
         raise InputError(f"cannot read the mask {path}: {exc}") from exc
     if data.ndim == 3:
         data = data[..., :3].max(axis=-1)
@@ -102,11 +164,8 @@ def _earthreason(root: Path, split: str, seed: int) -> list[Sample]:
         mask = labels / f"{qa_path.stem}.png"
         if not mask.is_file():
             raise InputError(f"the label {mask} is missing for {qa_path.name}")
-        samples.append(
-            Sample(
-                qa_path.stem, _image_for(images, qa_path.stem), question, _loader(mask), str(record.get("class", ""))
-            )
-        )
+        image = _image_for(images, qa_path.stem)
+        samples.append(_file_sample(qa_path.stem, image, question, mask, str(record.get("class", ""))))
     return samples
 
 
@@ -145,6 +204,8 @@ def _rrsisd(root: Path, split: str, seed: int) -> list[Sample]:
                 question,
                 _coco_loader(annotation["segmentation"], height, width),
                 categories.get(annotation.get("category_id"), ""),
+                mask_source=f"{instances_path} (annotation {ref['ann_id']})",
+                mask_size=(width, height),
             )
         )
     return sorted(samples, key=lambda s: s.sample_id)
@@ -164,7 +225,8 @@ def _refsegrs(root: Path, split: str, seed: int) -> list[Sample]:
         mask = root / "masks" / f"{index}.tif"
         if not mask.is_file():
             raise InputError(f"the mask {mask} is missing ({phrases.name} line {number})")
-        samples.append(Sample(f"{index}-{number}", _image_for(root / "images", index), expression, _loader(mask)))
+        image = _image_for(root / "images", index)
+        samples.append(_file_sample(f"{index}-{number}", image, expression, mask))
     return samples
 
 
@@ -173,7 +235,7 @@ def _folder(root: Path, split: str, seed: int) -> list[Sample]:
     records = _json(listing)
     if not isinstance(records, list):
         raise InputError(f"{listing} must hold a list of {{'image', 'mask', 'question'}} objects")
-    samples = []
+    entries = []
     for number, record in enumerate(records):
         if not isinstance(record, dict) or not all(
             isinstance(record.get(k), str) for k in ("image", "mask", "question")
@@ -183,14 +245,29 @@ def _folder(root: Path, split: str, seed: int) -> list[Sample]:
         for path in (image, mask):
             if not path.is_file():
                 raise InputError(f"{listing}: entry {number} names {path}, which does not exist")
-        samples.append(
-            Sample(Path(record["image"]).stem, image, record["question"], _loader(mask), record.get("class", ""))
-        )
+        entries.append((_relative(image, root), image, mask, record))
+    questions = Counter(key for key, *_ in entries)
+    asked: Counter[str] = Counter()
+    samples = []
+    for key, image, mask, record in entries:
+        asked[key] += 1
+        sample_id = f"{key}#{asked[key]}" if questions[key] > 1 else key
+        class_name = str(record.get("class", ""))
+        samples.append(_file_sample(sample_id, image, record["question"], mask, class_name))
     return samples
 
 
-def _loader(path: Path) -> Callable[[], np.ndarray]:
-    return lambda: mask_from_file(path)
+def _relative(path: Path, root: Path) -> str:
+    """``path`` relative to ``root`` in POSIX form, so an image has one id however it is spelled."""
+    try:
+        return Path(os.path.relpath(os.path.normpath(path), root)).as_posix()
+    except ValueError:  # another drive on Windows
+        return Path(os.path.normpath(path)).as_posix()
+
+
+def _file_sample(sample_id: str, image: Path, question: str, mask: Path, class_name: str = "") -> Sample:
+    """A sample whose mask is a file."""
+    return Sample(sample_id, image, question, lambda: mask_from_file(mask), class_name, mask_source=str(mask))
 
 
 def _coco_loader(segmentation: object, height: int, width: int) -> Callable[[], np.ndarray]:

@@ -19,6 +19,7 @@ from PIL import Image
 
 from think2seg.answer import InstancePrompt
 from think2seg.engine import Engine
+from think2seg.errors import InputError
 from think2seg.eval.datasets import Sample
 from think2seg.geo.arrays import tile_from_array
 from think2seg.geo.read import RasterSource
@@ -66,7 +67,12 @@ def load(sample: Sample) -> Loaded:
         tile = source.read(source.full_window)
     target = sample.load_mask()
     if target.shape != tile.pixels.shape[:2]:
-        raise ValueError(f"{sample.sample_id}: mask {target.shape} and image {tile.pixels.shape[:2]} differ in size")
+        (mask_h, mask_w), (image_h, image_w) = target.shape[:2], tile.pixels.shape[:2]
+        raise InputError(
+            f"the mask {sample.mask_source or 'of sample ' + sample.sample_id} is {mask_w}x{mask_h} px but its image "
+            f"{sample.image} is {image_w}x{image_h} px: pair each image with its own mask, or resize the mask to the "
+            "image (nearest neighbour)"
+        )
     return Loaded(sample, tile.pixels, target, tile.valid)
 
 

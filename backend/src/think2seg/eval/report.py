@@ -1,6 +1,22 @@
-"""The Markdown table printed at the end of an evaluation."""
+"""The Markdown table printed at the end of an evaluation, and the report's notes."""
 
 from __future__ import annotations
+
+# Where each layout takes a sample's class from, for the note when no sample has one.
+CLASS_SOURCES = {
+    "earthreason": 'a "class" key in each QAs/*.json; the released QA files may lack it',
+    "rrsisd": "the categories of instances.json",
+    "refsegrs": "nowhere: RefSegRS has no classes",
+    "folder": 'a "class" field in the entries of samples.json',
+}
+
+
+def notes(report: dict) -> list[str]:
+    """What a reader of the numbers must know: here, a per-class breakdown that is empty, and why."""
+    if report["metrics"].get("per_class") or not report["metrics"].get("samples"):
+        return []
+    source = CLASS_SOURCES.get(report["dataset"], "the dataset")
+    return [f"no per-class results: no sample has a class (taken from {source})"]
 
 
 def markdown(report: dict) -> str:
@@ -18,6 +34,7 @@ def markdown(report: dict) -> str:
             lines.append(
                 f"| {name} | {values['samples']} | {_pct(values['giou'])} | {_pct(values['ciou'])} | {_pct(values['precision']['0.5'])} |"
             )
+    lines += [f"\nNote: {note}" for note in report.get("notes", [])]
     return "\n".join(lines)
 
 

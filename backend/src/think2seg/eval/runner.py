@@ -2,11 +2,14 @@
 
 The cache beside the report (``REPORT.cache/``) holds the run's parameters, one JSON line per
 sample and each predicted mask as a PNG, appended and flushed as samples finish; ``resume``
-continues from it, so an interrupted run loses at most the batch in progress.
+continues from it, so an interrupted run loses at most the batch in progress. A resumed run must
+have the same parameters, and each cached sample the same image, mask and question; otherwise it
+is refused rather than mixed.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -25,6 +28,7 @@ from think2seg.errors import InputError, OutputExistsError
 from think2seg.eval.datasets import Sample
 from think2seg.eval.metrics import SampleScore, score, summarize
 from think2seg.eval.predict import Loaded, Prediction, Predictor, load
+from think2seg.eval.report import notes
 from think2seg.eval.visualize import save_worst
 from think2seg.output.atomic import atomic_output, check_output_path
 
@@ -40,6 +44,35 @@ class EvalParams:
     seed: int
     limit: int | None
     model: str
+
+
+CACHE_FORMAT = 2  # 2: unique sample ids; each record names its image and mask
+
+
+def cache_folder(report_path: Path) -> Path:
+    """Where the per-sample predictions of the run writing ``report_path`` are cached."""
+    report_path = Path(report_path).expanduser().absolute()
+    return report_path.with_name(report_path.name + ".cache")
+
+
+def check_outputs(report_path: Path, *, resume: bool = False, overwrite: bool = False) -> Path:
+    """Refuse, before any work, a run that would clobber or cannot continue an earlier one.
+
+    Returns the report's absolute path.
+    """
+    report_path = check_output_path(report_path, overwrite=True, suffixes=(".json",))
+    cache = cache_folder(report_path)
+    if overwrite:
+        return report_path
+    if not resume and report_path.exists():
+        raise OutputExistsError(
+            f"{report_path} exists: pass --resume to continue its run or --overwrite to start again"
+        )
+    if not resume and cache.exists():
+        raise OutputExistsError(f"{cache} holds an earlier run: pass --resume to continue it or --overwrite")
+    if resume and cache.exists() and not (cache / "params.json").is_file():
+        raise InputError(f"{cache} has no params.json, so it cannot be resumed: pass --overwrite to start again")
+    return report_path
 
 
 def evaluate(
@@ -59,12 +92,11 @@ def evaluate(
     ``batch_size`` ``auto`` sizes batches on the predictor's ``engine`` (1 without one); a batch
     that runs out of GPU memory is split, and the size stays halved.
     """
-    report_path = check_output_path(report_path, overwrite=True, suffixes=(".json",))
-    cache = _Cache(report_path.with_name(report_path.name + ".cache"), params, resume=resume, overwrite=overwrite)
-    if report_path.exists() and not (resume or overwrite):
-        raise OutputExistsError(
-            f"{report_path} exists: pass --resume to continue its run or --overwrite to start again"
-        )
+    if visualize < 0:
+        raise InputError(f"visualize must be 0 or more, not {visualize}")
+    report_path = check_outputs(report_path, resume=resume, overwrite=overwrite)
+    cache = _Cache(cache_folder(report_path), params, resume=resume, overwrite=overwrite)
+    cache.check(samples)
     todo = [s for s in samples if s.sample_id not in cache.scores]
     with tqdm(total=len(samples), initial=len(samples) - len(todo), unit="sample", disable=not progress) as bar:
         sizer = _sizer(batch_size, predictor)
@@ -83,6 +115,7 @@ def evaluate(
         "metrics": summarize(scores),
         "worst": [s.sample_id for s in sorted(scores, key=lambda s: (s.iou, s.sample_id))[: max(visualize, 10)]],
     }
+    report["notes"] = notes(report)
     if visualize:
         folder = report_path.with_name(report_path.stem + "_worst")
         report["visualized"] = save_worst(samples, scores, cache, folder, visualize)
@@ -112,10 +145,20 @@ class _Cache:
         elif folder.exists():
             raise OutputExistsError(f"{folder} holds an earlier run: pass --resume to continue it or --overwrite")
         (folder / "masks").mkdir(parents=True, exist_ok=True)
-        (folder / "params.json").write_text(json.dumps(asdict(params), indent=2), encoding="utf-8")
+        stored = {**asdict(params), "cache_format": CACHE_FORMAT}
+        (folder / "params.json").write_text(json.dumps(stored, indent=2), encoding="utf-8")
 
     def _load(self) -> None:
-        stored = json.loads((self.folder / "params.json").read_text(encoding="utf-8"))
+        path = self.folder / "params.json"
+        try:
+            stored = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise InputError(f"{path} cannot be read ({exc}), so the run cannot be resumed: use --overwrite") from exc
+        if not isinstance(stored, dict) or stored.get("cache_format") != CACHE_FORMAT:
+            raise InputError(
+                f"the cached run in {self.folder} was written by another think2seg version, which named samples "
+                "differently: use --overwrite to start again"
+            )
         changed = [f"{k}: {stored.get(k)!r} -> {v!r}" for k, v in asdict(self.params).items() if stored.get(k) != v]
         if changed:
             raise InputError(
@@ -132,6 +175,19 @@ class _Cache:
             except ValueError:
                 continue  # a line cut off by an interruption: that sample is redone
             self._remember(record)
+
+    def check(self, samples: Sequence[Sample]) -> None:
+        """Refuse cached predictions made for another image, mask or question under the same id."""
+        for sample in samples:
+            record = self.records.get(sample.sample_id)
+            if record is None:
+                continue
+            for key, now in (("question", sample.question), ("image", str(sample.image)), ("mask", sample.mask_source)):
+                if record.get(key) != now:
+                    raise InputError(
+                        f"the cached run in {self.folder} has another {key} for sample {sample.sample_id} "
+                        f"({record.get(key)!r}, now {now!r}): the dataset changed; use --overwrite to start again"
+                    )
 
     def _remember(self, record: dict) -> None:
         self.records[record["sample_id"]] = record
@@ -153,6 +209,8 @@ class _Cache:
         record = {
             **asdict(result),
             "question": sample.question,
+            "image": str(sample.image),
+            "mask": sample.mask_source,
             "status": prediction.status,
             "raw_answer": prediction.raw_answer,
             "prompts": [[p.box_xyxy, p.points_xy] for p in prediction.prompts],
@@ -164,5 +222,7 @@ class _Cache:
         self._remember(record)
 
     def mask_path(self, sample_id: str) -> Path:
-        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in sample_id)
-        return self.folder / "masks" / f"{safe}.png"
+        """A file name per id: the id made safe, plus a hash of it, as ``a/b`` and ``a_b`` both give ``a_b``."""
+        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in sample_id)[-80:]
+        digest = hashlib.blake2s(sample_id.encode("utf-8"), digest_size=4).hexdigest()
+        return self.folder / "masks" / f"{safe}-{digest}.png"
