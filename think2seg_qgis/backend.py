@@ -11,7 +11,7 @@ from qgis.PyQt.QtCore import QObject, QProcess, QTimer, pyqtSignal
 
 from .api.client import ApiCall, AsyncClient
 from .api.errors import ApiError
-from .log import logger
+from .log import guard_slot, logger
 from .settings import Settings
 
 POLL_MS = 3000
@@ -41,8 +41,10 @@ class Backend(QObject):
         self._timer.start(POLL_MS)
 
     def unwatch(self) -> None:
+        """Stop polling (a health check in flight still ends, harmlessly: it only updates ``status``)."""
         self._timer.stop()
 
+    @guard_slot
     def check(self) -> None:
         if self._call is not None:
             return
@@ -97,12 +99,14 @@ class Backend(QObject):
     def owns_process(self) -> bool:
         return self.process is not None and self.process.state() != QProcess.ProcessState.NotRunning
 
+    @guard_slot
     def _healthy(self, health: dict) -> None:
         self._call, self.health = None, health
         self._set(str(health.get("status", "error")), str(health.get("message", "")))
         if self.status == "ready":
             self._timer.start(POLL_MS)
 
+    @guard_slot
     def _unreachable(self, error: ApiError) -> None:
         self._call = None
         if self.status == "starting" and time.monotonic() - self._started_at < self.settings.start_timeout_s:
@@ -112,15 +116,18 @@ class Backend(QObject):
             return
         self._set("offline", error.message)
 
+    @guard_slot
     def _read_output(self) -> None:
         text = bytes(self.process.readAllStandardOutput()).decode("utf-8", errors="replace")
         self.log_lines.extend(text.splitlines())
         del self.log_lines[:-LOG_LINES]
 
+    @guard_slot
     def _exited(self, exit_code: int, _status: object) -> None:
         logger().info("the backend exited with code %s", exit_code)
         self._set("offline", f"the backend stopped (exit code {exit_code}); its log is under Log")
 
+    @guard_slot
     def _process_error(self, error: QProcess.ProcessError) -> None:
         if error == QProcess.ProcessError.FailedToStart:
             self._set(

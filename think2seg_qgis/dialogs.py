@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from qgis.core import QgsMapLayerProxyModel, QgsProject, QgsRasterLayer, QgsVectorFileWriter, QgsVectorLayer
+from qgis.core import QgsMapLayerProxyModel, QgsRasterLayer
 from qgis.gui import QgsFileWidget, QgsMapLayerComboBox
 from qgis.PyQt.QtWidgets import (
     QCheckBox,
@@ -20,6 +20,7 @@ from qgis.PyQt.QtWidgets import (
     QWidget,
 )
 
+from .export import ExportChoice
 from .settings import Settings
 from .tile import local_file
 
@@ -84,13 +85,6 @@ class SettingsDialog(QDialog):
         super().accept()
 
 
-@dataclass
-class ExportChoice:
-    path: str
-    layer_name: str
-    selected_only: bool
-
-
 class ExportDialog(QDialog):
     def __init__(self, default_path: str, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -114,24 +108,6 @@ class ExportDialog(QDialog):
         return ExportChoice(path, self.layer_name.text().strip() or "think2seg_results", self.selected.isChecked())
 
 
-def export_layer(layer: QgsVectorLayer, choice: ExportChoice) -> str:
-    """Write the layer (or its selection) to a GeoPackage layer; returns '' or the error."""
-    options = QgsVectorFileWriter.SaveVectorOptions()
-    options.driverName = "GPKG"
-    options.layerName = choice.layer_name
-    options.onlySelectedFeatures = choice.selected_only
-    options.actionOnExistingFile = (
-        QgsVectorFileWriter.ActionOnExistingFile.CreateOrOverwriteLayer
-        if Path(choice.path).exists()
-        else QgsVectorFileWriter.ActionOnExistingFile.CreateOrOverwriteFile
-    )
-    result = QgsVectorFileWriter.writeAsVectorFormatV3(
-        layer, choice.path, QgsProject.instance().transformContext(), options
-    )
-    error, message = result[0], result[1]
-    return "" if error == QgsVectorFileWriter.WriterError.NoError else (message or f"error {error}")
-
-
 @dataclass
 class BatchChoice:
     layer: QgsRasterLayer
@@ -141,6 +117,7 @@ class BatchChoice:
     overlap_px: int
     output_path: str
     resume: bool
+    overwrite: bool
 
 
 class BatchDialog(QDialog):
@@ -161,6 +138,9 @@ class BatchDialog(QDialog):
         self.output.setStorageMode(QgsFileWidget.StorageMode.SaveFile)
         self.output.setFilter("GeoPackage (*.gpkg)")
         self.resume = QCheckBox("Resume the run already in this file")
+        self.overwrite = QCheckBox("Overwrite this file (start again)")
+        self.resume.toggled.connect(lambda on: on and self.overwrite.setChecked(False))
+        self.overwrite.toggled.connect(lambda on: on and self.resume.setChecked(False))
         self.layer_box.layerChanged.connect(self._default_output)
         self._default_output(self.layer_box.currentLayer())
         form.addRow("Raster", self.layer_box)
@@ -169,6 +149,7 @@ class BatchDialog(QDialog):
         form.addRow("Overlap", self.overlap)
         form.addRow("Output GeoPackage", self.output)
         form.addRow(self.resume)
+        form.addRow(self.overwrite)
         form.addRow(_buttons(self))
 
     def _default_output(self, layer: object) -> None:
@@ -197,6 +178,7 @@ class BatchDialog(QDialog):
             self.overlap.value(),
             output,
             self.resume.isChecked(),
+            self.overwrite.isChecked(),
         )
 
 

@@ -21,11 +21,13 @@ from qgis.PyQt.QtWidgets import (
     QWidget,
 )
 
-from .api.errors import ApiError
 from .backend import Backend
+from .errors import Think2SegError
+from .log import guard_slot
+from .prompts import PromptSet
+from .results import Replaced
 from .segment_run import SegmentRun
 from .settings import Settings
-from .tile import TileError
 
 STATUS_COLOURS = {
     "ready": "#2e7d32",
@@ -136,6 +138,7 @@ class Think2SegDock(QDockWidget):
         layer = self.layer_box.currentLayer()
         return layer if isinstance(layer, QgsRasterLayer) else None
 
+    @guard_slot
     def show_status(self, status: str, message: str) -> None:
         colour = STATUS_COLOURS.get(status, "#9e9e9e")
         detail = f" — {message}" if message else ""
@@ -144,6 +147,10 @@ class Think2SegDock(QDockWidget):
         self.stop_button.setEnabled(self.backend.owns_process())
         self.start_button.setEnabled(status in ("offline", "error"))
 
+    def detach(self) -> None:
+        """Stop following the backend's status (the plugin unloads)."""
+        self.backend.statusChanged.disconnect(self.show_status)
+
     def set_running(self, running: bool) -> None:
         self.run_button.setEnabled(not running)
         self.resegment_button.setEnabled(not running)
@@ -151,55 +158,86 @@ class Think2SegDock(QDockWidget):
 
 
 class RunController:
-    """Runs a question (or a re-segmentation) from the dock and reports in it and the message bar."""
+    """Runs a question (or a re-segmentation) from the dock and reports in it and the message bar.
+
+    One run at a time: Enter or Run while a run is in flight is refused with a message.
+    ``on_reply(reply, plan, drawn)`` gets the reply, the plan of the request it answers, and the
+    hand-drawn prompts it replaces (a re-segment's) or None.
+    """
 
     def __init__(self, dock: Think2SegDock, run: SegmentRun, canvas, message_bar, on_reply) -> None:  # noqa: ANN001
         self.dock, self.segment, self.canvas, self.bar, self.on_reply = dock, run, canvas, message_bar, on_reply
         self.started = 0.0
+        self._drawn: Replaced | None = None
         run.reasoning.connect(self._reasoning)
         run.finished.connect(self._finished)
         run.failed.connect(self._failed)
         dock.cancel_button.clicked.connect(self.cancel)
 
+    @guard_slot
     def ask(self) -> None:
         question = self.dock.question_text()
         if not question:
-            self.warn("type a question first, e.g. \u201csegment the river\u201d")
+            self.warn("type a question first, e.g. “segment the river”")
             return
-        self.dock.settings.remember(question)
-        self.dock.reload_history()
-        self._start(question=question)
+        if self._start(question=question):
+            self.dock.settings.remember(question)
+            self.dock.reload_history()
 
-    def resegment(self, prompts: list[dict]) -> None:
-        if not prompts:
+    @guard_slot
+    def resegment(self, prompt_set: PromptSet) -> None:
+        if not prompt_set.prompts:
             self.warn("no prompts to re-segment: run a question first, or draw a box or points")
             return
-        self._start(prompts=prompts)
+        if self._start(prompts=prompt_set.prompts):
+            self._drawn = prompt_set.drawn
 
+    @guard_slot
     def cancel(self) -> None:
+        if not self.segment.busy():
+            return
         self.segment.cancel()
+        self._drawn = None
         self.dock.set_running(False)
         self.dock.result.setText("Cancelled.")
+
+    def close(self) -> None:
+        """Abort the run in flight and stop listening (the plugin unloads; the dock goes away)."""
+        self.segment.cancel()
+        self._drawn = None
+        for signal, slot in (
+            (self.segment.reasoning, self._reasoning),
+            (self.segment.finished, self._finished),
+            (self.segment.failed, self._failed),
+        ):
+            signal.disconnect(slot)
 
     def warn(self, text: str, level: Qgis.MessageLevel = Qgis.MessageLevel.Warning) -> None:
         self.bar.pushMessage("Think2Seg", text, level=level, duration=8)
 
-    def _start(self, **what: object) -> None:
-        self.dock.reasoning.clear()
+    def _start(self, **what: object) -> bool:
+        if self.segment.busy():
+            self.warn("a run is already in progress: wait for it to finish, or press Cancel", Qgis.MessageLevel.Info)
+            return False
         try:
             self.segment.start(self.canvas, self.dock.layer(), **what)
-        except TileError as exc:
+        except Think2SegError as exc:
             self.warn(str(exc))
-            return
+            return False
+        self.dock.reasoning.clear()
         self.started = time.monotonic()
         self.dock.set_running(True)
         self.dock.result.setText("Working…")
+        return True
 
+    @guard_slot
     def _reasoning(self, text: str) -> None:
         self.dock.reasoning.moveCursor(QTextCursor.MoveOperation.End)
         self.dock.reasoning.insertPlainText(text)
 
+    @guard_slot
     def _finished(self, reply: dict, plan) -> None:  # noqa: ANN001
+        drawn, self._drawn = self._drawn, None
         self.dock.set_running(False)
         seconds = time.monotonic() - self.started
         count = len(reply.get("features", []))
@@ -213,12 +251,14 @@ class RunController:
         self.dock.result.setText(f"{status}: {count} polygon(s), {_area(area)}, {seconds:.1f} s")
         if status == "unparseable":
             self.warn("the model's answer could not be read; its text is in the panel", Qgis.MessageLevel.Info)
-        self.on_reply(reply, plan)
+        self.on_reply(reply, plan, drawn)
 
-    def _failed(self, error: ApiError) -> None:
+    @guard_slot
+    def _failed(self, error: Think2SegError) -> None:
+        self._drawn = None
         self.dock.set_running(False)
-        self.dock.result.setText(f"Failed: {error.message}")
-        self.warn(error.message, Qgis.MessageLevel.Critical)
+        self.dock.result.setText(f"Failed: {error}")
+        self.warn(str(error), Qgis.MessageLevel.Critical)
 
 
 def _area(area_m2: float) -> str:

@@ -9,6 +9,7 @@ from qgis.core import QgsTask
 
 from .api.client import BlockingClient
 from .api.errors import ApiError
+from .log import guard_slot
 from .settings import Settings
 
 POLL_S = 1.0
@@ -43,8 +44,10 @@ def job_request(
     tile_size_px: int,
     overlap_px: int,
     resume: bool,
+    overwrite: bool = False,
     settings: Settings,
 ) -> dict:
+    """The JobRequest body; ``resume`` continues the run in ``output_path``, ``overwrite`` starts it again."""
     return {
         "raster_path": raster_path,
         "output_path": output_path,
@@ -52,6 +55,7 @@ def job_request(
         "tile_size_px": tile_size_px,
         "overlap_px": overlap_px,
         "resume": resume,
+        "overwrite": overwrite,
         "simplify_px": settings.simplify_px,
         "min_area_m2": settings.min_area_m2,
     }
@@ -76,6 +80,7 @@ class BatchJobTask(QgsTask):
             return False
         return self.job_status.get("state") == "done"
 
+    @guard_slot
     def finished(self, result: bool) -> None:  # noqa: FBT001 - QgsTask's signature
         if self.job_status is None and not self.error:
             self.error = "the batch job was cancelled before it started"

@@ -7,6 +7,7 @@ from pathlib import Path
 from qgis.core import (
     Qgis,
     QgsApplication,
+    QgsCoordinateReferenceSystem,
     QgsCoordinateTransform,
     QgsProject,
     QgsRectangle,
@@ -20,14 +21,17 @@ from . import prompts as prompt_tools
 from .api.client import AsyncClient
 from .backend import Backend
 from .compat import QAction, QUndoStack
-from .dialogs import BatchDialog, ExportDialog, LogDialog, SettingsDialog, export_layer
+from .dialogs import BatchDialog, ExportDialog, LogDialog, SettingsDialog
 from .dock import RunController, Think2SegDock
+from .errors import Think2SegError
+from .export import ExportChoice, export_results
 from .jobs import BatchJobTask, job_request
-from .log import logger
+from .log import guard_slot, logger
 from .processing.provider import Think2SegProvider
-from .results import AddRunCommand, ResultStore, results_path
+from .results import AddRunCommand, Replaced, ResultStore, reply_crs, results_path
 from .segment_run import SegmentRun
 from .settings import Settings
+from .tile import TilePlan
 
 ICON = Path(__file__).resolve().parent / "icons" / "think2seg.svg"
 
@@ -46,6 +50,7 @@ class Think2SegPlugin:
         self.provider: Think2SegProvider | None = None
         self.tool: prompt_tools.PromptTool | None = None
         self.tasks: list[BatchJobTask] = []
+        self.unloaded = False
 
     # --- QGIS plugin interface -------------------------------------------------------------------
 
@@ -72,6 +77,15 @@ class Think2SegPlugin:
         self.backend.watch()
 
     def unload(self) -> None:
+        """Undo initGui: abort the question in flight, cancel batch tasks, stop the backend we started.
+
+        Callbacks that arrive later (a task's end, a health check) find ``self.unloaded`` and do nothing.
+        """
+        self.unloaded = True
+        if self.controller is not None:
+            self.controller.close()
+        for task in list(self.tasks):
+            task.cancel()  # the task asks the backend to stop the job, which stays resumable
         self.backend.unwatch()
         self.backend.stop_and_wait()
         if self.provider is not None:
@@ -82,9 +96,10 @@ class Think2SegPlugin:
             self.iface.removeToolBarIcon(self.action)
             self.iface.removePluginMenu("&Think2Seg", self.action)
         if self.dock is not None:
+            self.dock.detach()
             self.iface.removeDockWidget(self.dock)
             self.dock.deleteLater()
-        self.dock = self.controller = self.action = self.provider = None
+        self.dock = self.controller = self.action = self.provider = self.tool = None
 
     # --- actions ---------------------------------------------------------------------------------------
 
@@ -101,11 +116,13 @@ class Think2SegPlugin:
         dock.draw_box_button.clicked.connect(lambda: self._draw("box"))
         dock.draw_point_button.clicked.connect(lambda: self._draw("point"))
 
+    @guard_slot
     def start_backend(self) -> None:
         problem = self.backend.start()
         if problem:
             self._message(problem, Qgis.MessageLevel.Warning)
 
+    @guard_slot
     def resegment(self) -> None:
         layer = self.dock.layer()
         if layer is None:
@@ -113,20 +130,28 @@ class Think2SegPlugin:
             return
         self.controller.resegment(prompt_tools.collect(self.store, layer))
 
+    @guard_slot
     def export(self) -> None:
-        layer = self._results_layer()
-        if layer is None:
-            self._message("there are no results to export yet", Qgis.MessageLevel.Info)
+        layers = [layer for layer in self.store.results_layers() if layer.featureCount() > 0]
+        if not layers:
+            self._message("there are no results to export yet: ask a question first", Qgis.MessageLevel.Info)
             return
         dialog = ExportDialog(str(results_path(QgsProject.instance()).with_name("think2seg_export.gpkg")), self.dock)
-        if dialog.exec() != QDialog.DialogCode.Accepted:
-            return
-        error = export_layer(layer, dialog.choice())
-        if error:
-            self._message(f"export failed: {error}", Qgis.MessageLevel.Critical)
-        else:
-            self._message(f"exported to {dialog.choice().path}", Qgis.MessageLevel.Success)
+        if dialog.exec() == QDialog.DialogCode.Accepted:
+            self.export_to(layers, dialog.choice())
 
+    def export_to(self, layers: list[QgsVectorLayer], choice: ExportChoice) -> None:
+        """Export ``layers`` as the user chose and say what was written (or why not)."""
+        try:
+            written = export_results(layers, choice)
+        except Think2SegError as exc:
+            self._message(f"export failed: {exc}", Qgis.MessageLevel.Critical)
+            return
+        polygons = sum(count for _name, count in written)
+        names = ", ".join(name for name, _count in written)
+        self._message(f"exported {polygons} polygon(s) to {choice.path} (layer {names})", Qgis.MessageLevel.Success)
+
+    @guard_slot
     def batch(self) -> None:
         dialog = BatchDialog(self.dock.question_text(), self.dock.layer(), self.dock)
         if dialog.exec() != QDialog.DialogCode.Accepted:
@@ -142,6 +167,7 @@ class Think2SegPlugin:
             tile_size_px=choice.tile_size_px,
             overlap_px=choice.overlap_px,
             resume=choice.resume,
+            overwrite=choice.overwrite,
             settings=self.settings,
         )
         self.start_job(request)
@@ -152,25 +178,42 @@ class Think2SegPlugin:
         QgsApplication.taskManager().addTask(task)
         return task
 
+    @guard_slot
     def edit_settings(self) -> None:
         if SettingsDialog(self.settings, self.dock).exec() == QDialog.DialogCode.Accepted:
             self.backend.check()
 
     # --- results -----------------------------------------------------------------------------------------
 
-    def _add_reply(self, reply: dict, plan) -> None:  # noqa: ANN001
-        raster = plan.raster_path or plan.layer.source()
-        try:
-            run = self.store.features(reply, plan.crs, raster)
-        except OSError as exc:  # e.g. the results GeoPackage is not writable
-            self._message(f"cannot save the results: {exc}", Qgis.MessageLevel.Critical)
+    @guard_slot
+    def _add_reply(self, reply: dict, plan: TilePlan, drawn: Replaced | None) -> None:
+        """Save a reply's polygons and prompts as one undo step, in the CRS the reply says they are in."""
+        if self.unloaded:
             return
         label = reply.get("question") or "re-segment"
-        self.undo.push(AddRunCommand(self.store, run, f"Think2Seg: {label}"))
+        try:
+            crs = reply_crs(reply, plan.crs)
+            run = self.store.features(reply, crs, plan.raster_path or plan.layer.source())
+            command = AddRunCommand(self.store, run, f"Think2Seg: {label}", replaced=drawn, report=self._undo_failed)
+            command.apply()
+        except Think2SegError as exc:  # e.g. the results GeoPackage is read-only or locked
+            self._message(f"the results were not saved: {exc}", Qgis.MessageLevel.Critical)
+            return
+        self.undo.push(command)
+        if crs != plan.crs:
+            self._message(
+                f"the backend answered in {crs.authid() or crs.description()}, not in the layer's "
+                f"{plan.crs.authid() or plan.crs.description()} (the file's own CRS differs from the layer's): "
+                "the polygons are kept in the backend's CRS, in their own results layer",
+                Qgis.MessageLevel.Warning,
+            )
         if run.results:
-            self._zoom_to(run.results, plan.crs)
+            self._zoom_to(run.results, crs)
 
-    def _zoom_to(self, features: list, crs) -> None:  # noqa: ANN001
+    def _undo_failed(self, text: str) -> None:
+        self._message(text, Qgis.MessageLevel.Critical)
+
+    def _zoom_to(self, features: list, crs: QgsCoordinateReferenceSystem) -> None:
         extent = QgsRectangle()
         for feature in features:
             extent.combineExtentWith(feature.geometry().boundingBox())
@@ -181,22 +224,13 @@ class Think2SegPlugin:
         canvas.setExtent(extent)
         canvas.refresh()
 
-    def _results_layer(self) -> QgsVectorLayer | None:
-        layer = self.dock.layer()
-        if layer is not None:
-            return self.store.layers(layer.crs())["results"]
-        return next(
-            (
-                lyr
-                for lyr in QgsProject.instance().mapLayers().values()
-                if lyr.customProperty("think2seg/role") == "results"
-            ),
-            None,
-        )
-
+    @guard_slot
     def _job_done(self, task: BatchJobTask, status: dict | None, error: str) -> None:
         if task in self.tasks:
             self.tasks.remove(task)
+        if self.unloaded:
+            logger().info("a batch job ended after the plugin was unloaded: %s", error or (status or {}).get("state"))
+            return
         if error or status is None:
             self._message(f"batch job failed: {error}", Qgis.MessageLevel.Critical)
             return
@@ -207,9 +241,11 @@ class Think2SegPlugin:
         QgsProject.instance().addMapLayer(layer)
         self._message(f"batch job done: {status['message']}", Qgis.MessageLevel.Success)
 
+    @guard_slot
     def _draw(self, kind: str) -> None:
         canvas = self.iface.mapCanvas()
         self.tool = prompt_tools.PromptTool(canvas, self.store, self.dock.layer, kind)
+        self.tool.refused.connect(lambda text: self._message(text, Qgis.MessageLevel.Warning))
         canvas.setMapTool(self.tool)
 
     def _message(self, text: str, level: Qgis.MessageLevel) -> None:

@@ -3,8 +3,8 @@
 The file is ``think2seg_results.gpkg`` beside the saved project, else in the user's QGIS profile
 folder. Each raster CRS gets its own tables (polygons, prompt boxes, prompt points), shown as the
 layers "Think2Seg results", "Think2Seg prompt boxes" and "Think2Seg prompt points" in a "Think2Seg"
-group. Features are written through the data provider, i.e. saved at once; undoing a run deletes
-its features again (see :class:`AddRunCommand`).
+group. Features are written through the data provider, i.e. saved at once, and every write is
+checked; undoing a run deletes its features again (see :class:`AddRunCommand`).
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import re
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,8 +30,11 @@ from qgis.core import (
 )
 
 from . import compat, styles
+from .api.errors import ApiError
 from .compat import QUndoCommand
+from .errors import ResultsError
 from .geojson import to_wkt
+from .log import guard_slot, logger
 
 ROLE = "think2seg/role"
 CRS_KEY = "think2seg/crs"
@@ -70,22 +74,31 @@ class RunFeatures:
 
 
 class ResultStore:
-    """Finds or creates the results layers for a CRS, adds and removes runs."""
+    """Finds or creates the results layers for a CRS, adds and removes runs.
+
+    Every write is checked: a failure raises :class:`~.errors.ResultsError` (read-only or locked
+    GeoPackage, full disk) and leaves the layers as they were.
+    """
 
     def __init__(self, project: QgsProject) -> None:
         self.project = project
 
+    def find(self, crs: QgsCoordinateReferenceSystem) -> dict[str, QgsVectorLayer] | None:
+        """The three layers for ``crs`` when the project has them; creates nothing."""
+        found = self._found(crs)
+        return found if len(found) == len(NAMES) else None
+
     def layers(self, crs: QgsCoordinateReferenceSystem) -> dict[str, QgsVectorLayer]:
-        key = crs_key(crs)
-        found = {
-            layer.customProperty(ROLE): layer
-            for layer in self.project.mapLayers().values()
-            if layer.customProperty(ROLE) and layer.customProperty(CRS_KEY) == key
-        }
+        """The three layers for ``crs``, created (tables in the GeoPackage, layers in the project) if missing."""
+        found = self._found(crs)
         for role in NAMES:
             if role not in found:
                 found[role] = self._create(role, crs)
         return found
+
+    def results_layers(self) -> list[QgsVectorLayer]:
+        """Every Think2Seg results layer of the project, whatever its CRS."""
+        return [layer for layer in self.project.mapLayers().values() if layer.customProperty(ROLE) == "results"]
 
     def features(self, reply: dict, crs: QgsCoordinateReferenceSystem, raster: str) -> RunFeatures:
         """Features for a segment reply (GeoJSON in ``crs``)."""
@@ -125,24 +138,74 @@ class ResultStore:
         return RunFeatures(stamp["run_id"], crs, results, boxes, points)
 
     def add(self, run: RunFeatures) -> None:
+        """Save a run's features, all or nothing."""
         layers = self.layers(run.crs)
-        for role, features in (("results", run.results), ("boxes", run.boxes), ("points", run.points)):
-            if features:
-                layers[role].dataProvider().addFeatures(features)
-                layers[role].updateExtents()
-                layers[role].triggerRepaint()
+        try:
+            for role, features in (("results", run.results), ("boxes", run.boxes), ("points", run.points)):
+                if features:
+                    self.write(layers[role], features)
+        except ResultsError:
+            self.take_back(run)
+            raise
 
     def remove(self, run: RunFeatures) -> None:
-        for layer in self.layers(run.crs).values():
-            request = QgsFeatureRequest().setFilterExpression(f"\"run_id\" = '{run.run_id}'")
-            ids = [feature.id() for feature in layer.getFeatures(request)]
-            if ids:
-                layer.dataProvider().deleteFeatures(ids)
-                layer.triggerRepaint()
+        request = QgsFeatureRequest().setFilterExpression(f"\"run_id\" = '{run.run_id}'")
+        for layer in self._found(run.crs).values():
+            self._delete(layer, [feature.id() for feature in layer.getFeatures(request)])
+
+    def write(self, layer: QgsVectorLayer, features: list[QgsFeature]) -> list[QgsFeature]:
+        """Add ``features`` to the layer's file at once; returns them with their new ids."""
+        ok, added = layer.dataProvider().addFeatures(features)
+        if not ok:
+            raise ResultsError(_cannot_save(layer, "add features to"))
+        layer.updateExtents()
+        layer.triggerRepaint()
+        return added
+
+    def take(self, replaced: Replaced) -> None:
+        """Delete the ``replaced`` features (those still there), keeping their current state to put back."""
+        for role, layer in (self.find(replaced.crs) or {}).items():
+            ids = [feature.id() for feature in replaced.features.get(role, [])]
+            current = list(layer.getFeatures(QgsFeatureRequest().setFilterFids(ids))) if ids else []
+            self._delete(layer, [feature.id() for feature in current])
+            replaced.features[role] = current
+
+    def put_back(self, replaced: Replaced) -> None:
+        """Add the ``replaced`` features again (their ids change)."""
+        layers = self.layers(replaced.crs)
+        for role, features in replaced.features.items():
+            if features:
+                replaced.features[role] = self.write(layers[role], features)
+
+    def _delete(self, layer: QgsVectorLayer, ids: list[int]) -> None:
+        if not ids:
+            return
+        if not layer.dataProvider().deleteFeatures(ids):
+            raise ResultsError(_cannot_save(layer, "delete features from"))
+        layer.triggerRepaint()
+
+    def take_back(self, run: RunFeatures) -> None:
+        """Remove a run that could be saved only in part (a failure here is logged: the error that
+        caused it is the one to report)."""
+        try:
+            self.remove(run)
+        except ResultsError as exc:
+            logger().warning("a partly saved run (%s) could not be taken back: %s", run.run_id, exc)
+
+    def _found(self, crs: QgsCoordinateReferenceSystem) -> dict[str, QgsVectorLayer]:
+        key = crs_key(crs)
+        return {
+            layer.customProperty(ROLE): layer
+            for layer in self.project.mapLayers().values()
+            if layer.customProperty(ROLE) and layer.customProperty(CRS_KEY) == key
+        }
 
     def _create(self, role: str, crs: QgsCoordinateReferenceSystem) -> QgsVectorLayer:
         path = results_path(self.project)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ResultsError(f"cannot create the folder {path.parent} for the results ({exc})") from exc
         table = f"{role}_{re.sub(r'[^a-z0-9]+', '_', crs_key(crs).lower())}"
         if not _has_table(path, table):
             _create_table(path, table, role, crs)
@@ -165,6 +228,25 @@ class ResultStore:
         root = self.project.layerTreeRoot()
         group = root.findGroup(GROUP) or root.insertGroup(0, GROUP)
         group.addLayer(layer)
+
+
+def reply_crs(reply: dict, expected: QgsCoordinateReferenceSystem) -> QgsCoordinateReferenceSystem:
+    """The CRS the reply's coordinates are in: ``expected`` when the reply says the same CRS.
+
+    Reads ``crs_wkt``, else the GeoJSON ``crs`` name; raises :class:`~.api.errors.ApiError` when
+    the reply names no CRS QGIS knows (its coordinates cannot be placed safely).
+    """
+    crs = QgsCoordinateReferenceSystem.fromWkt(reply["crs_wkt"]) if reply.get("crs_wkt") else None
+    if crs is None or not crs.isValid():
+        crs = QgsCoordinateReferenceSystem()
+        crs.createFromOgcWmsCrs(str(((reply.get("crs") or {}).get("properties") or {}).get("name", "")))
+    if not crs.isValid():
+        raise ApiError(
+            "invalid_reply",
+            "the backend's reply does not say which CRS its polygons are in, so they were not added: "
+            "update the think2seg backend",
+        )
+    return expected if crs == expected else crs
 
 
 def crs_key(crs: QgsCoordinateReferenceSystem) -> str:
@@ -208,18 +290,84 @@ def _create_table(path: Path, table: str, role: str, crs: QgsCoordinateReference
     message = writer.errorMessage()
     del writer  # closes the file
     if error:
-        raise OSError(f"cannot create the results table {table} in {path}: {message}")
+        raise ResultsError(
+            f"cannot create the results table {table} in {path} ({message}): check that the folder is "
+            "writable and that no other program holds the GeoPackage open"
+        )
+
+
+def _cannot_save(layer: QgsVectorLayer, action: str) -> str:
+    errors = layer.dataProvider().errors()
+    detail = errors[-1] if errors else "the file is read-only or locked"
+    return (
+        f"cannot {action} {layer.name()} in {layer.source().split('|')[0]} ({detail}): close other programs "
+        "that have this GeoPackage open and check that it is writable, or save the project in a writable folder"
+    )
+
+
+@dataclass
+class Replaced:
+    """Features a run replaces, by layer role ("boxes", "points"), in the layers of ``crs``: the
+    hand-drawn prompts a re-segment sent. Their ids are kept current as they are taken and put back."""
+
+    crs: QgsCoordinateReferenceSystem
+    features: dict[str, list[QgsFeature]]
 
 
 class AddRunCommand(QUndoCommand):
-    """One run on the undo stack: redo adds its features, undo deletes them."""
+    """One run on the undo stack: saves its features and takes away the prompts it replaced; undo
+    reverses both.
 
-    def __init__(self, store: ResultStore, run: RunFeatures, text: str) -> None:
+    Call :meth:`apply` before pushing it: it raises :class:`~.errors.ResultsError` with nothing
+    changed when the run cannot be saved, so a failed run never becomes an undo step. Later redo and
+    undo failures go to ``report``.
+    """
+
+    def __init__(
+        self,
+        store: ResultStore,
+        run: RunFeatures,
+        text: str,
+        *,
+        replaced: Replaced | None = None,
+        report: Callable[[str], None],
+    ) -> None:
         super().__init__(text)
-        self.store, self.run = store, run
+        self.store, self.run, self.replaced, self.report = store, run, replaced, report
+        self._pushed_done = False
 
+    def apply(self) -> None:
+        """Do the run now (before the push, whose redo() then does nothing); raises ResultsError."""
+        self._do()
+        self._pushed_done = True
+
+    @guard_slot
     def redo(self) -> None:
-        self.store.add(self.run)
+        if self._pushed_done:
+            self._pushed_done = False
+            return
+        self._try(self._do)
 
+    @guard_slot
     def undo(self) -> None:
+        self._try(self._revert)
+
+    def _do(self) -> None:
+        self.store.add(self.run)
+        if self.replaced is not None:
+            try:
+                self.store.take(self.replaced)
+            except ResultsError:
+                self.store.take_back(self.run)
+                raise
+
+    def _revert(self) -> None:
         self.store.remove(self.run)
+        if self.replaced is not None:
+            self.store.put_back(self.replaced)
+
+    def _try(self, action: Callable[[], None]) -> None:
+        try:
+            action()
+        except ResultsError as exc:
+            self.report(f"{self.text()}: {exc}")

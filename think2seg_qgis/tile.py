@@ -25,11 +25,9 @@ from qgis.gui import QgsMapCanvas
 from qgis.PyQt.QtCore import QBuffer, QByteArray, QIODevice, QSize
 from qgis.PyQt.QtGui import QColor
 
+from .errors import TileError
+from .log import guard_slot
 from .settings import Settings
-
-
-class TileError(Exception):
-    """The visible part of the layer cannot be sent; the message says what to do."""
 
 
 @dataclass
@@ -124,15 +122,20 @@ class TileRender:
         settings.setOutputSize(QSize(width, height))
         settings.setExtent(plan.bounds)
         settings.setBackgroundColor(QColor(0, 0, 0, 0))  # outside the layer stays transparent: nodata
-        self._settings, self._on_done = settings, on_done
+        self._settings, self._on_done, self._cancelled = settings, on_done, False
         self._job = QgsMapRendererParallelJob(settings)
         self._job.finished.connect(self._finished)
         self._job.start()
 
     def cancel(self) -> None:
+        """Stop rendering; ``on_done`` is not called afterwards."""
+        self._cancelled = True
         self._job.cancelWithoutBlocking()
 
+    @guard_slot
     def _finished(self) -> None:
+        if self._cancelled:
+            return
         image = self._job.renderedImage()
         data = QByteArray()
         buffer = QBuffer(data)

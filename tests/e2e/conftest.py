@@ -6,6 +6,7 @@ models are built there too (cached in .pytest_cache, shared with the backend tes
 
 from __future__ import annotations
 
+import logging
 import shutil
 import sys
 import tempfile
@@ -29,10 +30,23 @@ def backend():
     shutil.rmtree(folder, ignore_errors=True)
 
 
+class _Collect(logging.Handler):
+    def __init__(self, records: list[logging.LogRecord]) -> None:
+        super().__init__(logging.ERROR)
+        self.records = records
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
 @pytest.fixture
 def plugin(qgis_iface, project, backend):
+    """The plugin against the real backend; fails the test if a Qt slot hit an unexpected error."""
     import think2seg_qgis
 
+    errors: list[logging.LogRecord] = []
+    handler = _Collect(errors)
+    logging.getLogger("think2seg_qgis").addHandler(handler)
     plugin = think2seg_qgis.classFactory(qgis_iface)
     plugin.settings.backend_url = backend.url
     plugin.settings.token_file = str(backend.token_file)
@@ -41,6 +55,8 @@ def plugin(qgis_iface, project, backend):
     qgis_iface.messageBar().clear_messages()
     yield plugin
     plugin.unload()
+    logging.getLogger("think2seg_qgis").removeHandler(handler)
+    assert not errors, [record.getMessage() for record in errors]
 
 
 @pytest.fixture

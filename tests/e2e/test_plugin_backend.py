@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import zipfile
 
+import pytest
 from qgis.core import (
     Qgis,
     QgsApplication,
     QgsCoordinateReferenceSystem,
-    QgsCoordinateTransform,
     QgsGeometry,
     QgsProject,
     QgsRasterLayer,
@@ -16,7 +16,7 @@ from qgis.core import (
     QgsVectorLayer,
 )
 
-from think2seg_qgis.dialogs import ExportChoice, export_layer
+from think2seg_qgis.export import ExportChoice, export_layer
 from think2seg_qgis.jobs import job_request
 
 from conftest import wait_until
@@ -80,24 +80,41 @@ def test_question_puts_polygons_in_the_results_layer_and_undo_removes_them(plugi
     assert QgsVectorLayer(f"{choice.path}|layername=one", "one", "ogr").featureCount() == 1
 
 
-def test_canvas_in_another_crs_sends_the_right_bounds(plugin, raster_layer, qgis_iface):
-    canvas = qgis_iface.mapCanvas()
-    wanted = QgsRectangle(512100, 5261650, 512350, 5261900)
-    web_mercator = QgsCoordinateReferenceSystem("EPSG:3857")
-    to_canvas = QgsCoordinateTransform(raster_layer.crs(), web_mercator, QgsProject.instance())
-    canvas.setDestinationCrs(web_mercator)
-    canvas.setExtent(to_canvas.transformBoundingBox(wanted))
+# A Web Mercator view and the bounds it must give on the sample raster (EPSG:32633, 512000..512384 E,
+# 5261616..5262000 N), computed apart from QGIS with pyproj (PROJ 9):
+#   Transformer.from_crs("EPSG:3857", "EPSG:32633", always_xy=True).transform_bounds(*VIEW_3857, densify_pts=21)
+#   = (512180.818, 5261570.532, 512451.962, 5261840.849), clipped to the raster below.
+# The view's image is slightly rotated (meridian convergence), so its west edge spans 512180.818..512181.379.
+VIEW_3857 = QgsRectangle(1687800.0, 6025300.0, 1688200.0, 6025700.0)  # square, like the 600x600 test canvas
+EXPECTED_32633 = (512180.818, 5261616.0, 512384.0, 5261840.849)
+
+
+@pytest.fixture
+def square_canvas(qgis_iface):
+    """The test canvas laid out at its 600x600 size (hidden, its map is 98x28 px), so a square view
+    is shown exactly as set."""
+    window, canvas = qgis_iface.mainWindow(), qgis_iface.mapCanvas()
+    window.show()
+    size = canvas.mapSettings().outputSize
+    assert wait_until(lambda: size().width() == size().height() > 100, 5), size()
+    yield canvas
+    window.hide()
+
+
+def test_canvas_in_another_crs_sends_the_right_bounds(plugin, raster_layer, square_canvas):
+    canvas = square_canvas
+    canvas.setDestinationCrs(QgsCoordinateReferenceSystem("EPSG:3857"))
+    canvas.setExtent(VIEW_3857)
+    assert canvas.extent().toString(3) == VIEW_3857.toString(3)  # the view is exactly the one set
     plugin.dock.layer_box.setLayer(raster_layer)
-    back = QgsCoordinateTransform(web_mercator, raster_layer.crs(), QgsProject.instance())
-    expected = back.transformBoundingBox(canvas.extent()).intersect(
-        raster_layer.extent()
-    )  # before zooming to the result
     ask(plugin, "segment the river")
     plan = plugin.controller.segment.plan
-    assert plan.crs.authid() == "EPSG:32633" and plan.bounds == expected
-    assert expected.contains(wanted) or expected.intersects(wanted)
+    bounds = (plan.bounds.xMinimum(), plan.bounds.yMinimum(), plan.bounds.xMaximum(), plan.bounds.yMaximum())
+    assert plan.crs.authid() == "EPSG:32633"
+    assert all(abs(got - want) < 0.01 for got, want in zip(bounds, EXPECTED_32633)), bounds
+    assert plan.reference_body()["bounds_crs"] == "EPSG:32633"
     results = plugin.store.layers(raster_layer.crs())["results"]
-    footprint = QgsGeometry.fromRect(expected).buffer(
+    footprint = QgsGeometry.fromRect(QgsRectangle(*EXPECTED_32633)).buffer(
         raster_layer.rasterUnitsPerPixelX(), 1
     )  # windows snap out to whole pixels
     assert results.featureCount() > 0 and all(footprint.contains(f.geometry()) for f in results.getFeatures())
@@ -138,7 +155,7 @@ def test_resegment_runs_sam_alone_on_the_moved_prompts(plugin, raster_layer, qgi
     boxes.dataProvider().changeGeometryValues({box.id(): QgsGeometry.fromRect(moved)})
     from think2seg_qgis.prompts import collect
 
-    sent = collect(plugin.store, raster_layer)
+    sent = collect(plugin.store, raster_layer).prompts
     assert len(sent) == 1 and sent[0]["box"] == [moved.xMinimum(), moved.yMinimum(), moved.xMaximum(), moved.yMaximum()]
     assert len(sent[0]["points"]) == 2
     plugin.resegment()
@@ -150,6 +167,25 @@ def test_resegment_runs_sam_alone_on_the_moved_prompts(plugin, raster_layer, qgi
     returned = [f.geometry().boundingBox() for f in boxes.getFeatures() if f.id() != box.id()]
     assert len(returned) == 1 and returned[0].toString(3) == moved.toString(3)  # the server segmented the moved box
     assert plugin.undo.count() == 2
+
+
+def test_drawn_box_is_resegmented_once_then_the_returned_prompts_again(plugin, raster_layer, qgis_iface):
+    from think2seg_qgis.prompts import DRAWN, add_drawn
+
+    view(qgis_iface.mapCanvas(), raster_layer)
+    plugin.dock.layer_box.setLayer(raster_layer)
+    add_drawn(plugin.store, raster_layer, "box", QgsGeometry.fromRect(QgsRectangle(512100, 5261700, 512200, 5261800)))
+    layers = plugin.store.layers(raster_layer.crs())
+    for _ in range(2):  # the second time sends the first reply's prompts: the drawn box is gone
+        plugin.resegment()
+        assert wait_until(lambda: plugin.dock.run_button.isEnabled(), 60)
+        assert not messages(qgis_iface), messages(qgis_iface)
+        assert not [f for f in layers["boxes"].getFeatures() if f["run_id"] == DRAWN]
+    assert plugin.undo.count() == 2 and layers["boxes"].featureCount() == 2
+    view(qgis_iface.mapCanvas(), raster_layer, QgsRectangle(512300, 5261616, 512384, 5261700))  # pan away
+    plugin.resegment()
+    warnings = messages(qgis_iface, Qgis.MessageLevel.Warning)
+    assert any("pan or zoom" in m for m in warnings) and not messages(qgis_iface), warnings
 
 
 def test_batch_job_shows_progress_can_be_cancelled_and_adds_its_layer(plugin, raster_layer, backend, qgis_iface):

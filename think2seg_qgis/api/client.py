@@ -14,17 +14,26 @@ from qgis.core import QgsBlockingNetworkRequest, QgsNetworkAccessManager
 from qgis.PyQt.QtCore import QByteArray, QObject, QUrl, pyqtSignal
 from qgis.PyQt.QtNetwork import QHttpMultiPart, QHttpPart, QNetworkReply, QNetworkRequest
 
+from ..log import guard_slot
 from ..settings import Settings
-from .errors import ApiError, from_reply, offline
+from .errors import ApiError, from_reply, offline, timed_out
 from .sse import SseParser
 
 _CONNECTION_ERRORS = {
     QNetworkReply.NetworkError.ConnectionRefusedError,
     QNetworkReply.NetworkError.HostNotFoundError,
     QNetworkReply.NetworkError.RemoteHostClosedError,
-    QNetworkReply.NetworkError.TimeoutError,
-    QNetworkReply.NetworkError.OperationCanceledError,
+    QNetworkReply.NetworkError.TimeoutError,  # connecting timed out: the host does not answer at all
 }
+# Qt ends a transfer that stays silent longer than the transfer timeout (ours, or QGIS's network
+# timeout, whichever is shorter) with OperationCanceledError; a call we abort ourselves is flagged.
+_TRANSFER_TIMEOUT = QNetworkReply.NetworkError.OperationCanceledError
+
+
+def effective_timeout_s(settings: Settings) -> int:
+    """The silence after which a request is given up: the plugin's timeout, capped by QGIS's own."""
+    qgis_s = QgsNetworkAccessManager.timeout() // 1000
+    return min(settings.request_timeout_s, qgis_s) if qgis_s > 0 else settings.request_timeout_s
 
 
 def _request(settings: Settings, path: str, *, accept: str = "application/json") -> QNetworkRequest:
@@ -36,23 +45,30 @@ def _request(settings: Settings, path: str, *, accept: str = "application/json")
 
 
 class ApiCall(QObject):
-    """One request in flight. ``finished`` carries the reply's JSON; ``failed`` an :class:`ApiError`."""
+    """One request in flight. ``finished`` carries the reply's JSON; ``failed`` an :class:`ApiError`;
+    ``ended`` comes last in every case, aborted calls included."""
 
     reasoning = pyqtSignal(str)
     finished = pyqtSignal(dict)
     failed = pyqtSignal(object)
+    ended = pyqtSignal()
 
-    def __init__(self, reply: QNetworkReply, url: str, *, stream: bool) -> None:
+    def __init__(self, reply: QNetworkReply, url: str, *, stream: bool, timeout_s: int) -> None:
         super().__init__()
-        self._reply, self._url, self._stream = reply, url, stream
-        self._parser, self._done, self._aborted = SseParser(), False, False
+        self._reply, self._url, self._stream, self._timeout_s = reply, url, stream, timeout_s
+        self._parser, self._done, self._aborted, self._ended = SseParser(), False, False, False
         reply.readyRead.connect(self._read)
         reply.finished.connect(self._finish)
 
     def abort(self) -> None:
+        """Stop the call; it emits neither ``finished`` nor ``failed`` afterwards."""
+        if self._ended:
+            return
         self._aborted = True
-        self._reply.abort()
+        if not self._reply.isFinished():  # a finished reply only waits for _finish, which now drops it
+            self._reply.abort()
 
+    @guard_slot
     def _read(self) -> None:
         if not self._stream:
             return
@@ -68,13 +84,22 @@ class ApiCall(QObject):
                 error = data.get("error", {})
                 self._fail(ApiError(str(error.get("code", "error")), str(error.get("message", "the backend failed"))))
 
+    @guard_slot
     def _finish(self) -> None:
-        if self._done or self._aborted:
+        try:
+            if not (self._done or self._aborted):
+                self._conclude()
+        finally:
+            self._ended = True
             self._reply.deleteLater()
-            return
+            self.ended.emit()
+
+    def _conclude(self) -> None:
         error = self._reply.error()
         status = int(self._reply.attribute(QNetworkRequest.Attribute.HttpStatusCodeAttribute) or 0)
-        if status == 0 and error in _CONNECTION_ERRORS:
+        if error == _TRANSFER_TIMEOUT:
+            self._fail(timed_out(self._url, self._timeout_s))
+        elif status == 0 and error in _CONNECTION_ERRORS:
             self._fail(offline(self._url, self._reply.errorString()))
         elif status >= 400 or (status == 0 and error != QNetworkReply.NetworkError.NoError):
             self._fail(from_reply(status, bytes(self._reply.readAll()), self._url))
@@ -87,7 +112,6 @@ class ApiCall(QObject):
                 self._succeed(json.loads(bytes(self._reply.readAll()).decode("utf-8")))
             except ValueError:
                 self._fail(ApiError("network", f"the backend at {self._url} sent a reply that is not JSON"))
-        self._reply.deleteLater()
 
     def _succeed(self, body: dict) -> None:
         if not self._done:
@@ -129,10 +153,9 @@ class AsyncClient:
         return self._track(reply, stream=stream)
 
     def _track(self, reply: QNetworkReply, *, stream: bool) -> ApiCall:
-        call = ApiCall(reply, self.settings.backend_url, stream=stream)
+        call = ApiCall(reply, self.settings.backend_url, stream=stream, timeout_s=effective_timeout_s(self.settings))
         self._calls.add(call)
-        call.finished.connect(lambda _body: self._calls.discard(call))
-        call.failed.connect(lambda _error: self._calls.discard(call))
+        call.ended.connect(lambda: self._calls.discard(call))
         return call
 
 
@@ -171,6 +194,8 @@ class BlockingClient:
         reply = blocking.reply()
         status = int(reply.attribute(QNetworkRequest.Attribute.HttpStatusCodeAttribute) or 0)
         content = bytes(reply.content())
+        if code == QgsBlockingNetworkRequest.ErrorCode.TimeoutError or reply.error() == _TRANSFER_TIMEOUT:
+            raise timed_out(self.settings.backend_url, effective_timeout_s(self.settings))
         if status == 0 and code != QgsBlockingNetworkRequest.ErrorCode.NoError:
             raise offline(self.settings.backend_url, blocking.errorMessage())
         if status >= 400:

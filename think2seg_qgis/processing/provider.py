@@ -44,12 +44,13 @@ class Think2SegProvider(QgsProcessingProvider):
 
 
 class SegmentRasterByQuestion(QgsProcessingAlgorithm):
-    INPUT, QUESTION, TILE_SIZE, OVERLAP, RESUME, OUTPUT, SEGMENTS = (
+    INPUT, QUESTION, TILE_SIZE, OVERLAP, RESUME, OVERWRITE, OUTPUT, SEGMENTS = (
         "INPUT",
         "QUESTION",
         "TILE_SIZE",
         "OVERLAP",
         "RESUME",
+        "OVERWRITE",
         "OUTPUT",
         "SEGMENTS",
     )
@@ -85,6 +86,9 @@ class SegmentRasterByQuestion(QgsProcessingAlgorithm):
         )
         self.addParameter(QgsProcessingParameterBoolean(self.RESUME, "Resume the run in the output file", False))
         self.addParameter(
+            QgsProcessingParameterBoolean(self.OVERWRITE, "Overwrite the output file (start again)", False)
+        )
+        self.addParameter(
             QgsProcessingParameterFileDestination(self.OUTPUT, "Output GeoPackage", "GeoPackage (*.gpkg)")
         )
         self.addOutput(QgsProcessingOutputVectorLayer(self.SEGMENTS, "Segments"))
@@ -102,6 +106,10 @@ class SegmentRasterByQuestion(QgsProcessingAlgorithm):
         if not question:
             raise QgsProcessingException("the question is empty: ask what to segment, e.g. 'every solar farm'")
         output = self.parameterAsFileOutput(parameters, self.OUTPUT, context)
+        resume = self.parameterAsBool(parameters, self.RESUME, context)
+        overwrite = self.parameterAsBool(parameters, self.OVERWRITE, context)
+        if resume and overwrite:
+            raise QgsProcessingException("choose either RESUME (continue the run) or OVERWRITE (start again), not both")
         settings = Settings()
         request = job_request(
             raster,
@@ -109,7 +117,8 @@ class SegmentRasterByQuestion(QgsProcessingAlgorithm):
             question,
             tile_size_px=self.parameterAsInt(parameters, self.TILE_SIZE, context),
             overlap_px=self.parameterAsInt(parameters, self.OVERLAP, context),
-            resume=self.parameterAsBool(parameters, self.RESUME, context),
+            resume=resume,
+            overwrite=overwrite,
             settings=settings,
         )
         try:

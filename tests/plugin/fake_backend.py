@@ -1,0 +1,111 @@
+"""A stand-in for `think2seg serve` (standard library only), for plugin tests that need replies on
+cue: a slow or silent /v1/segment, and batch jobs that run until cancelled."""
+
+from __future__ import annotations
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from qgis_helpers import FIXTURES
+
+JOB_ID = "job1"
+
+
+class FakeBackend:
+    """Records every request as (method, path, JSON body); ``reply``, ``delay_s`` and ``silent``
+    decide how /v1/segment answers (``silent``: accept and never answer)."""
+
+    def __init__(self) -> None:
+        self.requests: list[tuple[str, str, dict]] = []
+        self.reply = json.loads((FIXTURES / "api" / "segment.reply.json").read_text())
+        self.delay_s = 0.0
+        self.silent = False
+        self.job_state = "running"
+        self.release = threading.Event()  # ends every wait when the server stops
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        self.release.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+    def sent(self, method: str, path: str) -> list[dict]:
+        """The bodies of the requests received for ``method`` and ``path``."""
+        return [body for m, p, body in self.requests if (m, p) == (method, path)]
+
+    def answer(self, method: str, path: str) -> tuple[int, dict | None]:
+        """(status, JSON) for the plain routes; (200, None) means /v1/segment's stream."""
+        if path == "/v1/health":
+            return 200, {"status": "ready", "message": ""}
+        if path == "/v1/segment":
+            return 200, None
+        if path == "/v1/jobs" and method == "POST":
+            self.job_state = "running"
+            return 201, self._job()
+        if path == f"/v1/jobs/{JOB_ID}":
+            if method == "DELETE":
+                self.job_state = "cancelled"
+            return 200, self._job()
+        return 404, {"error": {"code": "not_found", "message": f"no route {path}"}}
+
+    def _job(self) -> dict:
+        status = json.loads((FIXTURES / "api" / "job_status.reply.json").read_text())
+        return {**status, "id": JOB_ID, "state": self.job_state, "tiles_done": 1, "tiles_total": 4}
+
+
+def _handler(fake: FakeBackend) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *_args: object) -> None:  # keep the test output clean
+            return
+
+        def do_GET(self) -> None:  # noqa: N802
+            self._serve("GET")
+
+        def do_POST(self) -> None:  # noqa: N802
+            self._serve("POST")
+
+        def do_DELETE(self) -> None:  # noqa: N802
+            self._serve("DELETE")
+
+        def _serve(self, method: str) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            raw = self.rfile.read(length) if length else b""
+            try:
+                body = json.loads(raw) if raw else {}
+            except ValueError:
+                body = {"raw": len(raw)}
+            fake.requests.append((method, self.path, body))
+            status, reply = fake.answer(method, self.path)
+            if reply is None:
+                self._stream()
+                return
+            data = json.dumps(reply).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def _stream(self) -> None:
+            if fake.silent:
+                fake.release.wait(60)
+                return
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.end_headers()
+            self._event("reasoning", {"text": "<think>thinking"})
+            fake.release.wait(fake.delay_s)
+            self._event("result", fake.reply)
+
+        def _event(self, name: str, data: dict) -> None:
+            try:
+                self.wfile.write(f"event: {name}\ndata: {json.dumps(data)}\n\n".encode())
+                self.wfile.flush()
+            except OSError:  # the client aborted: nothing left to send to
+                return
+
+    return Handler
