@@ -40,7 +40,7 @@ class FakeBackend:
     def answer(self, method: str, path: str) -> tuple[int, dict | None]:
         """(status, JSON) for the plain routes; (200, None) means /v1/segment's stream."""
         if path == "/v1/health":
-            return 200, {"status": "ready", "message": ""}
+            return 200, json.loads((FIXTURES / "api" / "health.reply.json").read_text())
         if path == "/v1/segment":
             return 200, None
         if path == "/v1/jobs" and method == "POST":

@@ -166,3 +166,22 @@ def test_unload_aborts_the_question_and_cancels_batch_jobs(plugin, fake_backend,
     assert all(layer.customProperty(ROLE) is None for layer in QgsProject.instance().mapLayers().values())
     assert QgsApplication.taskManager().countActiveTasks() == 0
     assert not messages(qgis_iface) and not messages(qgis_iface, Qgis.MessageLevel.Success)
+
+
+def test_the_backend_goldens_read_as_the_plugin_expects(plugin, fake_backend):
+    """health.reply.json (served by the fake) makes the panel ready; error.reply.json becomes the
+    ApiError the panel shows. The backend's own tests check that it answers these shapes."""
+    import json
+
+    from think2seg_qgis.api.errors import from_reply
+
+    from qgis_helpers import FIXTURES, wait_until
+
+    health = json.loads((FIXTURES / "api" / "health.reply.json").read_text())
+    plugin.backend.check()
+    assert wait_until(lambda: plugin.backend.health.get("models") == health["models"])
+    assert plugin.backend.status == "ready"
+    body = (FIXTURES / "api" / "error.reply.json").read_bytes()
+    error = from_reply(422, body, fake_backend.url)
+    expected = json.loads(body)["error"]
+    assert (error.code, error.message, error.status) == (expected["code"], expected["message"], 422)
