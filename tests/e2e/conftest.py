@@ -6,7 +6,6 @@ models are built there too (cached in .pytest_cache, shared with the backend tes
 
 from __future__ import annotations
 
-import logging
 import shutil
 import sys
 import tempfile
@@ -18,7 +17,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "plugin"))
 from backend_process import Backend  # noqa: E402
 
-from qgis_helpers import ROOT, project, wait_until  # noqa: E402,F401 - shared fixtures and helpers
+from qgis_helpers import ROOT, project, slot_errors, wait_until  # noqa: E402,F401 - shared fixtures and helpers
 
 
 @pytest.fixture(scope="session")
@@ -30,23 +29,11 @@ def backend():
     shutil.rmtree(folder, ignore_errors=True)
 
 
-class _Collect(logging.Handler):
-    def __init__(self, records: list[logging.LogRecord]) -> None:
-        super().__init__(logging.ERROR)
-        self.records = records
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
-
-
 @pytest.fixture
-def plugin(qgis_iface, project, backend):
+def plugin(qgis_iface, project, backend, slot_errors):
     """The plugin against the real backend; fails the test if a Qt slot hit an unexpected error."""
     import think2seg_qgis
 
-    errors: list[logging.LogRecord] = []
-    handler = _Collect(errors)
-    logging.getLogger("think2seg_qgis").addHandler(handler)
     plugin = think2seg_qgis.classFactory(qgis_iface)
     plugin.settings.backend_url = backend.url
     plugin.settings.token_file = str(backend.token_file)
@@ -55,8 +42,7 @@ def plugin(qgis_iface, project, backend):
     qgis_iface.messageBar().clear_messages()
     yield plugin
     plugin.unload()
-    logging.getLogger("think2seg_qgis").removeHandler(handler)
-    assert not errors, [record.getMessage() for record in errors]
+    assert not slot_errors, [record.getMessage() for record in slot_errors]
 
 
 @pytest.fixture

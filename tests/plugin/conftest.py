@@ -3,34 +3,13 @@ the standard library and the plugin."""
 
 from __future__ import annotations
 
-import logging
 import shutil
 
 import pytest
 
-from qgis_helpers import FIXTURES, ROOT, project, wait_until  # noqa: F401 - fixtures and helpers for the tests
+from qgis_helpers import FIXTURES, ROOT, project, slot_errors, wait_until  # noqa: F401 - fixtures and helpers for the tests
 
 SAMPLE = ROOT / "resources" / "sample" / "riverside.tif"
-
-
-class _Collect(logging.Handler):
-    def __init__(self, records: list[logging.LogRecord]) -> None:
-        super().__init__(logging.ERROR)
-        self.records = records
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
-
-
-@pytest.fixture
-def slot_errors():
-    """Errors the plugin logged: what guard_slot caught in a Qt slot (a bug) lands here."""
-    records: list[logging.LogRecord] = []
-    handler = _Collect(records)
-    log = logging.getLogger("think2seg_qgis")
-    log.addHandler(handler)
-    yield records
-    log.removeHandler(handler)
 
 
 @pytest.fixture

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import tempfile
@@ -48,3 +49,23 @@ def project(tmp_path):
     project.write()
     yield project
     project.clear()
+
+
+class _Collect(logging.Handler):
+    def __init__(self, records: list[logging.LogRecord]) -> None:
+        super().__init__(logging.ERROR)
+        self.records = records
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+@pytest.fixture
+def slot_errors():
+    """Errors the plugin logged: what guard_slot caught in a Qt slot (a bug) lands here."""
+    records: list[logging.LogRecord] = []
+    handler = _Collect(records)
+    log = logging.getLogger("think2seg_qgis")
+    log.addHandler(handler)
+    yield records
+    log.removeHandler(handler)
