@@ -113,7 +113,7 @@ class BatchStore:
     def discard(self) -> None:
         """Delete a file this run created and that holds no finished tile (e.g. the models failed to load)."""
         if self.created and not self._pending and not self.finished():
-            self.path.unlink(missing_ok=True)
+            _remove(self.path)
 
     def finished(self) -> dict[int, str]:
         """tile_id -> status of every tile with a committed result."""

@@ -112,10 +112,7 @@ class RasterSource:
         scale = (window.width / out_w, window.height / out_h)
         transform = self.transform @ Affine.translation(window.col_off, window.row_off) @ Affine.scale(*scale)
         if scale != (1.0, 1.0):
-            notes = notes + (
-                f"the {int(window.width)}x{int(window.height)} px window is larger than max_side_px "
-                f"{max_side_px}: read decimated to {out_w}x{out_h} px ({scale[0]:.3g}x coarser)",
-            )
+            notes = notes + (decimation_note("window", window, (out_w, out_h), max_side_px),)
         return Tile(pixels, valid, transform, self.crs, str(self.path), window, scale, notes)
 
     def stretch_limits(self, window: Window, *, sample_side_px: int = 1024) -> StretchLimits:
@@ -244,6 +241,15 @@ def _check_bounds(bounds: Sequence[float]) -> tuple[float, float, float, float]:
 def _extent(transform: Affine, width: int, height: int) -> list[float]:
     xs, ys = zip(*(transform @ (c, r) for c in (0, width) for r in (0, height)))
     return [round(v, 6) for v in (min(xs), min(ys), max(xs), max(ys))]
+
+
+def decimation_note(what: str, window: Window, shape: tuple[int, int], max_side_px: int | None) -> str:
+    """The note telling the user that ``window`` (a window, an upload) was read at ``shape``."""
+    width, height = int(window.width), int(window.height)
+    return (
+        f"the {width}x{height} px {what} is larger than max_side_px {max_side_px}: read decimated to "
+        f"{shape[0]}x{shape[1]} px ({width / shape[0]:.3g}x coarser)"
+    )
 
 
 def decimated_shape(window: Window, max_side_px: int | None) -> tuple[int, int]:

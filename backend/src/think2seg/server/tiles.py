@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import tempfile
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +19,7 @@ from rasterio.windows import Window
 
 from think2seg.answer import InstancePrompt
 from think2seg.geo.arrays import tile_from_array
-from think2seg.geo.read import RasterSource, decimated_shape
+from think2seg.geo.read import RasterSource, decimated_shape, decimation_note
 from think2seg.server.errors import ApiError
 from think2seg.server.paths import allowed_path
 from think2seg.server.schemas import PromptIn, SegmentByReference, UploadMeta
@@ -98,11 +99,8 @@ def _decimated(image: Image.Image, transform: Affine, crs: CRS, max_side_px: int
     scale = (image.width / out_w, image.height / out_h)
     small = image.resize((out_w, out_h), Image.Resampling.BOX)
     tile = tile_from_array(np.asarray(small), transform=transform @ Affine.scale(*scale), crs=crs, source="<upload>")
-    note = (
-        f"the {image.width}x{image.height} px upload is larger than max_side_px {max_side_px}: "
-        f"decimated to {out_w}x{out_h} px ({scale[0]:.3g}x coarser)"
-    )
-    return Tile(tile.pixels, tile.valid, tile.transform, crs, "<upload>", full, scale, tile.notes + (note,))
+    note = decimation_note("upload", full, (out_w, out_h), max_side_px)
+    return replace(tile, window=full, scale_xy=scale, notes=tile.notes + (note,))
 
 
 def _geotiff(data: bytes, meta: UploadMeta, settings: ServerSettings) -> Tile:
@@ -113,7 +111,7 @@ def _geotiff(data: bytes, meta: UploadMeta, settings: ServerSettings) -> Tile:
             _check_pixels(source.width, source.height, settings)
             _check_side(meta.max_side_px, settings)
             tile = source.read(source.full_window, max_side_px=meta.max_side_px)
-    return Tile(tile.pixels, tile.valid, tile.transform, tile.crs, "<upload>", tile.window, tile.scale_xy, tile.notes)
+    return replace(tile, source="<upload>")
 
 
 def _check_pixels(width: int, height: int, settings: ServerSettings) -> None:
