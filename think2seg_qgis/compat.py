@@ -35,9 +35,9 @@ else:
     NUMBER_INTEGER = QgsProcessingParameterNumber.Type.Integer
 
 try:  # Qt5 keeps these in QtWidgets; Qt6 moved them to QtGui
-    from qgis.PyQt.QtWidgets import QAction, QUndoCommand, QUndoStack
+    from qgis.PyQt.QtWidgets import QAction, QShortcut, QUndoCommand, QUndoStack
 except ImportError:  # pragma: no cover - Qt6
-    from qgis.PyQt.QtGui import QAction, QUndoCommand, QUndoStack
+    from qgis.PyQt.QtGui import QAction, QShortcut, QUndoCommand, QUndoStack
 
 __all__ = [
     "FIELD_DOUBLE",
@@ -49,6 +49,7 @@ __all__ = [
     "WKB_POINT",
     "WKB_POLYGON",
     "QAction",
+    "QShortcut",
     "QUndoCommand",
     "QUndoStack",
 ]

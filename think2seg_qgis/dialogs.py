@@ -1,12 +1,9 @@
-"""Small dialogs: settings, export, batch job, backend log. Each only gathers values."""
+"""Small dialogs: settings, export, backend log. Each only gathers values (the log follows the backend)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from pathlib import Path
-
-from qgis.core import QgsMapLayerProxyModel, QgsRasterLayer
-from qgis.gui import QgsFileWidget, QgsMapLayerComboBox
+from qgis.gui import QgsFileWidget
+from qgis.PyQt.QtGui import QTextCursor
 from qgis.PyQt.QtWidgets import (
     QCheckBox,
     QDialog,
@@ -20,9 +17,25 @@ from qgis.PyQt.QtWidgets import (
     QWidget,
 )
 
+from .backend import Backend
 from .export import ExportChoice
+from .log import guard_slot
 from .settings import Settings
-from .tile import local_file
+
+BACKEND_SETTINGS = ("backend_url", "token_file", "backend_executable", "backend_arguments")
+TOOLTIPS = {
+    "url": "Where the think2seg backend listens; http://127.0.0.1:8765 is this machine",
+    "token": "The token file `think2seg serve` writes (default: the one serve uses); QGIS sends it with every request",
+    "executable": "The think2seg command of the backend's virtual environment, e.g. …/.venv/bin/think2seg; "
+    "Start in the panel runs it",
+    "arguments": "More `think2seg serve` options for a backend started from QGIS, e.g. --lvlm FOLDER --device cuda:1. "
+    "It may use any folder unless you give --data-root",
+    "timeout": "How long a request may stay silent before QGIS gives up on it",
+    "start_timeout": "How long Start waits for the backend to answer its first health check",
+    "max_side": "A visible window with a longer side is read decimated to this size (zoom in for full resolution)",
+    "simplify": "Douglas-Peucker tolerance in pixels (0: exact pixel edges)",
+    "min_area": "Polygons smaller than this are dropped",
+}
 
 
 def _buttons(dialog: QDialog) -> QDialogButtonBox:
@@ -60,6 +73,9 @@ class SettingsDialog(QDialog):
         self.max_side = _spin(64, 16384, settings.max_side_px, suffix=" px")
         self.simplify = _spin(0, 100, settings.simplify_px, decimals=2, suffix=" px")
         self.min_area = _spin(0, 1e12, settings.min_area_m2, decimals=1, suffix=" m²")
+        for name, tooltip in TOOLTIPS.items():
+            getattr(self, name).setToolTip(tooltip)
+        self._before = self.backend_values()
         form.addRow("Backend URL", self.url)
         form.addRow("Token file", self.token)
         form.addRow("Backend executable (think2seg)", self.executable)
@@ -83,6 +99,13 @@ class SettingsDialog(QDialog):
         s.simplify_px = self.simplify.value()
         s.min_area_m2 = self.min_area.value()
         super().accept()
+
+    def backend_values(self) -> tuple[str, ...]:
+        return tuple(str(getattr(self.settings, name)) for name in BACKEND_SETTINGS)
+
+    def backend_changed(self) -> bool:
+        """Whether the backend's URL, token, executable or options changed (a running one needs a restart)."""
+        return self.backend_values() != self._before
 
 
 class ExportDialog(QDialog):
@@ -108,89 +131,29 @@ class ExportDialog(QDialog):
         return ExportChoice(path, self.layer_name.text().strip() or "think2seg_results", self.selected.isChecked())
 
 
-@dataclass
-class BatchChoice:
-    layer: QgsRasterLayer
-    raster_path: str
-    question: str
-    tile_size_px: int
-    overlap_px: int
-    output_path: str
-    resume: bool
-    overwrite: bool
-
-
-class BatchDialog(QDialog):
-    """Layer, question, tile size, overlap and output of a batch job (files on the backend's disk)."""
-
-    def __init__(self, question: str, layer: QgsRasterLayer | None, parent: QWidget | None = None) -> None:
-        super().__init__(parent)
-        self.setWindowTitle("Think2Seg batch: every tile of a raster")
-        form = QFormLayout(self)
-        self.layer_box = QgsMapLayerComboBox()
-        self.layer_box.setFilters(QgsMapLayerProxyModel.Filter.RasterLayer)
-        if layer is not None:
-            self.layer_box.setLayer(layer)
-        self.question = QLineEdit(question)
-        self.tile_size = _spin(64, 8192, 1024, suffix=" px")
-        self.overlap = _spin(0, 4096, 128, suffix=" px")
-        self.output = QgsFileWidget()
-        self.output.setStorageMode(QgsFileWidget.StorageMode.SaveFile)
-        self.output.setFilter("GeoPackage (*.gpkg)")
-        self.resume = QCheckBox("Resume the run already in this file")
-        self.overwrite = QCheckBox("Overwrite this file (start again)")
-        self.resume.toggled.connect(lambda on: on and self.overwrite.setChecked(False))
-        self.overwrite.toggled.connect(lambda on: on and self.resume.setChecked(False))
-        self.layer_box.layerChanged.connect(self._default_output)
-        self._default_output(self.layer_box.currentLayer())
-        form.addRow("Raster", self.layer_box)
-        form.addRow("Question", self.question)
-        form.addRow("Tile size", self.tile_size)
-        form.addRow("Overlap", self.overlap)
-        form.addRow("Output GeoPackage", self.output)
-        form.addRow(self.resume)
-        form.addRow(self.overwrite)
-        form.addRow(_buttons(self))
-
-    def _default_output(self, layer: object) -> None:
-        path = local_file(layer) if isinstance(layer, QgsRasterLayer) else None
-        if path and not self.output.filePath():
-            self.output.setFilePath(str(Path(path).with_name(Path(path).stem + "_think2seg.gpkg")))
-
-    def choice(self) -> BatchChoice | str:
-        """The job, or why it cannot run."""
-        layer = self.layer_box.currentLayer()
-        path = local_file(layer) if isinstance(layer, QgsRasterLayer) else None
-        if path is None:
-            return "batch jobs need a raster file that the backend can read: choose a file-based raster layer"
-        if not self.question.text().strip():
-            return "type a question first"
-        output = self.output.filePath()
-        if not output:
-            return "choose the output GeoPackage"
-        if not output.lower().endswith(".gpkg"):
-            output += ".gpkg"
-        return BatchChoice(
-            layer,
-            path,
-            self.question.text().strip(),
-            self.tile_size.value(),
-            self.overlap.value(),
-            output,
-            self.resume.isChecked(),
-            self.overwrite.isChecked(),
-        )
-
-
 class LogDialog(QDialog):
-    def __init__(self, lines: list[str], parent: QWidget | None = None) -> None:
+    """The log of the backend started from QGIS, following it as it writes (health checks left out)."""
+
+    def __init__(self, backend: Backend, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.setWindowTitle("Think2Seg backend log")
         self.resize(800, 500)
+        self.backend = backend
         layout = QVBoxLayout(self)
-        text = QPlainTextEdit("\n".join(lines) or "(the backend was not started from QGIS, or wrote nothing yet)")
-        text.setReadOnly(True)
-        layout.addWidget(text)
+        self.text = QPlainTextEdit("\n".join(backend.log_lines))
+        self.text.setReadOnly(True)
+        self.text.setPlaceholderText(
+            "The backend was not started from QGIS, or has written nothing yet. A backend started elsewhere "
+            "logs where it runs."
+        )
+        layout.addWidget(self.text)
         close = QDialogButtonBox(QDialogButtonBox.StandardButton.Close, self)
         close.rejected.connect(self.reject)
         layout.addWidget(close)
+        backend.logged.connect(self.append)
+        self.finished.connect(lambda _result: backend.logged.disconnect(self.append))
+
+    @guard_slot
+    def append(self, line: str) -> None:
+        self.text.appendPlainText(line)
+        self.text.moveCursor(QTextCursor.MoveOperation.End)

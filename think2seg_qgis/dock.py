@@ -1,19 +1,22 @@
-"""The Think2Seg panel: backend status, raster layer, question with history, reasoning, result."""
+"""The Think2Seg panel: backend status, raster layer, question with history, reasoning, result,
+where the results are kept, the prompts a re-segment sends, and the tools."""
 
 from __future__ import annotations
 
-import time
+from pathlib import Path
 
-from qgis.core import Qgis, QgsMapLayerProxyModel, QgsRasterLayer
+from qgis.core import QgsMapLayerProxyModel, QgsRasterLayer
 from qgis.gui import QgsMapLayerComboBox
 from qgis.PyQt.QtCore import Qt, pyqtSignal
-from qgis.PyQt.QtGui import QTextCursor
+from qgis.PyQt.QtGui import QKeySequence
 from qgis.PyQt.QtWidgets import (
     QComboBox,
     QDockWidget,
     QGridLayout,
     QHBoxLayout,
     QLabel,
+    QListWidget,
+    QListWidgetItem,
     QPlainTextEdit,
     QPushButton,
     QSizePolicy,
@@ -22,11 +25,9 @@ from qgis.PyQt.QtWidgets import (
 )
 
 from .backend import Backend
-from .errors import Think2SegError
+from .compat import QShortcut
 from .log import guard_slot
-from .prompts import PromptSet
-from .results import Replaced
-from .segment_run import SegmentRun
+from .prompts import Instance
 from .settings import Settings
 
 STATUS_COLOURS = {
@@ -36,6 +37,33 @@ STATUS_COLOURS = {
     "offline": "#9e9e9e",
     "error": "#c62828",
 }
+KEY_ROLE = Qt.ItemDataRole.UserRole
+
+
+class ElidedLabel(QLabel):
+    """A one-line label that shortens its text to fit (with …) and shows all of it as a tooltip."""
+
+    def __init__(self, text: str = "", parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Fixed)
+        self._full = ""
+        self.set_full_text(text)
+
+    def set_full_text(self, text: str, tooltip: str = "") -> None:
+        self._full = text
+        self.setToolTip(tooltip or text)
+        self._elide()
+
+    def full_text(self) -> str:
+        return self._full
+
+    def resizeEvent(self, event) -> None:  # noqa: ANN001, N802
+        super().resizeEvent(event)
+        self._elide()
+
+    def _elide(self) -> None:
+        width = max(self.width(), 40)
+        self.setText(self.fontMetrics().elidedText(self._full, Qt.TextElideMode.ElideRight, width))
 
 
 class Think2SegDock(QDockWidget):
@@ -43,6 +71,8 @@ class Think2SegDock(QDockWidget):
 
     runRequested = pyqtSignal()
     resegmentRequested = pyqtSignal()
+    undoRequested = pyqtSignal()
+    redoRequested = pyqtSignal()
 
     def __init__(self, settings: Settings, backend: Backend, parent: QWidget | None = None) -> None:
         super().__init__("Think2Seg", parent)
@@ -51,31 +81,51 @@ class Think2SegDock(QDockWidget):
         body = QWidget(self)
         layout = QVBoxLayout(body)
         layout.addLayout(self._status_row())
+        self.models = ElidedLabel("", body)
+        self.models.setStyleSheet("color: #666")
+        layout.addWidget(self.models)
         layout.addLayout(self._inputs())
         self.reasoning = QPlainTextEdit(body)
         self.reasoning.setReadOnly(True)
         self.reasoning.setPlaceholderText("The model's reasoning appears here as it is written.")
-        layout.addWidget(self.reasoning)
+        layout.addWidget(self.reasoning, 2)
         self.result = QLabel("No result yet.", body)
         self.result.setWordWrap(True)
         self.result.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         layout.addWidget(self.result)
+        self.results_file = ElidedLabel("", body)
+        layout.addWidget(self.results_file)
+        layout.addWidget(QLabel("Prompts for Re-segment (untick to leave one out):", body))
+        self.prompt_list = QListWidget(body)
+        self.prompt_list.setToolTip(
+            "The instances of the newest run (or of the selected prompts) and the ones drawn by hand. "
+            "Each instance takes a box and/or exactly two points inside the target. Re-segment replaces "
+            "the run with what the ticked instances give."
+        )
+        layout.addWidget(self.prompt_list, 1)
         layout.addLayout(self._tools())
+        self.jobs = QLabel("", body)
+        self.jobs.setWordWrap(True)
+        layout.addWidget(self.jobs)
         self.setWidget(body)
+        self._shortcuts()
         backend.statusChanged.connect(self.show_status)
         self.show_status(backend.status, backend.message)
         self.set_running(False)
 
     def _status_row(self) -> QHBoxLayout:
         row = QHBoxLayout()
-        self.status = QLabel(self)
-        self.status.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
-        self.status.setWordWrap(True)
+        self.status = ElidedLabel("", self)
         self.start_button = QPushButton("Start", self)
+        self.start_button.setToolTip("Start the think2seg backend set in Settings on this machine")
         self.stop_button = QPushButton("Stop", self)
+        self.stop_button.setToolTip("Stop the backend started here (batch jobs stay resumable)")
         self.log_button = QPushButton("Log", self)
-        for widget in (self.status, self.start_button, self.stop_button, self.log_button):
-            row.addWidget(widget)
+        self.log_button.setToolTip("What the backend started here writes, as it writes it")
+        row.addWidget(self.status, 1)
+        for button in (self.start_button, self.stop_button, self.log_button):
+            button.setSizePolicy(QSizePolicy.Policy.Fixed, QSizePolicy.Policy.Fixed)
+            row.addWidget(button)
         return row
 
     def _inputs(self) -> QGridLayout:
@@ -85,7 +135,10 @@ class Think2SegDock(QDockWidget):
         self.question = QComboBox(self)
         self.question.setEditable(True)
         self.question.setInsertPolicy(QComboBox.InsertPolicy.NoInsert)
-        self.question.lineEdit().setPlaceholderText("e.g. segment the flooded farmland next to the river")
+        self.question.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
+        self.question.setMinimumContentsLength(30)
+        self.question.lineEdit().setPlaceholderText("e.g. segment the flooded farmland")
+        self.question.setToolTip("What to segment in the visible part of the raster; Enter runs it")
         self.question.lineEdit().returnPressed.connect(self.runRequested)
         self.reload_history()
         self.run_button = QPushButton("Run", self)
@@ -93,37 +146,58 @@ class Think2SegDock(QDockWidget):
         self.run_button.clicked.connect(self.runRequested)
         self.cancel_button = QPushButton("Cancel", self)
         grid.addWidget(QLabel("Raster", self), 0, 0)
-        grid.addWidget(self.layer_box, 0, 1, 1, 3)
+        grid.addWidget(self.layer_box, 0, 1, 1, 2)
         grid.addWidget(QLabel("Question", self), 1, 0)
-        grid.addWidget(self.question, 1, 1)
-        grid.addWidget(self.run_button, 1, 2)
-        grid.addWidget(self.cancel_button, 1, 3)
+        grid.addWidget(self.question, 1, 1, 1, 2)
+        grid.addWidget(self.run_button, 2, 1)
+        grid.addWidget(self.cancel_button, 2, 2)
         grid.setColumnStretch(1, 1)
         return grid
 
     def _tools(self) -> QGridLayout:
         grid = QGridLayout()
-        self.resegment_button = QPushButton("Re-segment", self)
-        self.resegment_button.setToolTip("Run SAM alone on the prompt boxes and points (move them, or draw new ones)")
-        self.resegment_button.clicked.connect(self.resegmentRequested)
         self.draw_box_button = QPushButton("Draw box", self)
+        self.draw_box_button.setToolTip("Drag a box around a target on the map (a new instance). Esc stops")
         self.draw_point_button = QPushButton("Add point", self)
+        self.draw_point_button.setToolTip("Click inside the target: two points per instance. Esc stops")
+        for button in (self.draw_box_button, self.draw_point_button):
+            button.setCheckable(True)
+        self.resegment_button = QPushButton("Re-segment", self)
+        self.resegment_button.setToolTip("Run SAM alone on the ticked prompts; replaces the run they correct")
+        self.resegment_button.clicked.connect(self.resegmentRequested)
         self.undo_button = QPushButton("Undo", self)
-        self.export_button = QPushButton("Export to GeoPackage…", self)
+        self.undo_button.clicked.connect(self.undoRequested)
+        self.redo_button = QPushButton("Redo", self)
+        self.redo_button.clicked.connect(self.redoRequested)
+        self.zoom_button = QPushButton("Zoom to result", self)
+        self.zoom_button.setToolTip("Zoom the map to the newest result (the map never moves by itself)")
+        self.export_button = QPushButton("Export…", self)
+        self.export_button.setToolTip("Write every Think2Seg result (or the selected polygons) to a GeoPackage")
         self.batch_button = QPushButton("Batch…", self)
+        self.batch_button.setToolTip("Ask the question over every tile of a whole raster")
         self.settings_button = QPushButton("Settings…", self)
         buttons = (
-            self.resegment_button,
-            self.draw_box_button,
-            self.draw_point_button,
-            self.undo_button,
-            self.export_button,
-            self.batch_button,
-            self.settings_button,
+            (self.draw_box_button, self.draw_point_button, self.resegment_button),
+            (self.undo_button, self.redo_button, self.zoom_button),
+            (self.export_button, self.batch_button, self.settings_button),
         )
-        for index, button in enumerate(buttons):
-            grid.addWidget(button, index // 4, index % 4)
+        for row, line in enumerate(buttons):
+            for column, button in enumerate(line):
+                grid.addWidget(button, row, column)
         return grid
+
+    def _shortcuts(self) -> None:
+        """Ctrl+Z / Ctrl+Shift+Z (and Ctrl+Y) undo and redo runs while the panel has the focus;
+        in the question box they edit its text, as everywhere in Qt."""
+        context = Qt.ShortcutContext.WidgetWithChildrenShortcut
+        for keys, signal in (
+            (QKeySequence.StandardKey.Undo, self.undoRequested),
+            (QKeySequence.StandardKey.Redo, self.redoRequested),
+        ):
+            shortcut = QShortcut(QKeySequence(keys), self)
+            shortcut.setContext(context)
+            shortcut.activated.connect(signal)
+            shortcut.activatedAmbiguously.connect(signal)  # QGIS's own Undo may hold the same keys
 
     def reload_history(self) -> None:
         current = self.question.currentText()
@@ -141,11 +215,38 @@ class Think2SegDock(QDockWidget):
     @guard_slot
     def show_status(self, status: str, message: str) -> None:
         colour = STATUS_COLOURS.get(status, "#9e9e9e")
-        detail = f" — {message}" if message else ""
-        self.status.setText(f'<span style="color:{colour}">●</span> Backend {status}{detail}')
-        self.status.setToolTip(message)
+        self.status.set_full_text(f"● Backend {status}" + (f" — {message}" if message else ""), message or status)
+        self.status.setStyleSheet(f"color: {colour}")
         self.stop_button.setEnabled(self.backend.owns_process())
         self.start_button.setEnabled(status in ("offline", "error"))
+        self.models.set_full_text(self.backend.describe())
+
+    def show_results_file(self, path: str, *, temporary: bool) -> None:
+        where = "a temporary file until you save the project" if temporary else "beside the project"
+        self.results_file.set_full_text(f"Results: {Path(path).name} ({where})", path)
+
+    def show_prompts(self, instances: list[Instance]) -> None:
+        """List the instances a re-segment can send, keeping what the user unticked."""
+        unticked = self.unticked_prompts()
+        self.prompt_list.clear()
+        for instance in instances:
+            item = QListWidgetItem(instance.describe())
+            item.setData(KEY_ROLE, list(instance.key))
+            if instance.sendable:
+                state = Qt.CheckState.Unchecked if instance.key in unticked else Qt.CheckState.Checked
+                item.setCheckState(state)
+            else:
+                item.setFlags(item.flags() & ~Qt.ItemFlag.ItemIsUserCheckable & ~Qt.ItemFlag.ItemIsEnabled)
+            self.prompt_list.addItem(item)
+
+    def unticked_prompts(self) -> set[tuple[str, int]]:
+        """The instances the user left out (anything else that can be sent is sent)."""
+        items = (self.prompt_list.item(row) for row in range(self.prompt_list.count()))
+        return {
+            tuple(item.data(KEY_ROLE))
+            for item in items
+            if item.flags() & Qt.ItemFlag.ItemIsUserCheckable and item.checkState() == Qt.CheckState.Unchecked
+        }
 
     def detach(self) -> None:
         """Stop following the backend's status (the plugin unloads)."""
@@ -155,115 +256,3 @@ class Think2SegDock(QDockWidget):
         self.run_button.setEnabled(not running)
         self.resegment_button.setEnabled(not running)
         self.cancel_button.setEnabled(running)
-
-
-class RunController:
-    """Runs a question (or a re-segmentation) from the dock and reports in it and the message bar.
-
-    One run at a time: Enter or Run while a run is in flight is refused with a message.
-    ``on_reply(reply, plan, drawn)`` gets the reply, the plan of the request it answers, and the
-    hand-drawn prompts it replaces (a re-segment's) or None.
-    """
-
-    def __init__(self, dock: Think2SegDock, run: SegmentRun, canvas, message_bar, on_reply) -> None:  # noqa: ANN001
-        self.dock, self.segment, self.canvas, self.bar, self.on_reply = dock, run, canvas, message_bar, on_reply
-        self.started = 0.0
-        self._drawn: Replaced | None = None
-        run.reasoning.connect(self._reasoning)
-        run.finished.connect(self._finished)
-        run.failed.connect(self._failed)
-        dock.cancel_button.clicked.connect(self.cancel)
-
-    @guard_slot
-    def ask(self) -> None:
-        question = self.dock.question_text()
-        if not question:
-            self.warn("type a question first, e.g. “segment the river”")
-            return
-        if self._start(question=question):
-            self.dock.settings.remember(question)
-            self.dock.reload_history()
-
-    @guard_slot
-    def resegment(self, prompt_set: PromptSet) -> None:
-        if not prompt_set.prompts:
-            self.warn("no prompts to re-segment: run a question first, or draw a box or points")
-            return
-        if self._start(prompts=prompt_set.prompts):
-            self._drawn = prompt_set.drawn
-
-    @guard_slot
-    def cancel(self) -> None:
-        if not self.segment.busy():
-            return
-        self.segment.cancel()
-        self._drawn = None
-        self.dock.set_running(False)
-        self.dock.result.setText("Cancelled.")
-
-    def close(self) -> None:
-        """Abort the run in flight and stop listening (the plugin unloads; the dock goes away)."""
-        self.segment.cancel()
-        self._drawn = None
-        for signal, slot in (
-            (self.segment.reasoning, self._reasoning),
-            (self.segment.finished, self._finished),
-            (self.segment.failed, self._failed),
-        ):
-            signal.disconnect(slot)
-
-    def warn(self, text: str, level: Qgis.MessageLevel = Qgis.MessageLevel.Warning) -> None:
-        self.bar.pushMessage("Think2Seg", text, level=level, duration=8)
-
-    def _start(self, **what: object) -> bool:
-        if self.segment.busy():
-            self.warn("a run is already in progress: wait for it to finish, or press Cancel", Qgis.MessageLevel.Info)
-            return False
-        try:
-            self.segment.start(self.canvas, self.dock.layer(), **what)
-        except Think2SegError as exc:
-            self.warn(str(exc))
-            return False
-        self.dock.reasoning.clear()
-        self.started = time.monotonic()
-        self.dock.set_running(True)
-        self.dock.result.setText("Working…")
-        return True
-
-    @guard_slot
-    def _reasoning(self, text: str) -> None:
-        self.dock.reasoning.moveCursor(QTextCursor.MoveOperation.End)
-        self.dock.reasoning.insertPlainText(text)
-
-    @guard_slot
-    def _finished(self, reply: dict, plan) -> None:  # noqa: ANN001
-        drawn, self._drawn = self._drawn, None
-        self.dock.set_running(False)
-        seconds = time.monotonic() - self.started
-        count = len(reply.get("features", []))
-        area = reply.get("total_area_m2") or 0.0
-        status = reply.get("status", "")
-        if status != "unparseable" and reply.get("reasoning"):  # the streamed raw text ends tidied up
-            boxes = sum(f["properties"].get("kind") == "box" for f in reply.get("prompts", {}).get("features", []))
-            self.dock.reasoning.setPlainText(
-                f"{reply['reasoning']}\n\n→ {boxes} box(es) and their points are on the map."
-            )
-        self.dock.result.setText(f"{status}: {count} polygon(s), {_area(area)}, {seconds:.1f} s")
-        if status == "unparseable":
-            self.warn("the model's answer could not be read; its text is in the panel", Qgis.MessageLevel.Info)
-        self.on_reply(reply, plan, drawn)
-
-    @guard_slot
-    def _failed(self, error: Think2SegError) -> None:
-        self._drawn = None
-        self.dock.set_running(False)
-        self.dock.result.setText(f"Failed: {error}")
-        self.warn(str(error), Qgis.MessageLevel.Critical)
-
-
-def _area(area_m2: float) -> str:
-    if area_m2 >= 1e6:
-        return f"{area_m2 / 1e6:,.3f} km²"
-    if area_m2 >= 1e4:
-        return f"{area_m2 / 1e4:,.2f} ha"
-    return f"{area_m2:,.1f} m²"

@@ -6,9 +6,10 @@ import time
 from collections.abc import Callable
 
 from qgis.core import QgsTask
+from qgis.PyQt.QtCore import pyqtSignal
 
 from .api.client import BlockingClient
-from .api.errors import ApiError
+from .api.errors import ApiError, qgis_terms
 from .log import guard_slot
 from .settings import Settings
 
@@ -16,11 +17,12 @@ POLL_S = 1.0
 
 
 def run_job(
-    client: BlockingClient, request: dict, *, canceled: Callable[[], bool], progress: Callable[[float], None]
+    client: BlockingClient, request: dict, *, canceled: Callable[[], bool], progress: Callable[[dict], None]
 ) -> dict:
     """Start a job and wait for it; cancelling asks the backend to stop it. Returns the last status.
 
-    Blocking: call it from a worker thread only. Raises :class:`ApiError`.
+    ``progress`` gets every status while the job runs. Blocking: call it from a worker thread only.
+    Raises :class:`ApiError`.
     """
     status = client.post_json("/v1/jobs", request)
     job = status["id"]
@@ -31,9 +33,45 @@ def run_job(
             cancel_sent = True
         time.sleep(POLL_S)
         status = client.get(f"/v1/jobs/{job}")
-        if status.get("tiles_total"):
-            progress(100.0 * status["tiles_done"] / status["tiles_total"])
+        progress(status)
     return status
+
+
+def percent(status: dict) -> float:
+    total = status.get("tiles_total") or 0
+    return 100.0 * status.get("tiles_done", 0) / total if total else 0.0
+
+
+def progress_text(status: dict) -> str:
+    """“12 of 40 tiles, 1 failed, about 3 min left”."""
+    total = status.get("tiles_total")
+    text = f"{status.get('tiles_done', 0)} of {total} tiles" if total else "preparing the tiles"
+    if status.get("failures"):
+        text += f", {status['failures']} failed"
+    eta = status.get("eta_s")
+    if eta is not None and status.get("state") == "running":
+        text += f", about {eta / 60:.0f} min left" if eta >= 90 else f", about {max(1, round(eta))} s left"
+    return text
+
+
+def end_text(status: dict) -> str:
+    """How a job ended, in QGIS terms."""
+    name = f"Batch “{status.get('question', '')}”"
+    if status["state"] == "done":
+        text = f"{name} done: {status.get('polygons') or 0} polygon(s) from {status.get('tiles_total')} tiles"
+        if status.get("failures"):
+            text += (
+                f"; {status['failures']} tile(s) failed: open Batch…, choose the same output GeoPackage and tick "
+                "“Retry failed tiles” to redo them"
+            )
+        return text
+    if status["state"] == "cancelled":
+        return (
+            f"{name} stopped after {status.get('tiles_done', 0)} of {status.get('tiles_total') or '?'} tiles. "
+            f"{status.get('output_path')} keeps them: press Resume (or open Batch…, choose the same output "
+            "GeoPackage and tick “Resume”) to continue"
+        )
+    return f"{name} failed: {qgis_terms(status.get('message', ''))}"
 
 
 def job_request(
@@ -45,10 +83,16 @@ def job_request(
     overlap_px: int,
     resume: bool,
     overwrite: bool = False,
+    retry_failed: bool = False,
+    bounds: list[float] | None = None,
+    bounds_crs: str | None = None,
+    aoi_path: str | None = None,
     settings: Settings,
 ) -> dict:
-    """The JobRequest body; ``resume`` continues the run in ``output_path``, ``overwrite`` starts it again."""
-    return {
+    """The JobRequest body; ``resume`` continues the run in ``output_path``, ``overwrite`` starts it
+    again, ``retry_failed`` continues it and redoes its failed tiles; ``bounds`` (in ``bounds_crs``)
+    or ``aoi_path`` limit it to part of the raster."""
+    request = {
         "raster_path": raster_path,
         "output_path": output_path,
         "question": question,
@@ -56,29 +100,47 @@ def job_request(
         "overlap_px": overlap_px,
         "resume": resume,
         "overwrite": overwrite,
+        "retry_failed": retry_failed,
         "simplify_px": settings.simplify_px,
         "min_area_m2": settings.min_area_m2,
     }
+    if bounds is not None:
+        request.update({"bounds": bounds, "bounds_crs": bounds_crs})
+    if aoi_path:
+        request["aoi_path"] = aoi_path
+    return request
 
 
 class BatchJobTask(QgsTask):
-    """Runs and watches one backend job; ``done(status | None, error)`` is called on the GUI thread."""
+    """Runs and watches one backend job; ``done(status | None, error)`` is called on the GUI thread.
+
+    ``statusUpdated(status)`` follows the job (tiles done, failures, ETA). A job the user stopped
+    ends *complete*, not failed: it is resumable, and QGIS should not report a failure.
+    """
+
+    statusUpdated = pyqtSignal(dict)
 
     def __init__(self, settings: Settings, request: dict, done: Callable[[dict | None, str], None]) -> None:
         super().__init__(f"Think2Seg batch: {request['question']}", QgsTask.Flag.CanCancel)
         self.settings, self.request, self.done = settings, request, done
         self.job_status: dict | None = None  # not `status`: QgsTask.status() is the task's own state
+        self.last_status: dict | None = None  # the newest status while the job runs
         self.error = ""
 
     def run(self) -> bool:
         try:
             self.job_status = run_job(
-                BlockingClient(self.settings), self.request, canceled=self.isCanceled, progress=self.setProgress
+                BlockingClient(self.settings), self.request, canceled=self.isCanceled, progress=self._progress
             )
         except ApiError as exc:
             self.error = exc.message
             return False
-        return self.job_status.get("state") == "done"
+        return self.job_status.get("state") in ("done", "cancelled")
+
+    def _progress(self, status: dict) -> None:
+        self.last_status = status
+        self.setProgress(percent(status))
+        self.statusUpdated.emit(status)
 
     @guard_slot
     def finished(self, result: bool) -> None:  # noqa: FBT001 - QgsTask's signature

@@ -4,36 +4,36 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from qgis.core import (
-    Qgis,
-    QgsApplication,
-    QgsCoordinateReferenceSystem,
-    QgsCoordinateTransform,
-    QgsProject,
-    QgsRectangle,
-    QgsVectorLayer,
-)
-from qgis.PyQt.QtCore import Qt
+from qgis.core import Qgis, QgsApplication, QgsCoordinateTransform, QgsProject, QgsVectorLayer
+from qgis.PyQt.QtCore import Qt, QTimer
 from qgis.PyQt.QtGui import QIcon
-from qgis.PyQt.QtWidgets import QDialog
+from qgis.PyQt.QtWidgets import QDialog, QFileDialog
 
-from . import prompts as prompt_tools
+from . import prompts as prompt_data
 from .api.client import AsyncClient
 from .backend import Backend
+from .batch_dialog import BatchChoice, BatchDialog
+from .batch_layers import forget_output, group_name, load_output
 from .compat import QAction, QUndoStack
-from .dialogs import BatchDialog, ExportDialog, LogDialog, SettingsDialog
-from .dock import RunController, Think2SegDock
+from .controller import RunController
+from .dialogs import ExportDialog, LogDialog, SettingsDialog
+from .dock import Think2SegDock
 from .errors import Think2SegError
 from .export import ExportChoice, export_results
-from .jobs import BatchJobTask, job_request
+from .jobs import BatchJobTask, end_text, job_request, progress_text
 from .log import guard_slot, logger
+from .notify import Notifier
 from .processing.provider import Think2SegProvider
-from .results import AddRunCommand, Replaced, ResultStore, reply_crs, results_path
+from .prompt_tool import PromptTool
+from .prompts import PromptSet
+from .results import ROLE, ResultStore, reply_crs
 from .segment_run import SegmentRun
 from .settings import Settings
-from .tile import TilePlan
+from .tile import TilePlan, crs_text
+from .undo import AddRunCommand
 
 ICON = Path(__file__).resolve().parent / "icons" / "think2seg.svg"
+Level = Qgis.MessageLevel
 
 
 class Think2SegPlugin:
@@ -42,13 +42,15 @@ class Think2SegPlugin:
         self.settings = Settings()
         self.client = AsyncClient(self.settings)
         self.backend = Backend(self.settings, self.client)
-        self.store = ResultStore(QgsProject.instance())
+        self.project = QgsProject.instance()
+        self.store = ResultStore(self.project)
         self.undo = QUndoStack()
+        self.notify = Notifier(iface.messageBar())
         self.dock: Think2SegDock | None = None
         self.controller: RunController | None = None
         self.action: QAction | None = None
         self.provider: Think2SegProvider | None = None
-        self.tool: prompt_tools.PromptTool | None = None
+        self.tools: dict[str, PromptTool] = {}
         self.tasks: list[BatchJobTask] = []
         self.unloaded = False
 
@@ -64,17 +66,17 @@ class Think2SegPlugin:
         self.dock.visibilityChanged.connect(self.action.setChecked)
         self.iface.addToolBarIcon(self.action)
         self.iface.addPluginToMenu("&Think2Seg", self.action)
-        self.controller = RunController(
-            self.dock,
-            SegmentRun(self.client, self.settings),
-            self.iface.mapCanvas(),
-            self.iface.messageBar(),
-            self._add_reply,
-        )
+        run = SegmentRun(self.client, self.settings)
+        canvas = self.iface.mapCanvas()
+        self.controller = RunController(self.dock, run, self.backend, canvas, self.notify, self._add_reply)
+        self._make_tools()
         self._wire(self.dock)
+        self._watch_project()
         self.provider = Think2SegProvider()
         QgsApplication.processingRegistry().addProvider(self.provider)
         self.backend.watch()
+        self._show_results_file()
+        self._undo_changed()
 
     def unload(self) -> None:
         """Undo initGui: abort the question in flight, cancel batch tasks, stop the backend we started.
@@ -88,10 +90,13 @@ class Think2SegPlugin:
             task.cancel()  # the task asks the backend to stop the job, which stays resumable
         self.backend.unwatch()
         self.backend.stop_and_wait()
+        self._unwatch_project()
         if self.provider is not None:
             QgsApplication.processingRegistry().removeProvider(self.provider)
-        if self.tool is not None and self.iface.mapCanvas().mapTool() is self.tool:
-            self.iface.mapCanvas().unsetMapTool(self.tool)
+        canvas = self.iface.mapCanvas()
+        for tool in self.tools.values():
+            if canvas.mapTool() is tool:
+                canvas.unsetMapTool(tool)
         if self.action is not None:
             self.iface.removeToolBarIcon(self.action)
             self.iface.removePluginMenu("&Think2Seg", self.action)
@@ -99,44 +104,117 @@ class Think2SegPlugin:
             self.dock.detach()
             self.iface.removeDockWidget(self.dock)
             self.dock.deleteLater()
-        self.dock = self.controller = self.action = self.provider = self.tool = None
+        self.dock = self.controller = self.action = self.provider = None
+        self.tools = {}
 
-    # --- actions ---------------------------------------------------------------------------------------
+    # --- wiring ----------------------------------------------------------------------------------------
 
     def _wire(self, dock: Think2SegDock) -> None:
         dock.runRequested.connect(self.controller.ask)
         dock.resegmentRequested.connect(self.resegment)
         dock.start_button.clicked.connect(self.start_backend)
         dock.stop_button.clicked.connect(self.backend.stop)
-        dock.log_button.clicked.connect(lambda: LogDialog(self.backend.log_lines, dock).exec())
-        dock.undo_button.clicked.connect(self.undo.undo)
+        dock.log_button.clicked.connect(lambda: LogDialog(self.backend, dock).exec())
+        dock.undoRequested.connect(self.undo.undo)
+        dock.redoRequested.connect(self.undo.redo)
+        dock.zoom_button.clicked.connect(self.zoom_to_result)
         dock.export_button.clicked.connect(self.export)
         dock.batch_button.clicked.connect(self.batch)
         dock.settings_button.clicked.connect(self.edit_settings)
-        dock.draw_box_button.clicked.connect(lambda: self._draw("box"))
-        dock.draw_point_button.clicked.connect(lambda: self._draw("point"))
+        dock.layer_box.layerChanged.connect(self.refresh_prompts)
+        self.undo.indexChanged.connect(self._undo_changed)
+        self.backend.statusChanged.connect(lambda *_: self.refresh_prompts())
+
+    def _make_tools(self) -> None:
+        canvas, status_bar = self.iface.mapCanvas(), self.iface.mainWindow().statusBar()
+        for kind, button in (("box", self.dock.draw_box_button), ("point", self.dock.draw_point_button)):
+            tool = PromptTool(canvas, self.store, self.dock.layer, kind, button, status_bar)
+            tool.refused.connect(lambda text: self.notify.say(text, Level.Warning))
+            tool.drawn.connect(lambda _instance: self.refresh_prompts())
+            button.clicked.connect(lambda checked, t=tool: self._toggle_tool(t, checked))
+            self.tools[kind] = tool
+
+    def _watch_project(self) -> None:
+        self.project.cleared.connect(self._project_cleared)
+        self.project.projectSaved.connect(self._project_saved)
+        self.project.layersAdded.connect(self._layers_added)
+        self._layers_added(list(self.project.mapLayers().values()))
+
+    def _unwatch_project(self) -> None:
+        for signal, slot in (
+            (self.project.cleared, self._project_cleared),
+            (self.project.projectSaved, self._project_saved),
+            (self.project.layersAdded, self._layers_added),
+        ):
+            signal.disconnect(slot)
+
+    @guard_slot
+    def _layers_added(self, layers: list) -> None:
+        for layer in layers:
+            if isinstance(layer, QgsVectorLayer) and layer.customProperty(ROLE) in ("boxes", "points"):
+                for signal in (layer.selectionChanged, layer.featuresDeleted, layer.editingStopped):
+                    signal.connect(self.refresh_prompts)
+
+    # --- actions ---------------------------------------------------------------------------------------
 
     @guard_slot
     def start_backend(self) -> None:
         problem = self.backend.start()
         if problem:
-            self._message(problem, Qgis.MessageLevel.Warning)
+            self.notify.say(problem, Level.Warning)
+
+    @guard_slot
+    def _toggle_tool(self, tool: PromptTool, checked: bool) -> None:  # noqa: FBT001 - a signal's argument
+        canvas = self.iface.mapCanvas()
+        if checked:
+            canvas.setMapTool(tool)
+        elif canvas.mapTool() is tool:
+            canvas.unsetMapTool(tool)
 
     @guard_slot
     def resegment(self) -> None:
         layer = self.dock.layer()
         if layer is None:
-            self._message("choose a raster layer in the Think2Seg panel", Qgis.MessageLevel.Warning)
+            self.notify.say("choose a raster layer in the Think2Seg panel", Level.Warning)
             return
-        self.controller.resegment(prompt_tools.collect(self.store, layer))
+        prompt_set = prompt_data.collect(self.store, layer, self.dock.unticked_prompts())
+        if prompt_set.incomplete:
+            self.notify.say(
+                f"not sent: {'; '.join(prompt_set.incomplete)}. Each instance takes a box and/or exactly two points "
+                "inside the target: add the missing point with “Add point”",
+                Level.Warning,
+            )
+        self.controller.resegment(prompt_set)
+
+    @guard_slot
+    def refresh_prompts(self) -> None:
+        if self.dock is None:
+            return
+        layer = self.dock.layer()
+        self.dock.show_prompts(prompt_data.instances(self.store, layer) if layer is not None else [])
+
+    @guard_slot
+    def zoom_to_result(self) -> None:
+        command = self.undo.command(self.undo.index() - 1) if self.undo.index() > 0 else None
+        extent = self.store.run_extent(command.run) if command is not None else None
+        if extent is None or extent.isEmpty():
+            self.notify.say("there is no result on the map to zoom to: ask a question first")
+            return
+        canvas = self.iface.mapCanvas()
+        to_canvas = QgsCoordinateTransform(command.run.crs, canvas.mapSettings().destinationCrs(), self.project)
+        extent = to_canvas.transformBoundingBox(extent)
+        extent.scale(1.2)
+        canvas.setExtent(extent)
+        canvas.refresh()
 
     @guard_slot
     def export(self) -> None:
         layers = [layer for layer in self.store.results_layers() if layer.featureCount() > 0]
         if not layers:
-            self._message("there are no results to export yet: ask a question first", Qgis.MessageLevel.Info)
+            self.notify.say("there are no results to export yet: ask a question first")
             return
-        dialog = ExportDialog(str(results_path(QgsProject.instance()).with_name("think2seg_export.gpkg")), self.dock)
+        folder = Path(self.project.homePath()) if self.project.fileName() else Path.home()
+        dialog = ExportDialog(str(folder / "think2seg_export.gpkg"), self.dock)
         if dialog.exec() == QDialog.DialogCode.Accepted:
             self.export_to(layers, dialog.choice())
 
@@ -145,21 +223,32 @@ class Think2SegPlugin:
         try:
             written = export_results(layers, choice)
         except Think2SegError as exc:
-            self._message(f"export failed: {exc}", Qgis.MessageLevel.Critical)
+            self.notify.say(f"export failed: {exc}", Level.Critical)
             return
         polygons = sum(count for _name, count in written)
         names = ", ".join(name for name, _count in written)
-        self._message(f"exported {polygons} polygon(s) to {choice.path} (layer {names})", Qgis.MessageLevel.Success)
+        self.notify.say(f"exported {polygons} polygon(s) to {choice.path} (layer {names})", Level.Success)
 
     @guard_slot
     def batch(self) -> None:
-        dialog = BatchDialog(self.dock.question_text(), self.dock.layer(), self.dock)
+        canvas = self.iface.mapCanvas()
+        dialog = BatchDialog(
+            self.dock.question_text(),
+            self.dock.layer(),
+            self.settings,
+            self.dock,
+            visible=canvas.extent(),
+            visible_crs=canvas.mapSettings().destinationCrs(),
+        )
         if dialog.exec() != QDialog.DialogCode.Accepted:
             return
         choice = dialog.choice()
         if isinstance(choice, str):
-            self._message(choice, Qgis.MessageLevel.Warning)
+            self.notify.say(choice, Level.Warning)
             return
+        self.run_batch(choice)
+
+    def run_batch(self, choice: BatchChoice) -> BatchJobTask:
         request = job_request(
             choice.raster_path,
             choice.output_path,
@@ -168,61 +257,165 @@ class Think2SegPlugin:
             overlap_px=choice.overlap_px,
             resume=choice.resume,
             overwrite=choice.overwrite,
+            retry_failed=choice.retry_failed,
+            bounds=choice.bounds,
+            bounds_crs=crs_text(choice.layer.crs()) if choice.bounds else None,
+            aoi_path=choice.aoi_path,
             settings=self.settings,
         )
-        self.start_job(request)
+        if choice.overwrite:
+            forget_output(self.project, choice.output_path)  # no stale copy, and the file is not held open
+        return self.start_job(request)
 
     def start_job(self, request: dict) -> BatchJobTask:
         task = BatchJobTask(self.settings, request, lambda status, error: self._job_done(task, status, error))
+        task.statusUpdated.connect(lambda _status: self._show_jobs())
         self.tasks.append(task)
         QgsApplication.taskManager().addTask(task)
+        self._show_jobs()
         return task
 
     @guard_slot
     def edit_settings(self) -> None:
-        if SettingsDialog(self.settings, self.dock).exec() == QDialog.DialogCode.Accepted:
-            self.backend.check()
+        dialog = SettingsDialog(self.settings, self.dock)
+        if dialog.exec() != QDialog.DialogCode.Accepted:
+            return
+        self.backend.check()
+        if dialog.backend_changed() and self.backend.owns_process():
+            self.notify.say(
+                "the backend started from QGIS still runs with the old settings: restart it to use the new ones",
+                actions=[("Restart", self.restart_backend)],
+            )
+
+    @guard_slot
+    def restart_backend(self) -> None:
+        problem = self.backend.restart()
+        if problem:
+            self.notify.say(problem, Level.Warning)
 
     # --- results -----------------------------------------------------------------------------------------
 
     @guard_slot
-    def _add_reply(self, reply: dict, plan: TilePlan, drawn: Replaced | None) -> None:
-        """Save a reply's polygons and prompts as one undo step, in the CRS the reply says they are in."""
+    def _add_reply(self, reply: dict, plan: TilePlan, prompts: PromptSet | None, summary: str) -> None:
+        """Save a reply's polygons and prompts as one undo step, in the CRS the reply says they are in;
+        a re-segment's reply replaces the run it corrects. A reply that adds and replaces nothing is no step."""
         if self.unloaded:
             return
-        label = reply.get("question") or "re-segment"
         try:
             crs = reply_crs(reply, plan.crs)
-            run = self.store.features(reply, crs, plan.raster_path or plan.layer.source())
-            command = AddRunCommand(self.store, run, f"Think2Seg: {label}", replaced=drawn, report=self._undo_failed)
+            question = prompts.question if prompts else ""
+            run = self.store.features(reply, crs, plan.raster_path or plan.layer.source(), question=question)
+            replaced = prompts.replaced if prompts else None
+            if run.empty and (replaced is None or replaced.empty):
+                self.refresh_prompts()
+                return
+            label = f"question “{reply.get('question', '')}”"
+            if prompts is not None:
+                label = f"re-segment of “{question}”" if question else "re-segment"
+            command = AddRunCommand(
+                self.store, run, label, summary=summary, replaced=replaced, report=self._undo_failed
+            )
             command.apply()
         except Think2SegError as exc:  # e.g. the results GeoPackage is read-only or locked
-            self._message(f"the results were not saved: {exc}", Qgis.MessageLevel.Critical)
+            self.notify.say(f"the results were not saved: {exc}", Level.Critical)
             return
         self.undo.push(command)
         if crs != plan.crs:
-            self._message(
+            self.notify.say(
                 f"the backend answered in {crs.authid() or crs.description()}, not in the layer's "
                 f"{plan.crs.authid() or plan.crs.description()} (the file's own CRS differs from the layer's): "
                 "the polygons are kept in the backend's CRS, in their own results layer",
-                Qgis.MessageLevel.Warning,
+                Level.Warning,
             )
-        if run.results:
-            self._zoom_to(run.results, crs)
 
     def _undo_failed(self, text: str) -> None:
-        self._message(text, Qgis.MessageLevel.Critical)
+        self.notify.say(text, Level.Critical)
 
-    def _zoom_to(self, features: list, crs: QgsCoordinateReferenceSystem) -> None:
-        extent = QgsRectangle()
-        for feature in features:
-            extent.combineExtentWith(feature.geometry().boundingBox())
-        canvas = self.iface.mapCanvas()
-        to_canvas = QgsCoordinateTransform(crs, canvas.mapSettings().destinationCrs(), QgsProject.instance())
-        extent = to_canvas.transformBoundingBox(extent)
-        extent.scale(1.2)
-        canvas.setExtent(extent)
-        canvas.refresh()
+    @guard_slot
+    def _undo_changed(self, *_args: object) -> None:
+        """Buttons that say what they undo and redo, and a result line that matches the map."""
+        if self.dock is None:
+            return
+        for button, can, text, verb in (
+            (self.dock.undo_button, self.undo.canUndo(), self.undo.undoText(), "Undo"),
+            (self.dock.redo_button, self.undo.canRedo(), self.undo.redoText(), "Redo"),
+        ):
+            button.setEnabled(can)
+            button.setToolTip(
+                f"{verb} {text} (Ctrl+{'Z' if verb == 'Undo' else 'Shift+Z'})" if can else f"Nothing to {verb.lower()}"
+            )
+        index = self.undo.index()
+        if index > 0:
+            self.dock.result.setText(self.undo.command(index - 1).summary)
+        elif self.undo.count():
+            self.dock.result.setText(f"No result on the map (undone: {self.undo.command(0).text()}).")
+        self.dock.zoom_button.setEnabled(index > 0)
+        self.refresh_prompts()
+
+    # --- projects ------------------------------------------------------------------------------------------
+
+    def _show_results_file(self) -> None:
+        if self.dock is not None:
+            self.dock.show_results_file(str(self.store.file.path), temporary=self.store.file.is_temporary)
+
+    @guard_slot
+    def _project_cleared(self) -> None:
+        """A new (or another) project: nothing of the old one stays in the panel or the undo stack."""
+        if self.controller is not None:
+            self.controller.cancel()
+        self.undo.clear()
+        previous = self.store.file.new_project()
+        if self.dock is not None:
+            self.dock.result.setText("No result yet.")
+            self.dock.reasoning.clear()
+        self._show_results_file()
+        self.refresh_prompts()
+        if previous is not None:
+            self.notify.say(
+                f"the results of the unsaved project that was closed are in a temporary file, {previous}: keep "
+                "them to open them later",
+                actions=[("Keep…", lambda: self._ask_keep(previous))],
+            )
+
+    def _ask_keep(self, previous: Path) -> None:
+        target, _filter = QFileDialog.getSaveFileName(
+            self.dock, "Keep the Think2Seg results", str(Path.home() / "think2seg_results.gpkg"), "GeoPackage (*.gpkg)"
+        )
+        if target:
+            self.keep_results(previous, Path(target if target.lower().endswith(".gpkg") else target + ".gpkg"))
+
+    def keep_results(self, previous: Path, target: Path) -> None:
+        try:
+            self.store.file.keep_as(previous, target)
+        except Think2SegError as exc:
+            self.notify.say(f"the results were not kept: {exc}", Level.Critical)
+            return
+        self.notify.say(f"the results are kept in {target} (Layer › Add Layer opens them)", Level.Success)
+
+    @guard_slot
+    def _project_saved(self) -> None:
+        """The first save of a project moves its results beside it, and saves it again with the new paths."""
+        try:
+            target = self.store.file.adopt(self.store.all_layers())
+        except Think2SegError as exc:
+            self.notify.say(str(exc), Level.Warning)
+            return
+        self._show_results_file()
+        if target is not None:
+            QTimer.singleShot(0, self.project.write)
+            self.notify.say(f"the Think2Seg results are now kept beside the project, in {target}", Level.Success)
+
+    # --- batch jobs ------------------------------------------------------------------------------------------
+
+    def _show_jobs(self) -> None:
+        if self.dock is None:
+            return
+        lines = [
+            f"Batch “{task.request['question']}”: {progress_text(task.last_status)}"
+            for task in self.tasks
+            if task.last_status is not None
+        ]
+        self.dock.jobs.setText("\n".join(lines))
 
     @guard_slot
     def _job_done(self, task: BatchJobTask, status: dict | None, error: str) -> None:
@@ -231,23 +424,24 @@ class Think2SegPlugin:
         if self.unloaded:
             logger().info("a batch job ended after the plugin was unloaded: %s", error or (status or {}).get("state"))
             return
+        self._show_jobs()
         if error or status is None:
-            self._message(f"batch job failed: {error}", Qgis.MessageLevel.Critical)
+            self.notify.say(f"Batch “{task.request['question']}” failed: {error}", Level.Critical)
             return
-        if status["state"] != "done":
-            self._message(f"batch job {status['state']}: {status['message']}", Qgis.MessageLevel.Warning)
-            return
-        layer = QgsVectorLayer(f"{status['output_path']}|layername=segments", f"Think2Seg: {status['question']}", "ogr")
-        QgsProject.instance().addMapLayer(layer)
-        self._message(f"batch job done: {status['message']}", Qgis.MessageLevel.Success)
+        loaded = self._load_batch(status)
+        level = {"done": Level.Success, "cancelled": Level.Info}.get(status["state"], Level.Warning)
+        actions = [("Resume", lambda: self.start_job({**task.request, "resume": True, "overwrite": False}))]
+        text = end_text(status) + (f"; its layers are in the group Think2Seg › {loaded}" if loaded else "")
+        self.notify.say(text, level, actions=actions if status["state"] == "cancelled" else ())
 
-    @guard_slot
-    def _draw(self, kind: str) -> None:
-        canvas = self.iface.mapCanvas()
-        self.tool = prompt_tools.PromptTool(canvas, self.store, self.dock.layer, kind)
-        self.tool.refused.connect(lambda text: self._message(text, Qgis.MessageLevel.Warning))
-        canvas.setMapTool(self.tool)
-
-    def _message(self, text: str, level: Qgis.MessageLevel) -> None:
-        logger().info(text)
-        self.iface.messageBar().pushMessage("Think2Seg", text, level=level, duration=8)
+    def _load_batch(self, status: dict) -> str:
+        """Load a job's output layers; returns their group name ('' when there is nothing to show yet)."""
+        if status["state"] not in ("done", "cancelled"):
+            return ""
+        try:
+            load_output(self.project, status["output_path"], status["question"])
+        except Think2SegError as exc:
+            if status["state"] == "done":
+                self.notify.say(str(exc), Level.Warning)
+            return ""
+        return group_name(status["question"], status["output_path"])

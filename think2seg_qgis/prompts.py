@@ -1,88 +1,125 @@
 """Prompts for re-segmenting: the boxes and points in the prompt layers, edited or drawn by the user,
 grouped by instance, in the raster layer's CRS.
 
-Hand-drawn prompts belong to the run "drawn" until a re-segment sends them: when its reply is saved,
-they are replaced by the reply's prompts (one undo step, see :class:`~.results.AddRunCommand`), so
-they are never sent twice.
+An instance takes a box, exactly two points inside the target, or both (the model was trained on
+exactly two positive points). The re-segment corrects a run: the newest one, or those whose prompts
+are selected in the prompt layers. Its reply *replaces* that run (polygons and prompts) and the
+hand-drawn prompts it sent, as one undo step (see :class:`~.undo.AddRunCommand`); drawn prompts
+are therefore never sent twice, and the run's old mask never stays beside the new one.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from qgis.core import (
-    QgsCoordinateTransform,
-    QgsFeature,
-    QgsFeatureRequest,
-    QgsGeometry,
-    QgsPointXY,
-    QgsProject,
-    QgsRasterLayer,
-    QgsRectangle,
-)
-from qgis.gui import QgsMapCanvas, QgsMapTool, QgsRubberBand
-from qgis.PyQt.QtCore import pyqtSignal
-from qgis.PyQt.QtGui import QColor
+from qgis.core import QgsFeature, QgsFeatureRequest, QgsGeometry, QgsPointXY, QgsRasterLayer, QgsRectangle
 
-from . import compat
-from .errors import PromptError, ResultsError
-from .log import guard_slot
-from .results import Replaced, ResultStore
+from .errors import PromptError
+from .results import ROLES, Replaced, ResultStore
 
 DRAWN = "drawn"
-MIN_DRAG_PX = 4  # a box needs a drag of at least this many screen pixels each way
+POINTS_PER_INSTANCE = 2
+
+
+@dataclass
+class Instance:
+    """One instance's prompts: its ``box`` and ``points`` features (of run ``run_id``)."""
+
+    run_id: str
+    number: int
+    question: str = ""
+    box: QgsFeature | None = None
+    points: list[QgsFeature] = field(default_factory=list)
+
+    @property
+    def key(self) -> tuple[str, int]:
+        return (self.run_id, self.number)
+
+    @property
+    def drawn(self) -> bool:
+        return self.run_id == DRAWN
+
+    @property
+    def sendable(self) -> bool:
+        return self.box is not None or len(self.points) == POINTS_PER_INSTANCE
+
+    def describe(self) -> str:
+        """What the instance holds and, when incomplete, what it needs."""
+        name = f"drawn {self.number + 1}" if self.drawn else f"instance {self.number + 1}"
+        points = len(self.points)
+        parts = (["box"] if self.box is not None else []) + ([f"{points} points"] if points == 2 else [])
+        if points not in (0, POINTS_PER_INSTANCE):
+            need = "only its box is sent" if self.box is not None else "it cannot be sent yet"
+            parts.append(f"{points} of {POINTS_PER_INSTANCE} points: add one more ({need})")
+        return f"{name}: " + " + ".join(parts or ["empty"])
+
+    def prompt(self) -> dict:
+        """The prompt for the API (points only when exactly two)."""
+        prompt = {}
+        if self.box is not None:
+            bbox = self.box.geometry().boundingBox()
+            prompt["box"] = [bbox.xMinimum(), bbox.yMinimum(), bbox.xMaximum(), bbox.yMaximum()]
+        if len(self.points) == POINTS_PER_INSTANCE:
+            prompt["points"] = [[p.geometry().asPoint().x(), p.geometry().asPoint().y()] for p in self.points]
+        return prompt
+
+    def features(self) -> dict[str, list[QgsFeature]]:
+        return {"boxes": [self.box] if self.box is not None else [], "points": list(self.points)}
 
 
 @dataclass
 class PromptSet:
     """What a re-segment sends: ``prompts`` (``box`` [xmin, ymin, xmax, ymax] and/or two ``points``
-    [[x, y], [x, y]], in map units of the raster's CRS), and ``drawn``: the hand-drawn features among
-    them, which the re-segment's reply replaces when it is saved."""
+    [[x, y], [x, y]], in map units of the raster's CRS); ``replaced``: the corrected runs' features
+    and the drawn prompts sent, which the reply replaces; ``question``: the corrected run's;
+    ``incomplete``: the instances that could not be sent, described."""
 
     prompts: list[dict]
-    drawn: Replaced
+    replaced: Replaced
+    question: str = ""
+    incomplete: list[str] = field(default_factory=list)
 
 
-@dataclass
-class _Instance:
-    box: QgsFeature | None = None
-    points: list[QgsFeature] = field(default_factory=list)
-
-    def prompt(self) -> tuple[dict, list[tuple[str, QgsFeature]]]:
-        """The prompt for the API and the features it is made of (points only when exactly two)."""
-        prompt, used = {}, []
-        if self.box is not None:
-            bbox = self.box.geometry().boundingBox()
-            prompt["box"] = [bbox.xMinimum(), bbox.yMinimum(), bbox.xMaximum(), bbox.yMaximum()]
-            used.append(("boxes", self.box))
-        if len(self.points) == 2:  # the model takes exactly two points per instance
-            prompt["points"] = [[p.geometry().asPoint().x(), p.geometry().asPoint().y()] for p in self.points]
-            used += [("points", p) for p in self.points]
-        return prompt, used
-
-
-def collect(store: ResultStore, layer: QgsRasterLayer) -> PromptSet:
-    """Prompts of the newest run (or of the selected features), plus the ones drawn by hand."""
-    prompt_set = PromptSet([], Replaced(layer.crs(), {"boxes": [], "points": []}))
+def instances(store: ResultStore, layer: QgsRasterLayer) -> list[Instance]:
+    """The instances a re-segment can send: the corrected runs' (see module doc) and the drawn ones."""
     layers = store.find(layer.crs())
     if layers is None:
-        return prompt_set
+        return []
     boxes, points = layers["boxes"], layers["points"]
-    chosen = [f for lyr in (boxes, points) for f in lyr.selectedFeatures()]
-    runs = {f["run_id"] for f in chosen} or {_newest_run(boxes, points)} | {DRAWN}
-    instances: dict[tuple[str, int], _Instance] = {}
+    runs = corrected_runs(boxes, points) | {DRAWN}
+    found: dict[tuple[str, int], Instance] = {}
     for feature in boxes.getFeatures(_runs_filter(runs)):
-        instances.setdefault((feature["run_id"], feature["instance"]), _Instance()).box = feature
+        _instance(found, feature).box = feature
     for feature in points.getFeatures(_runs_filter(runs)):
-        instances.setdefault((feature["run_id"], feature["instance"]), _Instance()).points.append(feature)
-    for instance in instances.values():
-        prompt, used = instance.prompt()
-        if prompt:
-            prompt_set.prompts.append(prompt)
-            for role, feature in used:
-                if feature["run_id"] == DRAWN:
-                    prompt_set.drawn.features[role].append(feature)
-    return prompt_set
+        instance = _instance(found, feature)
+        instance.points = sorted([*instance.points, feature], key=lambda f: f["point"])
+    return sorted(found.values(), key=lambda i: (i.drawn, i.run_id, i.number))
+
+
+def corrected_runs(boxes, points) -> set[str]:  # noqa: ANN001 - the prompt layers
+    """The runs of the selected prompts, else the newest run (drawn prompts are no run)."""
+    chosen = {f["run_id"] for lyr in (boxes, points) for f in lyr.selectedFeatures()} - {DRAWN}
+    return chosen or ({_newest_run(boxes, points)} - {""})
+
+
+def collect(store: ResultStore, layer: QgsRasterLayer, leave_out: set[tuple[str, int]] = frozenset()) -> PromptSet:
+    """The prompts of every sendable instance but those in ``leave_out`` (keys the user unticked), and
+    what they replace. Instances that cannot be sent (one point, no box) are named in ``incomplete``."""
+    everything = instances(store, layer)
+    picked = [i for i in everything if i.sendable and i.key not in leave_out]
+    replaced = Replaced(layer.crs(), {role: [] for role in ROLES})
+    runs = {i.run_id for i in everything if not i.drawn}
+    layers = store.find(layer.crs())
+    if runs and layers is not None:
+        for role in ROLES:
+            replaced.features[role] += list(layers[role].getFeatures(_runs_filter(runs)))
+    for instance in picked:
+        if instance.drawn:
+            for role, features in instance.features().items():
+                replaced.features[role] += features
+    question = next((i.question for i in everything if not i.drawn and i.question), "")
+    incomplete = [i.describe() for i in everything if not i.sendable]
+    return PromptSet([i.prompt() for i in picked], replaced, question, incomplete)
 
 
 def require_inside(prompts: list[dict], bounds: QgsRectangle, layer_name: str) -> None:
@@ -97,9 +134,52 @@ def require_inside(prompts: list[dict], bounds: QgsRectangle, layer_name: str) -
     if outside:
         raise PromptError(
             f"{outside} of the {len(prompts)} prompt(s) to re-segment lie outside the visible part of "
-            f"{layer_name}: pan or zoom so that they are visible, or select only the visible ones in the "
-            "prompt layers"
+            f"{layer_name}: pan or zoom so that they are visible, or untick them in the Think2Seg panel"
         )
+
+
+def add_drawn(store: ResultStore, layer: QgsRasterLayer, kind: str, geometry: QgsGeometry) -> Instance:
+    """Add a hand-drawn box or point (in the raster's CRS) to the run 'drawn'; returns its instance.
+
+    Each drawn box starts a new instance. A point joins the newest drawn instance while it has fewer
+    than two points, and must lie inside its box; otherwise it starts a new instance of its own.
+    Raises :class:`PromptError` for a point outside the box and :class:`~.errors.ResultsError` when
+    the prompt layer cannot be written.
+    """
+    layers = store.layers(layer.crs())
+    drawn = [i for i in instances(store, layer) if i.drawn]
+    newest = drawn[-1] if drawn else None
+    if kind == "box" or newest is None or len(newest.points) >= POINTS_PER_INSTANCE:
+        number = max((i.number for i in drawn), default=-1) + 1
+        instance = Instance(DRAWN, number, "drawn by hand")
+    else:
+        instance = newest
+        if instance.box is not None and not instance.box.geometry().intersects(geometry):
+            raise PromptError(
+                f"the point is outside the box of drawn {instance.number + 1}: points go inside the target "
+                "(draw a new box first for another target)"
+            )
+    target = layers["boxes" if kind == "box" else "points"]
+    feature = QgsFeature(target.fields())
+    feature.setGeometry(geometry)
+    feature.setAttribute("run_id", DRAWN)
+    feature.setAttribute("instance", instance.number)
+    feature.setAttribute("question", "drawn by hand")
+    if kind == "point":
+        feature.setAttribute("point", len(instance.points))
+    (added,) = store.write(target, [feature])
+    if kind == "box":
+        instance.box = added
+    else:
+        instance.points.append(added)
+    return instance
+
+
+def _instance(found: dict[tuple[str, int], Instance], feature: QgsFeature) -> Instance:
+    key = (str(feature["run_id"]), int(feature["instance"] or 0))
+    if key not in found:
+        found[key] = Instance(key[0], key[1], str(feature["question"] or ""))
+    return found[key]
 
 
 def _flat(prompt: dict) -> bool:
@@ -127,84 +207,3 @@ def _newest_run(*layers) -> str:  # noqa: ANN002
 def _runs_filter(runs: set[str]) -> QgsFeatureRequest:
     quoted = ",".join("'" + r.replace("'", "''") + "'" for r in runs if r)
     return QgsFeatureRequest().setFilterExpression(f'"run_id" IN ({quoted})')
-
-
-class PromptTool(QgsMapTool):
-    """Drag a box, or click points, on the map; each ends up in the prompt layers as a drawn prompt.
-
-    ``refused(message)`` says why a gesture added nothing (a click where a box needs a drag).
-    """
-
-    drawn = pyqtSignal()
-    refused = pyqtSignal(str)
-
-    def __init__(self, canvas: QgsMapCanvas, store: ResultStore, layer_getter, kind: str) -> None:  # noqa: ANN001
-        super().__init__(canvas)
-        self.store, self.layer_getter, self.kind = store, layer_getter, kind
-        self.start: QgsPointXY | None = None
-        self._press = None  # screen position of the press (QPoint)
-        self.band = QgsRubberBand(canvas, compat.GEOMETRY_POLYGON)
-        self.band.setColor(QColor(30, 120, 255, 80))
-
-    @guard_slot
-    def canvasPressEvent(self, event) -> None:  # noqa: ANN001, N802
-        self.start, self._press = self.toMapCoordinates(event.pos()), event.pos()
-
-    @guard_slot
-    def canvasMoveEvent(self, event) -> None:  # noqa: ANN001, N802
-        if self.kind == "box" and self.start is not None:
-            rectangle = QgsRectangle(self.start, self.toMapCoordinates(event.pos()))
-            self.band.setToGeometry(QgsGeometry.fromRect(rectangle), None)
-
-    @guard_slot
-    def canvasReleaseEvent(self, event) -> None:  # noqa: ANN001, N802
-        start, press, self.start, self._press = self.start, self._press, None, None
-        self.band.reset()
-        layer = self.layer_getter()
-        if start is None:
-            return
-        if layer is None:
-            self.refused.emit("choose a raster layer in the Think2Seg panel before drawing prompts")
-            return
-        moved = event.pos() - press
-        if self.kind == "box" and min(abs(moved.x()), abs(moved.y())) < MIN_DRAG_PX:
-            self.refused.emit(
-                "no box drawn: press on one corner of the target, drag to the opposite corner and release "
-                "(use “Add point” to place points)"
-            )
-            return
-        to_layer = QgsCoordinateTransform(
-            self.canvas().mapSettings().destinationCrs(), layer.crs(), QgsProject.instance()
-        )
-        end = self.toMapCoordinates(event.pos())
-        if self.kind == "box":
-            geometry = QgsGeometry.fromRect(to_layer.transformBoundingBox(QgsRectangle(start, end)))
-        else:
-            geometry = QgsGeometry.fromPointXY(to_layer.transform(end))
-        try:
-            add_drawn(self.store, layer, self.kind, geometry)
-        except ResultsError as exc:
-            self.refused.emit(str(exc))
-            return
-        self.drawn.emit()
-
-
-def add_drawn(store: ResultStore, layer: QgsRasterLayer, kind: str, geometry: QgsGeometry) -> None:
-    """Add a hand-drawn box or point (in the raster's CRS) to the run 'drawn'.
-
-    Each drawn box starts a new instance; drawn points join the newest drawn box (two per instance).
-    Raises :class:`~.errors.ResultsError` when the prompt layer cannot be written.
-    """
-    layers = store.layers(layer.crs())
-    drawn_boxes = [f["instance"] for f in layers["boxes"].getFeatures(_runs_filter({DRAWN}))]
-    instance = max(drawn_boxes, default=-1) + 1 if kind == "box" else max(drawn_boxes, default=0)
-    target = layers["boxes" if kind == "box" else "points"]
-    feature = QgsFeature(target.fields())
-    feature.setGeometry(geometry)
-    feature.setAttribute("run_id", DRAWN)
-    feature.setAttribute("instance", instance)
-    feature.setAttribute("question", "drawn by hand")
-    if kind == "point":
-        points = target.getFeatures(_runs_filter({DRAWN}))
-        feature.setAttribute("point", sum(1 for f in points if f["instance"] == instance))
-    store.write(target, [feature])

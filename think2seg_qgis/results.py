@@ -1,10 +1,10 @@
-"""Results live in a GeoPackage, so nothing is lost if QGIS closes.
+"""Results live in the project's GeoPackage (see :mod:`.results_file`), so nothing is lost if QGIS closes.
 
-The file is ``think2seg_results.gpkg`` beside the saved project, else in the user's QGIS profile
-folder. Each raster CRS gets its own tables (polygons, prompt boxes, prompt points), shown as the
-layers "Think2Seg results", "Think2Seg prompt boxes" and "Think2Seg prompt points" in a "Think2Seg"
+Each raster CRS gets its own tables (polygons, prompt boxes, prompt points), shown as the layers
+"Think2Seg results", "Think2Seg prompt boxes" and "Think2Seg prompt points" in a "Think2Seg"
 group. Features are written through the data provider, i.e. saved at once, and every write is
-checked; undoing a run deletes its features again (see :class:`AddRunCommand`).
+checked; undoing a run deletes its features again (see :class:`~.undo.AddRunCommand`). The results
+layer is styled by run, so each answer has its own colour and legend entry (untick it to hide it).
 """
 
 from __future__ import annotations
@@ -12,12 +12,9 @@ from __future__ import annotations
 import hashlib
 import re
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 from qgis.core import (
-    QgsApplication,
     QgsCoordinateReferenceSystem,
     QgsFeature,
     QgsFeatureRequest,
@@ -25,20 +22,22 @@ from qgis.core import (
     QgsFields,
     QgsGeometry,
     QgsProject,
+    QgsRectangle,
     QgsVectorFileWriter,
     QgsVectorLayer,
 )
 
 from . import compat, styles
 from .api.errors import ApiError
-from .compat import QUndoCommand
 from .errors import ResultsError
 from .geojson import to_wkt
-from .log import guard_slot, logger
+from .log import logger
+from .results_file import ResultsFile
 
 ROLE = "think2seg/role"
 CRS_KEY = "think2seg/crs"
 GROUP = "Think2Seg"
+ROLES = ("results", "boxes", "points")
 NAMES = {"results": "Think2Seg results", "boxes": "Think2Seg prompt boxes", "points": "Think2Seg prompt points"}
 COMMON = [("run_id", compat.FIELD_STRING), ("question", compat.FIELD_STRING), ("created_at", compat.FIELD_STRING)]
 FIELDS = {
@@ -49,17 +48,11 @@ FIELDS = {
         ("segmenter", compat.FIELD_STRING),
         ("area_m2", compat.FIELD_DOUBLE),
         ("raster", compat.FIELD_STRING),
+        ("reasoning", compat.FIELD_STRING),
     ],
-    "boxes": COMMON + [("instance", compat.FIELD_INT)],
+    "boxes": COMMON + [("instance", compat.FIELD_INT), ("reasoning", compat.FIELD_STRING)],
     "points": COMMON + [("instance", compat.FIELD_INT), ("point", compat.FIELD_INT)],
 }
-
-
-def results_path(project: QgsProject) -> Path:
-    home = project.homePath()
-    if home and project.fileName():
-        return Path(home) / "think2seg_results.gpkg"
-    return Path(QgsApplication.qgisSettingsDirPath()) / "think2seg" / "results.gpkg"
 
 
 @dataclass
@@ -72,6 +65,26 @@ class RunFeatures:
     boxes: list[QgsFeature]
     points: list[QgsFeature]
 
+    @property
+    def empty(self) -> bool:
+        return not (self.results or self.boxes or self.points)
+
+    def by_role(self) -> dict[str, list[QgsFeature]]:
+        return {"results": self.results, "boxes": self.boxes, "points": self.points}
+
+
+@dataclass
+class Replaced:
+    """Features a run replaces, by layer role, in the layers of ``crs``: a re-segment's corrected run
+    and the hand-drawn prompts it sent. Their ids are kept current as they are taken and put back."""
+
+    crs: QgsCoordinateReferenceSystem
+    features: dict[str, list[QgsFeature]]
+
+    @property
+    def empty(self) -> bool:
+        return not any(self.features.values())
+
 
 class ResultStore:
     """Finds or creates the results layers for a CRS, adds and removes runs.
@@ -80,8 +93,9 @@ class ResultStore:
     GeoPackage, full disk) and leaves the layers as they were.
     """
 
-    def __init__(self, project: QgsProject) -> None:
+    def __init__(self, project: QgsProject, file: ResultsFile | None = None) -> None:
         self.project = project
+        self.file = file or ResultsFile(project)
 
     def find(self, crs: QgsCoordinateReferenceSystem) -> dict[str, QgsVectorLayer] | None:
         """The three layers for ``crs`` when the project has them; creates nothing."""
@@ -96,30 +110,35 @@ class ResultStore:
                 found[role] = self._create(role, crs)
         return found
 
+    def all_layers(self) -> list[QgsVectorLayer]:
+        """Every Think2Seg results, box and point layer of the project, whatever its CRS."""
+        return [layer for layer in self.project.mapLayers().values() if layer.customProperty(ROLE) in ROLES]
+
     def results_layers(self) -> list[QgsVectorLayer]:
         """Every Think2Seg results layer of the project, whatever its CRS."""
-        return [layer for layer in self.project.mapLayers().values() if layer.customProperty(ROLE) == "results"]
+        return [layer for layer in self.all_layers() if layer.customProperty(ROLE) == "results"]
 
-    def features(self, reply: dict, crs: QgsCoordinateReferenceSystem, raster: str) -> RunFeatures:
-        """Features for a segment reply (GeoJSON in ``crs``)."""
+    def features(
+        self, reply: dict, crs: QgsCoordinateReferenceSystem, raster: str, *, question: str = ""
+    ) -> RunFeatures:
+        """Features for a segment reply (GeoJSON in ``crs``); ``question`` names a re-segment's run."""
         stamp = {
             "run_id": uuid.uuid4().hex[:16],
-            "question": reply.get("question", ""),
+            "question": question or reply.get("question", ""),
             "created_at": reply.get("created_at", ""),
         }
         layers = self.layers(crs)
+        reasoning = reply.get("reasoning", "")
+        run = {
+            "status": reply.get("status", ""),
+            "model": reply.get("model", ""),
+            "segmenter": reply.get("segmenter", ""),
+        }
         results = [
             _feature(
                 layers["results"],
                 f["geometry"],
-                {
-                    **stamp,
-                    "status": reply.get("status", ""),
-                    "model": reply.get("model", ""),
-                    "segmenter": reply.get("segmenter", ""),
-                    "area_m2": f["properties"].get("area_m2"),
-                    "raster": raster,
-                },
+                {**stamp, **run, "area_m2": f["properties"].get("area_m2"), "raster": raster, "reasoning": reasoning},
             )
             for f in reply.get("features", [])
         ]
@@ -127,21 +146,20 @@ class ResultStore:
         for f in reply.get("prompts", {}).get("features", []):
             instance = int(f["properties"].get("instance", 0))
             if f["properties"].get("kind") == "box":
-                boxes.append(_feature(layers["boxes"], f["geometry"], {**stamp, "instance": instance}))
+                boxes.append(
+                    _feature(layers["boxes"], f["geometry"], {**stamp, "instance": instance, "reasoning": reasoning})
+                )
             else:
                 counters[instance] = counters.get(instance, -1) + 1
-                points.append(
-                    _feature(
-                        layers["points"], f["geometry"], {**stamp, "instance": instance, "point": counters[instance]}
-                    )
-                )
+                values = {**stamp, "instance": instance, "point": counters[instance]}
+                points.append(_feature(layers["points"], f["geometry"], values))
         return RunFeatures(stamp["run_id"], crs, results, boxes, points)
 
     def add(self, run: RunFeatures) -> None:
         """Save a run's features, all or nothing."""
         layers = self.layers(run.crs)
         try:
-            for role, features in (("results", run.results), ("boxes", run.boxes), ("points", run.points)):
+            for role, features in run.by_role().items():
                 if features:
                     self.write(layers[role], features)
         except ResultsError:
@@ -153,13 +171,21 @@ class ResultStore:
         for layer in self._found(run.crs).values():
             self._delete(layer, [feature.id() for feature in layer.getFeatures(request)])
 
+    def run_extent(self, run: RunFeatures) -> QgsRectangle:
+        """The extent of a run's polygons and prompts (in ``run.crs``), as they are now."""
+        extent = QgsRectangle()
+        request = QgsFeatureRequest().setFilterExpression(f"\"run_id\" = '{run.run_id}'")
+        for layer in self._found(run.crs).values():
+            for feature in layer.getFeatures(request):
+                extent.combineExtentWith(feature.geometry().boundingBox())
+        return extent
+
     def write(self, layer: QgsVectorLayer, features: list[QgsFeature]) -> list[QgsFeature]:
         """Add ``features`` to the layer's file at once; returns them with their new ids."""
         ok, added = layer.dataProvider().addFeatures(features)
         if not ok:
             raise ResultsError(_cannot_save(layer, "add features to"))
-        layer.updateExtents()
-        layer.triggerRepaint()
+        self._changed(layer)
         return added
 
     def take(self, replaced: Replaced) -> None:
@@ -177,13 +203,6 @@ class ResultStore:
             if features:
                 replaced.features[role] = self.write(layers[role], features)
 
-    def _delete(self, layer: QgsVectorLayer, ids: list[int]) -> None:
-        if not ids:
-            return
-        if not layer.dataProvider().deleteFeatures(ids):
-            raise ResultsError(_cannot_save(layer, "delete features from"))
-        layer.triggerRepaint()
-
     def take_back(self, run: RunFeatures) -> None:
         """Remove a run that could be saved only in part (a failure here is logged: the error that
         caused it is the one to report)."""
@@ -192,16 +211,30 @@ class ResultStore:
         except ResultsError as exc:
             logger().warning("a partly saved run (%s) could not be taken back: %s", run.run_id, exc)
 
+    def _delete(self, layer: QgsVectorLayer, ids: list[int]) -> None:
+        if not ids:
+            return
+        if not layer.dataProvider().deleteFeatures(ids):
+            raise ResultsError(_cannot_save(layer, "delete features from"))
+        self._changed(layer)
+
+    @staticmethod
+    def _changed(layer: QgsVectorLayer) -> None:
+        layer.updateExtents()
+        if layer.customProperty(ROLE) == "results":
+            styles.categorize_runs(layer)
+        layer.triggerRepaint()
+
     def _found(self, crs: QgsCoordinateReferenceSystem) -> dict[str, QgsVectorLayer]:
         key = crs_key(crs)
         return {
             layer.customProperty(ROLE): layer
             for layer in self.project.mapLayers().values()
-            if layer.customProperty(ROLE) and layer.customProperty(CRS_KEY) == key
+            if layer.customProperty(ROLE) in ROLES and layer.customProperty(CRS_KEY) == key
         }
 
     def _create(self, role: str, crs: QgsCoordinateReferenceSystem) -> QgsVectorLayer:
-        path = results_path(self.project)
+        path = self.file.path
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -211,6 +244,7 @@ class ResultStore:
             _create_table(path, table, role, crs)
         name = NAMES[role] if not self._other_crs(role, crs) else f"{NAMES[role]} ({crs.authid() or crs.description()})"
         layer = QgsVectorLayer(f"{path}|layername={table}", name, "ogr")
+        _add_missing_fields(layer, role)
         layer.setCustomProperty(ROLE, role)
         layer.setCustomProperty(CRS_KEY, crs_key(crs))
         styles.apply(layer, role)
@@ -225,9 +259,16 @@ class ResultStore:
 
     def _add_to_group(self, layer: QgsVectorLayer) -> None:
         self.project.addMapLayer(layer, False)
-        root = self.project.layerTreeRoot()
-        group = root.findGroup(GROUP) or root.insertGroup(0, GROUP)
-        group.addLayer(layer)
+        add_to_group(self.project, layer)
+
+
+def add_to_group(project: QgsProject, layer: QgsVectorLayer, subgroup: str = "") -> None:
+    """Put a layer (already in the project) into the "Think2Seg" group, or a subgroup of it."""
+    root = project.layerTreeRoot()
+    group = root.findGroup(GROUP) or root.insertGroup(0, GROUP)
+    if subgroup:
+        group = group.findGroup(subgroup) or group.addGroup(subgroup)
+    group.addLayer(layer)
 
 
 def reply_crs(reply: dict, expected: QgsCoordinateReferenceSystem) -> QgsCoordinateReferenceSystem:
@@ -263,17 +304,28 @@ def _feature(layer: QgsVectorLayer, geometry: dict, values: dict) -> QgsFeature:
     return feature
 
 
-def _has_table(path: Path, table: str) -> bool:
+def _has_table(path, table: str) -> bool:  # noqa: ANN001 - a Path
     if not path.exists():
         return False
     probe = QgsVectorLayer(f"{path}|layername={table}", "probe", "ogr")
     return probe.isValid()
 
 
-def _create_table(path: Path, table: str, role: str, crs: QgsCoordinateReferenceSystem) -> None:
+def _fields(role: str) -> QgsFields:
     fields = QgsFields()
     for name, kind in FIELDS[role]:
         fields.append(QgsField(name, kind))
+    return fields
+
+
+def _add_missing_fields(layer: QgsVectorLayer, role: str) -> None:
+    """Tables made by an earlier version of the plugin get the fields added since (e.g. reasoning)."""
+    missing = [field for field in _fields(role) if layer.fields().indexOf(field.name()) < 0]
+    if missing and layer.dataProvider().addAttributes(missing):
+        layer.updateFields()
+
+
+def _create_table(path, table: str, role: str, crs: QgsCoordinateReferenceSystem) -> None:  # noqa: ANN001
     options = QgsVectorFileWriter.SaveVectorOptions()
     options.driverName = "GPKG"
     options.layerName = table
@@ -284,7 +336,7 @@ def _create_table(path: Path, table: str, role: str, crs: QgsCoordinateReference
     )
     geometry = compat.WKB_POINT if role == "points" else compat.WKB_POLYGON
     writer = QgsVectorFileWriter.create(
-        str(path), fields, geometry, crs, QgsProject.instance().transformContext(), options
+        str(path), _fields(role), geometry, crs, QgsProject.instance().transformContext(), options
     )
     error = writer.hasError()
     message = writer.errorMessage()
@@ -303,71 +355,3 @@ def _cannot_save(layer: QgsVectorLayer, action: str) -> str:
         f"cannot {action} {layer.name()} in {layer.source().split('|')[0]} ({detail}): close other programs "
         "that have this GeoPackage open and check that it is writable, or save the project in a writable folder"
     )
-
-
-@dataclass
-class Replaced:
-    """Features a run replaces, by layer role ("boxes", "points"), in the layers of ``crs``: the
-    hand-drawn prompts a re-segment sent. Their ids are kept current as they are taken and put back."""
-
-    crs: QgsCoordinateReferenceSystem
-    features: dict[str, list[QgsFeature]]
-
-
-class AddRunCommand(QUndoCommand):
-    """One run on the undo stack: saves its features and takes away the prompts it replaced; undo
-    reverses both.
-
-    Call :meth:`apply` before pushing it: it raises :class:`~.errors.ResultsError` with nothing
-    changed when the run cannot be saved, so a failed run never becomes an undo step. Later redo and
-    undo failures go to ``report``.
-    """
-
-    def __init__(
-        self,
-        store: ResultStore,
-        run: RunFeatures,
-        text: str,
-        *,
-        replaced: Replaced | None = None,
-        report: Callable[[str], None],
-    ) -> None:
-        super().__init__(text)
-        self.store, self.run, self.replaced, self.report = store, run, replaced, report
-        self._pushed_done = False
-
-    def apply(self) -> None:
-        """Do the run now (before the push, whose redo() then does nothing); raises ResultsError."""
-        self._do()
-        self._pushed_done = True
-
-    @guard_slot
-    def redo(self) -> None:
-        if self._pushed_done:
-            self._pushed_done = False
-            return
-        self._try(self._do)
-
-    @guard_slot
-    def undo(self) -> None:
-        self._try(self._revert)
-
-    def _do(self) -> None:
-        self.store.add(self.run)
-        if self.replaced is not None:
-            try:
-                self.store.take(self.replaced)
-            except ResultsError:
-                self.store.take_back(self.run)
-                raise
-
-    def _revert(self) -> None:
-        self.store.remove(self.run)
-        if self.replaced is not None:
-            self.store.put_back(self.replaced)
-
-    def _try(self, action: Callable[[], None]) -> None:
-        try:
-            action()
-        except ResultsError as exc:
-            self.report(f"{self.text()}: {exc}")

@@ -1,14 +1,14 @@
 """One question (or one set of explicit prompts) about the visible part of a raster layer.
 
-Plans the tile, renders and uploads it when it cannot be sent by reference, streams the reasoning,
-and hands the reply back. Everything is asynchronous: QGIS never waits on the network. One request
-is in flight at a time; every callback checks that it still belongs to the request in flight, so a
-cancelled (or superseded) request never reports.
+Plans the tile, sends it by reference or uploads its pixels (or, for layers without pixels of
+their own, a render), streams the reasoning, and hands the reply back. Everything is asynchronous:
+QGIS never waits on the network or on a read. One request is in flight at a time; every callback
+checks that it still belongs to the request in flight, so a cancelled (or superseded) request
+never reports.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from qgis.core import QgsRasterLayer
@@ -21,9 +21,13 @@ from .errors import RunInProgress, Think2SegError, TileError
 from .log import guard_slot, logger
 from .prompts import require_inside
 from .settings import Settings
-from .tile import TilePlan, TileRender, plan_tile, with_render_size
+from .tile import PIXELS, RENDER, TilePlan, plan_tile
+from .upload import PixelRead, TileRender
 
-FALLBACK_CODES = ("path_not_allowed", "not_found")
+FALLBACK_CODES = {
+    "path_not_allowed": "the backend may not read this folder, so its pixels were uploaded",
+    "not_found": "the backend cannot see this file, so its pixels were uploaded",
+}
 
 
 @dataclass
@@ -32,13 +36,12 @@ class _Request:
 
     plan: TilePlan
     options: dict
-    canvas: QgsMapCanvas
     call: ApiCall | None = None
-    render: TileRender | None = None
+    upload: PixelRead | TileRender | None = None
 
     def stop(self) -> None:
-        if self.render is not None:
-            self.render.cancel()
+        if self.upload is not None:
+            self.upload.stop()
         if self.call is not None:
             self.call.abort()
 
@@ -47,7 +50,8 @@ class SegmentRun(QObject):
     """Emits ``reasoning`` as text streams in, then ``finished(reply, plan)`` or ``failed(error)``
     (a :class:`~.errors.Think2SegError`, usually an :class:`~.api.errors.ApiError`).
 
-    ``plan`` in ``finished`` is the plan of the request the reply answers.
+    ``plan`` in ``finished`` is the plan of the request the reply answers (its ``mode`` says how
+    the pixels were sent, its ``note`` why, when that was not the best way).
     """
 
     reasoning = pyqtSignal(str)
@@ -84,13 +88,8 @@ class SegmentRun(QObject):
             "min_area_m2": self.settings.min_area_m2,
         }
         options.update({"prompts": prompts} if prompts else {"question": question})
-        request = self._current = _Request(plan, options, canvas)
-        self.plan = plan
-        if plan.by_reference:
-            body = {**plan.reference_body(), **options}
-            self._send(request, lambda: self.client.post_json("/v1/segment", body, stream=True))
-        else:
-            self._render_and_upload(request)
+        request = self._current = _Request(plan, options)
+        self._send(request)
 
     def cancel(self) -> None:
         """Stop the request in flight; nothing is reported for it afterwards."""
@@ -98,20 +97,36 @@ class SegmentRun(QObject):
         if request is not None:
             request.stop()
 
-    def _render_and_upload(self, request: _Request) -> None:
-        request.render = TileRender(
-            request.plan, lambda png, transform, crs: self._upload(request, png, transform, crs)
-        )
+    def _send(self, request: _Request) -> None:
+        plan = self.plan = request.plan
+        if plan.mode == PIXELS:
+            request.upload = PixelRead(
+                plan,
+                lambda data, meta: self._upload(request, data, meta),
+                lambda message: self._read_failed(request, message),
+            )
+        elif plan.mode == RENDER:
+            request.upload = TileRender(plan, lambda data, meta: self._upload(request, data, meta))
+        else:
+            body = {**plan.reference_body(), **request.options}
+            self._listen(request, self.client.post_json("/v1/segment", body, stream=True))
+            return
+        request.upload.start()
 
     @guard_slot
-    def _upload(self, request: _Request, png: bytes, transform: list[float], crs: str) -> None:
+    def _upload(self, request: _Request, data: bytes, georeference: dict) -> None:
         if request is not self._current:
             return
-        meta = {**request.options, "transform": transform, "crs": crs}
-        self._send(request, lambda: self.client.post_upload("/v1/segment", png, "tile.png", meta, stream=True))
+        meta = {**request.options, **georeference}
+        name = "tile.png" if georeference else "tile.tif"
+        self._listen(request, self.client.post_upload("/v1/segment", data, name, meta, stream=True))
 
-    def _send(self, request: _Request, make_call: Callable[[], ApiCall]) -> None:
-        call = request.call = make_call()
+    def _read_failed(self, request: _Request, message: str) -> None:
+        if request is self._current:
+            self._end_with(TileError(f"{message}: check that the raster layer can be read, or try again"))
+
+    def _listen(self, request: _Request, call: ApiCall) -> None:
+        request.call = call
         call.reasoning.connect(lambda text: self._reasoning(request, text))
         call.finished.connect(lambda reply: self._finished(request, reply))
         call.failed.connect(lambda error: self._failed(request, error))
@@ -133,15 +148,9 @@ class SegmentRun(QObject):
             return
         plan = request.plan
         if plan.by_reference and error.code in FALLBACK_CODES:
-            # The backend cannot read this file (outside its data roots, or not on its disk): send pixels.
-            logger().info("the backend cannot read %s (%s): uploading the view instead", plan.raster_path, error.code)
-            try:
-                request.plan = self.plan = with_render_size(plan, request.canvas, self.settings)
-            except TileError as exc:
-                self._end_with(exc)
-                return
-            request.call = None
-            self._render_and_upload(request)
+            logger().info("the backend cannot read %s (%s): uploading its pixels instead", plan.raster_path, error.code)
+            request.plan, request.call = plan.as_pixels(FALLBACK_CODES[error.code]), None
+            self._send(request)
             return
         self._end_with(error)
 

@@ -35,6 +35,9 @@ class Settings:
         "max_side_px": 2048,
         "simplify_px": 0.0,
         "min_area_m2": 0.0,
+        "batch_tile_size_px": 1024,
+        "batch_overlap_px": 128,
+        "batch_output_folder": "",
     }
 
     def __init__(self, store: QgsSettings | None = None) -> None:
@@ -126,6 +129,32 @@ class Settings:
     @min_area_m2.setter
     def min_area_m2(self, value: float) -> None:
         self._set("min_area_m2", float(value))
+
+    @property
+    def batch_tile_size_px(self) -> int:
+        """The Batch… dialog's last tile size."""
+        return int(self._get("batch_tile_size_px"))
+
+    @batch_tile_size_px.setter
+    def batch_tile_size_px(self, value: int) -> None:
+        self._set("batch_tile_size_px", int(value))
+
+    @property
+    def batch_overlap_px(self) -> int:
+        return int(self._get("batch_overlap_px"))
+
+    @batch_overlap_px.setter
+    def batch_overlap_px(self, value: int) -> None:
+        self._set("batch_overlap_px", int(value))
+
+    @property
+    def batch_output_folder(self) -> str:
+        """The folder of the Batch… dialog's last output ('' before the first batch)."""
+        return str(self._get("batch_output_folder"))
+
+    @batch_output_folder.setter
+    def batch_output_folder(self, value: str) -> None:
+        self._set("batch_output_folder", value)
 
     @property
     def history(self) -> list[str]:

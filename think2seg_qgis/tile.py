@@ -1,48 +1,72 @@
-"""What to send for the visible part of a raster layer: a window by reference, or a rendered upload.
+"""What to send for the visible part of a raster layer, and how.
 
-A file-backed GDAL raster on the backend's machine is sent by reference (path + bounds, read at
-native resolution by the backend); any other layer (XYZ, WMS, or any layer when the backend is
-remote) is rendered at the canvas's resolution in the layer's CRS and uploaded with its georeference.
+Three ways, best first:
+
+- ``reference``: a raster file on the backend's machine is sent as path + bounds and read by the
+  backend at native resolution;
+- ``pixels``: any other GDAL raster (a file the backend may not read, a zipped or remote file) is
+  read here at its own pixel grid and uploaded as a GeoTIFF, so the polygons still follow the
+  raster's pixels;
+- ``render``: layers without pixels of their own (WMS, XYZ, ...) are rendered at the canvas's
+  resolution and uploaded as PNG with their georeference; the dock says so, since the resolution
+  is then the screen's, not the data's.
 """
 
 from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-from qgis.core import (
-    QgsCoordinateReferenceSystem,
-    QgsCoordinateTransform,
-    QgsMapRendererParallelJob,
-    QgsMapSettings,
-    QgsProject,
-    QgsRasterLayer,
-    QgsRectangle,
-)
+from qgis.core import QgsCoordinateReferenceSystem, QgsCoordinateTransform, QgsProject, QgsRasterLayer, QgsRectangle
 from qgis.gui import QgsMapCanvas
-from qgis.PyQt.QtCore import QBuffer, QByteArray, QIODevice, QSize
-from qgis.PyQt.QtGui import QColor
 
 from .errors import TileError
-from .log import guard_slot
 from .settings import Settings
 
+REFERENCE, PIXELS, RENDER = "reference", "pixels", "render"
+UPLOAD_MAX_SIDE_PX = 4096  # the backend's default upload limit is 4096 x 4096 pixels
+EPSILON_PX = 1e-6
 
-@dataclass
+
+@dataclass(frozen=True)
+class PixelWindow:
+    """A window of whole source pixels: ``extent`` (map units of the layer's CRS) covers columns
+    ``col_off`` .. ``col_off + width`` and rows ``row_off`` .. ``row_off + height``; ``pixel_size``
+    is the raster's own (x, y) pixel size."""
+
+    col_off: int
+    row_off: int
+    width: int
+    height: int
+    extent: QgsRectangle
+    pixel_size: tuple[float, float]
+
+    def output_size(self, max_side_px: int = UPLOAD_MAX_SIDE_PX) -> tuple[int, int]:
+        """The size to read it at: its own, or decimated so that the longer side is ``max_side_px``."""
+        longer = max(self.width, self.height)
+        if longer <= max_side_px:
+            return self.width, self.height
+        scale = longer / max_side_px
+        return max(1, round(self.width / scale)), max(1, round(self.height / scale))
+
+
+@dataclass(frozen=True)
 class TilePlan:
-    """The layer's visible window: ``bounds`` in the layer's CRS, and how to send it."""
+    """The layer's visible window: ``bounds`` in the layer's CRS, and how it is sent (``mode``)."""
 
     layer: QgsRasterLayer
     bounds: QgsRectangle
     crs: QgsCoordinateReferenceSystem
-    raster_path: str | None
-    render_size: tuple[int, int] | None
+    mode: str
+    raster_path: str | None = None  # mode reference: the file the backend reads
+    window: PixelWindow | None = None  # modes reference and pixels: the bounds snapped to whole pixels
+    render_size: tuple[int, int] | None = None  # mode render: the image size
+    note: str = ""  # why the plan is not the best one (e.g. the backend may not read the file)
 
     @property
     def by_reference(self) -> bool:
-        return self.raster_path is not None
+        return self.mode == REFERENCE
 
     def reference_body(self) -> dict:
         b = self.bounds
@@ -51,6 +75,12 @@ class TilePlan:
             "bounds": [b.xMinimum(), b.yMinimum(), b.xMaximum(), b.yMaximum()],
             "bounds_crs": crs_text(self.crs),
         }
+
+    def as_pixels(self, note: str) -> TilePlan:
+        """The same window read here and uploaded (the backend may not read the file): ``note`` says why."""
+        if self.window is None:
+            raise TileError(f"the layer {self.layer.name()} has no pixels of its own to upload")
+        return replace(self, mode=PIXELS, raster_path=None, note=note)
 
 
 def crs_text(crs: QgsCoordinateReferenceSystem) -> str:
@@ -66,28 +96,44 @@ def plan_tile(canvas: QgsMapCanvas, layer: QgsRasterLayer | None, settings: Sett
     crs = layer.crs()
     if not crs.isValid():
         raise TileError(f"the layer {layer.name()} has no CRS: set it in Layer Properties > Source")
-    settings_crs = canvas.mapSettings().destinationCrs()
-    extent = canvas.extent()
-    if settings_crs != crs:
-        transform = QgsCoordinateTransform(settings_crs, crs, QgsProject.instance())
-        extent = transform.transformBoundingBox(extent)
+    extent = visible_extent(canvas, crs)
     bounds = extent.intersect(layer.extent())
     if bounds.isEmpty() or bounds.width() <= 0 or bounds.height() <= 0:
         raise TileError(f"the layer {layer.name()} is not in view: pan or zoom to it")
+    if layer.providerType() != "gdal":
+        return TilePlan(layer, bounds, crs, RENDER, render_size=_render_size(canvas, extent, bounds, settings, layer))
+    window = pixel_window(layer, bounds)
     path = local_file(layer) if settings.backend_is_local() else None
     if path is not None:
-        return TilePlan(layer, bounds, crs, path, None)
-    return TilePlan(layer, bounds, crs, None, _render_size(canvas, extent, bounds, settings, layer))
+        return TilePlan(layer, bounds, crs, REFERENCE, raster_path=path, window=window)
+    return TilePlan(layer, bounds, crs, PIXELS, window=window)
 
 
-def with_render_size(plan: TilePlan, canvas: QgsMapCanvas, settings: Settings) -> TilePlan:
-    """The same window, to be rendered and uploaded instead of sent by reference."""
-    extent = canvas.extent()
+def visible_extent(canvas: QgsMapCanvas, crs: QgsCoordinateReferenceSystem) -> QgsRectangle:
+    """The canvas's extent in ``crs``."""
     canvas_crs = canvas.mapSettings().destinationCrs()
-    if canvas_crs != plan.crs:
-        extent = QgsCoordinateTransform(canvas_crs, plan.crs, QgsProject.instance()).transformBoundingBox(extent)
-    size = _render_size(canvas, extent, plan.bounds, settings, plan.layer)
-    return TilePlan(plan.layer, plan.bounds, plan.crs, None, size)
+    extent = canvas.extent()
+    if canvas_crs != crs:
+        extent = QgsCoordinateTransform(canvas_crs, crs, QgsProject.instance()).transformBoundingBox(extent)
+    return extent
+
+
+def pixel_window(layer: QgsRasterLayer, bounds: QgsRectangle) -> PixelWindow:
+    """``bounds`` snapped outward to whole pixels of the layer, clipped to the raster."""
+    full = layer.extent()
+    size_x, size_y = layer.rasterUnitsPerPixelX(), layer.rasterUnitsPerPixelY()
+    col0 = max(0, math.floor((bounds.xMinimum() - full.xMinimum()) / size_x + EPSILON_PX))
+    col1 = min(layer.width(), math.ceil((bounds.xMaximum() - full.xMinimum()) / size_x - EPSILON_PX))
+    row0 = max(0, math.floor((full.yMaximum() - bounds.yMaximum()) / size_y + EPSILON_PX))
+    row1 = min(layer.height(), math.ceil((full.yMaximum() - bounds.yMinimum()) / size_y - EPSILON_PX))
+    col1, row1 = max(col1, col0 + 1), max(row1, row0 + 1)
+    extent = QgsRectangle(
+        full.xMinimum() + col0 * size_x,
+        full.yMaximum() - row1 * size_y,
+        full.xMinimum() + col1 * size_x,
+        full.yMaximum() - row0 * size_y,
+    )
+    return PixelWindow(col0, row0, col1 - col0, row1 - row0, extent, (size_x, size_y))
 
 
 def local_file(layer: QgsRasterLayer) -> str | None:
@@ -109,41 +155,3 @@ def _render_size(
             f"{settings.max_side_px} px it can upload: zoom in, or start a batch job for big areas"
         )
     return width, height
-
-
-class TileRender:
-    """Renders a plan's bounds into PNG bytes in the background (never blocking the GUI)."""
-
-    def __init__(self, plan: TilePlan, on_done: Callable[[bytes, list[float], str], None]) -> None:
-        width, height = plan.render_size or (1, 1)
-        settings = QgsMapSettings()
-        settings.setLayers([plan.layer])
-        settings.setDestinationCrs(plan.crs)
-        settings.setOutputSize(QSize(width, height))
-        settings.setExtent(plan.bounds)
-        settings.setBackgroundColor(QColor(0, 0, 0, 0))  # outside the layer stays transparent: nodata
-        self._settings, self._on_done, self._cancelled = settings, on_done, False
-        self._job = QgsMapRendererParallelJob(settings)
-        self._job.finished.connect(self._finished)
-        self._job.start()
-
-    def cancel(self) -> None:
-        """Stop rendering; ``on_done`` is not called afterwards."""
-        self._cancelled = True
-        self._job.cancelWithoutBlocking()
-
-    @guard_slot
-    def _finished(self) -> None:
-        if self._cancelled:
-            return
-        image = self._job.renderedImage()
-        data = QByteArray()
-        buffer = QBuffer(data)
-        buffer.open(QIODevice.OpenModeFlag.WriteOnly)
-        image.save(buffer, "PNG")
-        extent = self._settings.visibleExtent()  # the extent actually rendered (aspect kept)
-        width, height = image.width(), image.height()
-        transform = [extent.width() / width, 0.0, extent.xMinimum(), 0.0, -extent.height() / height, extent.yMaximum()]
-        if not all(math.isfinite(v) for v in transform):
-            transform = [1.0, 0.0, 0.0, 0.0, -1.0, 0.0]
-        self._on_done(bytes(data), transform, crs_text(self._settings.destinationCrs()))

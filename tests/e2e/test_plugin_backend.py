@@ -51,7 +51,7 @@ def test_question_puts_polygons_in_the_results_layer_and_undo_removes_them(plugi
     assert not messages(qgis_iface), messages(qgis_iface)
     assert len(streamed) > 1 and "".join(streamed).startswith(PONDS_ANSWER_START)  # streamed as it was written
     assert plugin.dock.reasoning.toPlainText().startswith("Two ponds, one in each corner.")
-    assert plugin.dock.result.text().startswith("ok:")
+    assert f"“{PONDS}” — ok:" in plugin.dock.result.text() and "own resolution (0.5 m)" in plugin.dock.result.text()
     layers = plugin.store.layers(raster_layer.crs())
     results, boxes, points = layers["results"], layers["boxes"], layers["points"]
     assert results.crs().authid() == "EPSG:32633" and results.name() == "Think2Seg results"
@@ -120,7 +120,7 @@ def test_canvas_in_another_crs_sends_the_right_bounds(plugin, raster_layer, squa
     assert results.featureCount() > 0 and all(footprint.contains(f.geometry()) for f in results.getFeatures())
 
 
-def test_layer_that_is_not_a_local_file_is_rendered_and_uploaded(plugin, backend, qgis_iface, tmp_path):
+def test_gdal_layer_that_is_not_a_local_file_has_its_pixels_uploaded(plugin, backend, qgis_iface, tmp_path):
     archive = tmp_path / "riverside.zip"
     with zipfile.ZipFile(archive, "w") as zipped:
         zipped.write(
@@ -133,9 +133,21 @@ def test_layer_that_is_not_a_local_file_is_rendered_and_uploaded(plugin, backend
     view(qgis_iface.mapCanvas(), layer, QgsRectangle(512100, 5261700, 512300, 5261900))
     plugin.dock.layer_box.setLayer(layer)
     ask(plugin, PONDS)
-    assert not plugin.controller.segment.plan.by_reference
+    assert plugin.controller.segment.plan.mode == "pixels"  # read here at its own grid, not rendered
     assert not messages(qgis_iface), messages(qgis_iface)
     assert plugin.store.layers(layer.crs())["boxes"].featureCount() == 2
+    assert_on_pixel_corners(plugin.store.layers(layer.crs())["results"], layer)
+
+
+def assert_on_pixel_corners(results, layer) -> None:  # noqa: ANN001
+    """Every vertex of every polygon lies on a corner of the raster's own pixels."""
+    extent, size = layer.extent(), layer.rasterUnitsPerPixelX()
+    assert results.featureCount() > 0
+    for feature in results.getFeatures():
+        for vertex in feature.geometry().vertices():
+            for offset in ((vertex.x() - extent.xMinimum()) / size, (extent.yMaximum() - vertex.y()) / size):
+                assert abs(offset - round(offset)) < 1e-6, (vertex.x(), vertex.y())
+            assert extent.contains(vertex.x(), vertex.y())
 
 
 def _sample():  # noqa: ANN202
@@ -181,7 +193,7 @@ def test_drawn_box_is_resegmented_once_then_the_returned_prompts_again(plugin, r
         assert wait_until(lambda: plugin.dock.run_button.isEnabled(), 60)
         assert not messages(qgis_iface), messages(qgis_iface)
         assert not [f for f in layers["boxes"].getFeatures() if f["run_id"] == DRAWN]
-    assert plugin.undo.count() == 2 and layers["boxes"].featureCount() == 2
+    assert plugin.undo.count() == 2 and layers["boxes"].featureCount() == 1  # each re-segment replaced the last
     view(qgis_iface.mapCanvas(), raster_layer, QgsRectangle(512300, 5261616, 512384, 5261700))  # pan away
     plugin.resegment()
     warnings = messages(qgis_iface, Qgis.MessageLevel.Warning)
@@ -203,7 +215,7 @@ def test_batch_job_shows_progress_can_be_cancelled_and_adds_its_layer(plugin, ra
     task = plugin.start_job(request)
     assert wait_until(lambda: task.status() in (task.TaskStatus.Complete, task.TaskStatus.Terminated), 300)
     assert task.status() == task.TaskStatus.Complete, task.error
-    assert any(layer.name() == f"Think2Seg: {PONDS}" for layer in QgsProject.instance().mapLayers().values())
+    assert any(layer.name() == f"segments — {PONDS}" for layer in QgsProject.instance().mapLayers().values())
     assert messages(qgis_iface, Qgis.MessageLevel.Success)
 
     output2 = backend.data_root / "batch_cancelled.gpkg"
@@ -222,8 +234,10 @@ def test_batch_job_shows_progress_can_be_cancelled_and_adds_its_layer(plugin, ra
     task.progressChanged.connect(progress.append)
     assert wait_until(lambda: progress and progress[-1] > 0, 300), "no progress was reported"
     task.cancel()
-    assert wait_until(lambda: task.status() == task.TaskStatus.Terminated, 120)
-    assert wait_until(lambda: any("cancelled" in m for m in messages(qgis_iface, Qgis.MessageLevel.Warning)), 30)
+    stopped = [item for item in qgis_iface.messageBar().items() if "stopped after" in item.text()]
+    assert wait_until(lambda: [i for i in qgis_iface.messageBar().items() if "stopped after" in i.text()], 120)
+    (item,) = [i for i in qgis_iface.messageBar().items() if "stopped after" in i.text()]
+    assert "Resume" in item.text() and not stopped  # says what to do, in QGIS terms, with a Resume button
     assert output2.exists()  # resumable: the finished tiles are in it
     assert QgsApplication.taskManager().countActiveTasks() == 0
 
@@ -242,7 +256,7 @@ def test_offline_backend_and_wrong_token_give_clear_messages(plugin, raster_laye
     assert any("not reachable" in m and "Start" in m for m in messages(qgis_iface)), messages(qgis_iface)
     plugin.backend.check()
     assert wait_until(lambda: plugin.backend.status == "offline", 30)
-    assert "offline" in plugin.dock.status.text()
+    assert "offline" in plugin.dock.status.full_text()
 
 
 def test_no_raster_layer_is_explained(plugin, qgis_iface):
@@ -281,8 +295,11 @@ def test_raster_the_backend_may_not_read_is_uploaded_instead(plugin, qgis_iface,
     plugin.dock.layer_box.setLayer(layer)
     ask(plugin, PONDS)
     assert not messages(qgis_iface), messages(qgis_iface)
-    assert not plugin.controller.segment.plan.by_reference  # fell back to rendering and uploading
+    plan = plugin.controller.segment.plan
+    assert plan.mode == "pixels" and "may not read this folder" in plan.note  # its pixels, not a screen render
+    assert "own resolution (0.5 m)" in plugin.dock.result.text() and plan.note in plugin.dock.result.text()
     assert plugin.store.layers(layer.crs())["boxes"].featureCount() == 2
+    assert_on_pixel_corners(plugin.store.layers(layer.crs())["results"], layer)
 
 
 def test_start_launches_serve_waits_for_health_and_stop_ends_it(plugin, backend, qgis_iface):
@@ -298,7 +315,7 @@ def test_start_launches_serve_waits_for_health_and_stop_ends_it(plugin, backend,
     plugin.start_backend()
     assert plugin.backend.status == "starting" and plugin.backend.owns_process()
     assert wait_until(lambda: plugin.backend.status == "ready", 180), (plugin.backend.status, plugin.backend.message)
-    assert "ready" in plugin.dock.status.text() and plugin.dock.stop_button.isEnabled()
+    assert "ready" in plugin.dock.status.full_text() and plugin.dock.stop_button.isEnabled()
     assert wait_until(lambda: any("serving on" in line for line in plugin.backend.log_lines), 10), (
         plugin.backend.log_lines[-20:]
     )

@@ -8,11 +8,10 @@ import json
 from qgis.core import Qgis, QgsCoordinateReferenceSystem, QgsProject, QgsVectorLayer
 
 from think2seg_qgis.api.errors import ApiError, from_reply
-from think2seg_qgis.dialogs import BatchDialog
+from think2seg_qgis.batch_dialog import BatchDialog
 from think2seg_qgis.errors import ExportError, PromptError, ResultsError, RunInProgress, Think2SegError, TileError
 from think2seg_qgis.export import ExportChoice, export_results
 from think2seg_qgis.jobs import job_request
-from think2seg_qgis.results import results_path
 
 from qgis_helpers import FIXTURES
 
@@ -28,7 +27,7 @@ def test_export_without_results_says_so_and_creates_nothing(plugin, raster, qgis
     infos = qgis_iface.messageBar().get_messages(Qgis.MessageLevel.Info)
     assert any("no results to export yet" in m for m in infos), infos
     assert set(QgsProject.instance().mapLayers()) == layers_before
-    assert not results_path(QgsProject.instance()).exists()
+    assert not plugin.store.file.path.exists()
 
 
 def test_export_writes_every_crs_to_its_own_layer(plugin, qgis_iface, tmp_path):
@@ -53,7 +52,9 @@ def test_export_writes_every_crs_to_its_own_layer(plugin, qgis_iface, tmp_path):
 
 
 def test_batch_dialog_offers_overwrite_exclusive_with_resume(raster, tmp_path):
-    dialog = BatchDialog("segment the river", raster)
+    from think2seg_qgis.settings import Settings
+
+    dialog = BatchDialog("segment the river", raster, Settings())
     dialog.output.setFilePath(str(tmp_path / "out.gpkg"))
     dialog.resume.setChecked(True)
     dialog.overwrite.setChecked(True)
@@ -62,7 +63,6 @@ def test_batch_dialog_offers_overwrite_exclusive_with_resume(raster, tmp_path):
     assert choice.overwrite and not choice.resume
     dialog.resume.setChecked(True)
     assert not dialog.overwrite.isChecked()
-    from think2seg_qgis.settings import Settings
 
     request = job_request(
         choice.raster_path,
@@ -78,9 +78,12 @@ def test_batch_dialog_offers_overwrite_exclusive_with_resume(raster, tmp_path):
 
 
 def test_the_409_for_an_existing_output_says_what_to_tick():
-    body = {"error": {"code": "output_exists", "message": "/data/out.gpkg exists: set resume or overwrite"}}
+    # the backend's words (server/jobs.py), in HTTP terms for every client
+    message = "/data/out.gpkg exists: set resume (continue it) or overwrite (start again)"
+    body = {"error": {"code": "output_exists", "message": message}}
     error = from_reply(409, json.dumps(body).encode(), "http://127.0.0.1:8765")
-    assert error.code == "output_exists" and "Resume" in error.message and "Overwrite" in error.message
+    assert error.code == "output_exists" and "“Resume”" in error.message and "“Overwrite”" in error.message
+    assert "set resume" not in error.message and "Batch… dialog" in error.message
 
 
 def test_one_error_hierarchy():

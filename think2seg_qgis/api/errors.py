@@ -8,6 +8,29 @@ from ..errors import Think2SegError
 
 OFFLINE = "offline"
 TIMEOUT = "timeout"
+BATCH = "open Batch…, choose the same output GeoPackage and tick"
+# The backend speaks to every client in command-line and HTTP terms; in QGIS they read as buttons.
+QGIS_TERMS = (
+    ("POST /v1/jobs again with resume=true", f"{BATCH} “Resume”"),
+    ("POST again with retry_failed=true to redo them", f"{BATCH} “Retry failed tiles” to redo them"),
+    ("set resume (continue it) or overwrite (start again)", "tick “Resume” (continue it) or “Overwrite” (start again)"),
+    (
+        "pass --resume to continue the run in it, --overwrite to start again",
+        "tick “Resume” to continue it, “Overwrite” to start again",
+    ),
+    ("pass --overwrite to start again", "tick “Overwrite” to start again"),
+    ("pass --overwrite to replace it", "tick “Overwrite” to replace it"),
+    (
+        "start the server with --data-root FOLDER to allow that folder",
+        "start the backend from the Think2Seg panel "
+        "(Stop, then Start: a backend started there may use any folder), or start it yourself with --data-root FOLDER",
+    ),
+    ("or start a job (POST /v1/jobs) for big areas", "or use Batch… for big areas"),
+    ("start a job (POST /v1/jobs)", "use Batch…"),
+    ("--tile-size-px", "the tile size"),
+    ("--overlap-px", "the overlap"),
+    ("--simplify-px and --min-area-m2", "Simplification and Minimum polygon area (Think2Seg settings)"),
+)
 
 
 class ApiError(Think2SegError, OSError):
@@ -18,18 +41,22 @@ class ApiError(Think2SegError, OSError):
         self.code, self.message, self.status = code, message, status
 
 
+def qgis_terms(message: str) -> str:
+    """A backend message with its command-line and HTTP advice said in QGIS terms."""
+    for api, qgis in QGIS_TERMS:
+        message = message.replace(api, qgis)
+    return message
+
+
 def from_reply(status: int, body: bytes, url: str) -> ApiError:
     """The error an HTTP error reply carries, with hints for the cases users can fix in QGIS."""
     try:
         error = json.loads(body.decode("utf-8"))["error"]
-        code, message = str(error["code"]), str(error["message"])
+        code, message = str(error["code"]), qgis_terms(str(error["message"]))
     except (ValueError, KeyError, TypeError):
         code, message = "http_error", f"the backend at {url} answered HTTP {status}"
     if code == "output_exists":
-        message += (
-            " — in QGIS: tick “Resume” or “Overwrite” in the Batch… dialog (RESUME or OVERWRITE in "
-            "Processing), or choose another output file"
-        )
+        message += " in the Batch… dialog (RESUME or OVERWRITE in Processing), or choose another output file"
     if status == 401:
         message = (
             "the backend refused the token: set the token file in Think2Seg settings to the file "
@@ -41,8 +68,8 @@ def from_reply(status: int, body: bytes, url: str) -> ApiError:
 def offline(url: str, detail: str) -> ApiError:
     return ApiError(
         OFFLINE,
-        f"the Think2Seg backend at {url} is not reachable ({detail}): press Start in the Think2Seg panel, "
-        "or check the backend URL in Think2Seg settings",
+        f"the Think2Seg backend at {url} is not reachable ({detail}): press Start in the Think2Seg panel "
+        "(with the backend executable set in Think2Seg settings), or check the backend URL there",
     )
 
 

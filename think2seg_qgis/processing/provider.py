@@ -22,7 +22,7 @@ from qgis.PyQt.QtGui import QIcon
 from .. import compat
 from ..api.client import BlockingClient
 from ..api.errors import ApiError
-from ..jobs import job_request, run_job
+from ..jobs import end_text, job_request, percent, run_job
 from ..settings import Settings
 from ..tile import local_file
 
@@ -64,8 +64,9 @@ class SegmentRasterByQuestion(QgsProcessingAlgorithm):
     def shortHelpString(self) -> str:  # noqa: N802
         return (
             "Asks one question (e.g. 'every solar farm') over every tile of a raster with the Think2Seg "
-            "backend and writes stitched polygons to a GeoPackage (layer 'segments'). The raster must be a "
-            "file the backend can read; the backend is set in the Think2Seg plugin's settings."
+            "backend and writes stitched polygons to a GeoPackage (layer 'segments', added to the project when "
+            "the run ends). The raster must be a file; a backend started from the Think2Seg panel reads and "
+            "writes any folder (temporary outputs included), one started elsewhere only its --data-root folders."
         )
 
     def createInstance(self) -> SegmentRasterByQuestion:  # noqa: N802
@@ -123,11 +124,17 @@ class SegmentRasterByQuestion(QgsProcessingAlgorithm):
         )
         try:
             status = run_job(
-                BlockingClient(settings), request, canceled=feedback.isCanceled, progress=feedback.setProgress
+                BlockingClient(settings),
+                request,
+                canceled=feedback.isCanceled,
+                progress=lambda status: feedback.setProgress(percent(status)),
             )
         except ApiError as exc:
             raise QgsProcessingException(exc.message) from exc
         if status["state"] != "done":
-            raise QgsProcessingException(f"the batch job ended {status['state']}: {status.get('message', '')}")
-        feedback.pushInfo(status.get("message", ""))
-        return {self.OUTPUT: output, self.SEGMENTS: f"{output}|layername=segments"}
+            raise QgsProcessingException(end_text(status))
+        feedback.pushInfo(end_text(status))
+        segments = f"{output}|layername=segments"
+        details = QgsProcessingContext.LayerDetails(f"Think2Seg: {question}", context.project(), self.SEGMENTS)
+        context.addLayerToLoadOnCompletion(segments, details)
+        return {self.OUTPUT: output, self.SEGMENTS: segments}

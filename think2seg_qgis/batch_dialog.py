@@ -1,0 +1,254 @@
+"""The Batch… dialog: one question over every tile of a raster, the whole of it, the visible part
+or inside an area of interest. It remembers its values, shows how many tiles the run has, and
+only gathers values (the plugin starts the job)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+from qgis.core import (
+    QgsCoordinateReferenceSystem,
+    QgsCoordinateTransform,
+    QgsMapLayerProxyModel,
+    QgsProject,
+    QgsRasterLayer,
+    QgsRectangle,
+    QgsVectorLayer,
+)
+from qgis.gui import QgsFileWidget, QgsMapLayerComboBox
+from qgis.PyQt.QtWidgets import (
+    QButtonGroup,
+    QCheckBox,
+    QDialog,
+    QDialogButtonBox,
+    QFormLayout,
+    QLabel,
+    QLineEdit,
+    QRadioButton,
+    QSpinBox,
+    QWidget,
+)
+
+from .errors import TileError
+from .settings import Settings
+from .tile import local_file, pixel_window
+
+WHOLE, VISIBLE, AOI = "whole", "visible", "aoi"
+
+
+@dataclass
+class BatchChoice:
+    layer: QgsRasterLayer
+    raster_path: str
+    question: str
+    tile_size_px: int
+    overlap_px: int
+    output_path: str
+    resume: bool
+    overwrite: bool
+    retry_failed: bool = False
+    bounds: list[float] | None = None  # in the raster's CRS
+    aoi_path: str | None = None
+
+
+def tile_count(width_px: int, height_px: int, tile_size_px: int, overlap_px: int) -> int:
+    """Tiles of the batch grid over a region (as `think2seg batch` lays them out)."""
+    step = max(1, tile_size_px - overlap_px)
+
+    def along(length: int) -> int:
+        return 1 if length <= tile_size_px else math.ceil((length - tile_size_px) / step) + 1
+
+    return along(width_px) * along(height_px)
+
+
+class BatchDialog(QDialog):
+    """Layer, question, area, tile size, overlap and output of a batch job."""
+
+    def __init__(  # noqa: PLR0913
+        self,
+        question: str,
+        layer: QgsRasterLayer | None,
+        settings: Settings,
+        parent: QWidget | None = None,
+        *,
+        visible: QgsRectangle | None = None,
+        visible_crs: QgsCoordinateReferenceSystem | None = None,
+    ) -> None:
+        super().__init__(parent)
+        self.setWindowTitle("Think2Seg batch: every tile of a raster")
+        self.settings, self.visible, self.visible_crs = settings, visible, visible_crs
+        form = QFormLayout(self)
+        self.layer_box = QgsMapLayerComboBox()
+        self.layer_box.setFilters(QgsMapLayerProxyModel.Filter.RasterLayer)
+        if layer is not None:
+            self.layer_box.setLayer(layer)
+        self.question = QLineEdit(question)
+        self.tile_size = _spin(64, 8192, settings.batch_tile_size_px, "the side of each tile, in the raster's pixels")
+        self.overlap = _spin(
+            0, 4096, settings.batch_overlap_px, "pixels shared by neighbouring tiles (at most half a tile)"
+        )
+        self._area_buttons(form)
+        self.aoi_box = QgsMapLayerComboBox()
+        self.aoi_box.setFilters(QgsMapLayerProxyModel.Filter.PolygonLayer)
+        self.aoi_box.setAllowEmptyLayer(True)
+        self.tiles = QLabel()
+        self.output = QgsFileWidget()
+        self.output.setStorageMode(QgsFileWidget.StorageMode.SaveFile)
+        self.output.setFilter("GeoPackage (*.gpkg)")
+        self.resume = QCheckBox("Resume the run already in this file")
+        self.retry = QCheckBox("Retry failed tiles (resumes the run and redoes its failed tiles)")
+        self.overwrite = QCheckBox("Overwrite this file (start again)")
+        self._exclusive()
+        form.insertRow(0, "Raster", self.layer_box)
+        form.insertRow(1, "Question", self.question)
+        form.addRow("Area of interest", self.aoi_box)
+        form.addRow("Tile size", self.tile_size)
+        form.addRow("Overlap", self.overlap)
+        form.addRow("Tiles", self.tiles)
+        form.addRow("Output GeoPackage", self.output)
+        for box in (self.resume, self.retry, self.overwrite):
+            form.addRow(box)
+        form.addRow(_buttons(self))
+        for signal in (self.tile_size.valueChanged, self.overlap.valueChanged, self.area.buttonClicked):
+            signal.connect(self._update_tiles)
+        self.layer_box.layerChanged.connect(self._layer_changed)
+        self._layer_changed(self.layer_box.currentLayer())
+
+    def _area_buttons(self, form: QFormLayout) -> None:
+        self.area = QButtonGroup(self)
+        self.area_buttons = {}
+        for key, text in (
+            (WHOLE, "the whole raster"),
+            (VISIBLE, "the visible map extent"),
+            (AOI, "inside the area of interest"),
+        ):
+            button = QRadioButton(text)
+            self.area.addButton(button)
+            self.area_buttons[key] = button
+            form.addRow("Area" if key == WHOLE else "", button)
+        self.area_buttons[WHOLE].setChecked(True)
+        self.area_buttons[VISIBLE].setEnabled(self.visible is not None)
+
+    def _exclusive(self) -> None:
+        boxes = (self.resume, self.retry, self.overwrite)
+        for box in boxes:
+            box.toggled.connect(lambda on, me=box: on and [b.setChecked(False) for b in boxes if b is not me])
+
+    def _layer_changed(self, layer: object) -> None:
+        path = local_file(layer) if isinstance(layer, QgsRasterLayer) else None
+        if path and not self.output.filePath():
+            folder = Path(self.settings.batch_output_folder or Path(path).parent)
+            self.output.setFilePath(str(folder / f"{Path(path).stem}_think2seg.gpkg"))
+        self._update_tiles()
+
+    def area_choice(self) -> str:
+        return next(key for key, button in self.area_buttons.items() if button.isChecked())
+
+    def _bounds(self, layer: QgsRasterLayer) -> QgsRectangle:
+        """The chosen area's extent in the raster's CRS, clipped to the raster."""
+        aoi = self.aoi_box.currentLayer()
+        if self.area_choice() == VISIBLE and self.visible is not None:
+            return _in_crs(self.visible, self.visible_crs, layer.crs()).intersect(layer.extent())
+        if self.area_choice() == AOI and isinstance(aoi, QgsVectorLayer):
+            return _in_crs(aoi.extent(), aoi.crs(), layer.crs()).intersect(layer.extent())
+        return layer.extent()
+
+    def _update_tiles(self) -> None:
+        layer = self.layer_box.currentLayer()
+        self.overlap.setMaximum(self.tile_size.value() // 2)
+        if not isinstance(layer, QgsRasterLayer) or layer.width() <= 0:
+            self.tiles.setText("choose a raster layer")
+            return
+        bounds = self._bounds(layer)
+        if bounds.isEmpty():
+            self.tiles.setText("the area does not overlap the raster")
+            return
+        window = pixel_window(layer, bounds)
+        count = tile_count(window.width, window.height, self.tile_size.value(), self.overlap.value())
+        what = "at most " if self.area_choice() == AOI else ""
+        self.tiles.setText(f"{what}{count:,} tiles over {window.width:,} x {window.height:,} px")
+
+    def choice(self) -> BatchChoice | str:
+        """The job, or why it cannot run."""
+        layer = self.layer_box.currentLayer()
+        path = local_file(layer) if isinstance(layer, QgsRasterLayer) else None
+        if path is None:
+            return "batch jobs need a raster file that the backend can read: choose a file-based raster layer"
+        if not self.question.text().strip():
+            return "type a question first"
+        output = self.output.filePath()
+        if not output:
+            return "choose the output GeoPackage"
+        if not output.lower().endswith(".gpkg"):
+            output += ".gpkg"
+        bounds, aoi = None, None
+        if self.area_choice() == VISIBLE and self.visible is not None:
+            b = self._bounds(layer)
+            bounds = [b.xMinimum(), b.yMinimum(), b.xMaximum(), b.yMaximum()]
+        elif self.area_choice() == AOI:
+            try:
+                aoi = aoi_file(self.aoi_box.currentLayer())
+            except TileError as exc:
+                return str(exc)
+        self._remember(output)
+        return BatchChoice(
+            layer,
+            path,
+            self.question.text().strip(),
+            self.tile_size.value(),
+            self.overlap.value(),
+            output,
+            self.resume.isChecked(),
+            self.overwrite.isChecked(),
+            self.retry.isChecked(),
+            bounds,
+            aoi,
+        )
+
+    def _remember(self, output: str) -> None:
+        self.settings.batch_tile_size_px = self.tile_size.value()
+        self.settings.batch_overlap_px = self.overlap.value()
+        self.settings.batch_output_folder = str(Path(output).parent)
+
+
+def aoi_file(layer: object) -> str:
+    """The file of a polygon layer the backend can read as an AOI; raises TileError saying why not."""
+    if not isinstance(layer, QgsVectorLayer) or not layer.isValid():
+        raise TileError("choose the area-of-interest layer (a polygon layer saved in a file)")
+    path = layer.source().split("|", 1)[0]
+    if layer.providerType() != "ogr" or not Path(path).is_file():
+        raise TileError(
+            f"the area of interest {layer.name()} is not a file: save it as one (Export › Save Features As…)"
+        )
+    if len(layer.dataProvider().subLayers()) > 1:
+        raise TileError(
+            f"the area of interest {layer.name()} shares its file with other layers: save it as a file of its own "
+            "(Export › Save Features As…)"
+        )
+    return path
+
+
+def _in_crs(
+    rectangle: QgsRectangle, source: QgsCoordinateReferenceSystem | None, target: QgsCoordinateReferenceSystem
+) -> QgsRectangle:
+    if source is None or not source.isValid() or source == target:
+        return QgsRectangle(rectangle)
+    return QgsCoordinateTransform(source, target, QgsProject.instance()).transformBoundingBox(rectangle)
+
+
+def _spin(low: int, high: int, value: int, tooltip: str) -> QSpinBox:
+    spin = QSpinBox()
+    spin.setRange(low, high)
+    spin.setValue(value)
+    spin.setSuffix(" px")
+    spin.setToolTip(tooltip)
+    return spin
+
+
+def _buttons(dialog: QDialog) -> QDialogButtonBox:
+    box = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel, dialog)
+    box.accepted.connect(dialog.accept)
+    box.rejected.connect(dialog.reject)
+    return box
