@@ -1,7 +1,7 @@
 """Build dist/think2seg_qgis.zip for QGIS's "Install from ZIP" (standard library only).
 
 The zip holds one folder, think2seg_qgis/, with the plugin's code, its icon, the top-level
-metadata.txt and the licence; caches and tests are left out. Refuses to build a zip over 25 MB.
+metadata.txt, the licence and the README (how to install the backend); caches and tests are left out. Refuses to build a zip over 25 MB.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ def files() -> list[tuple[Path, str]]:
         for path in sorted((ROOT / PLUGIN).rglob("*"))
         if path.is_file() and not SKIP_PARTS & set(path.parts) and path.suffix not in SKIP_SUFFIXES
     ]
-    found += [(ROOT / "metadata.txt", f"{PLUGIN}/metadata.txt"), (ROOT / "LICENSE", f"{PLUGIN}/LICENSE")]
+    found += [(ROOT / name, f"{PLUGIN}/{name}") for name in ("metadata.txt", "LICENSE", "README.md")]
     return found
 
 

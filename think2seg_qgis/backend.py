@@ -73,14 +73,10 @@ class Backend(QObject):
             return f"the backend URL {self.settings.backend_url} is not on this machine: start it there"
         if self.process is not None and self.process.state() != QProcess.ProcessState.NotRunning:
             return "the backend is already running"
-        port = self.settings.backend_url.rsplit(":", 1)[-1].split("/")[0]
-        arguments = ["serve", "--host", "127.0.0.1", "--port", port if port.isdigit() else "8765"]
-        arguments += ["--token-file", self.settings.token_file]
         try:
-            extra = split_arguments(self.settings.backend_arguments, windows=os.name == "nt")
+            arguments = self.serve_arguments()
         except ValueError as exc:
             return f"the extra backend options in Settings cannot be read ({exc}): check their quotes"
-        arguments += extra if "--data-root" in extra else ["--any-path", *extra]
         self.process = QProcess(self)
         self.process.setProcessChannelMode(QProcess.ProcessChannelMode.MergedChannels)
         self.process.readyReadStandardOutput.connect(self._read_output)
@@ -91,6 +87,14 @@ class Backend(QObject):
         self._set("starting", f"starting {executable}")
         self._timer.start(STARTING_POLL_MS)
         return ""
+
+    def serve_arguments(self) -> list[str]:
+        """`think2seg serve`'s arguments for a backend started here; raises ValueError for bad quotes."""
+        port = self.settings.backend_url.rsplit(":", 1)[-1].split("/")[0]
+        arguments = ["serve", "--host", "127.0.0.1", "--port", port if port.isdigit() else "8765"]
+        arguments += ["--token-file", self.settings.token_file]
+        extra = split_arguments(self.settings.backend_arguments, windows=os.name == "nt")
+        return arguments + (extra if "--data-root" in extra else ["--any-path", *extra])
 
     def stop(self) -> None:
         """Ask the backend this plugin started to stop (SIGTERM: running jobs stay resumable)."""
@@ -146,7 +150,10 @@ class Backend(QObject):
 
     @guard_slot
     def _read_output(self) -> None:
-        text = bytes(self.process.readAllStandardOutput()).decode("utf-8", errors="replace")
+        self.add_log(bytes(self.process.readAllStandardOutput()).decode("utf-8", errors="replace"))
+
+    def add_log(self, text: str) -> None:
+        """Keep what the backend wrote (but its health checks) and pass each line on to ``logged``."""
         lines = [line for line in text.splitlines() if not HEALTH_LINE.search(line)]
         self.log_lines.extend(lines)
         del self.log_lines[:-LOG_LINES]

@@ -34,6 +34,7 @@ from qgis.PyQt.QtWidgets import (
 from .errors import TileError
 from .settings import Settings
 from .tile import local_file, pixel_window
+from .wording import plural
 
 WHOLE, VISIBLE, AOI = "whole", "visible", "aoi"
 
@@ -168,7 +169,7 @@ class BatchDialog(QDialog):
         window = pixel_window(layer, bounds)
         count = tile_count(window.width, window.height, self.tile_size.value(), self.overlap.value())
         what = "at most " if self.area_choice() == AOI else ""
-        self.tiles.setText(f"{what}{count:,} tiles over {window.width:,} x {window.height:,} px")
+        self.tiles.setText(f"{what}{plural(count, 'tile')} over {window.width:,} x {window.height:,} px")
 
     def choice(self) -> BatchChoice | str:
         """The job, or why it cannot run."""

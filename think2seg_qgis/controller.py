@@ -18,20 +18,9 @@ from .notify import Notifier
 from .prompts import PromptSet
 from .segment_run import SegmentRun
 from .tile import RENDER, TilePlan
+from .wording import area_text, plural
 
 NOT_YET = ("starting", "loading")
-
-
-def plural(count: int, word: str, many: str = "") -> str:
-    return f"{count:,} {word if count == 1 else (many or word + 's')}"
-
-
-def area_text(area_m2: float) -> str:
-    if area_m2 >= 1e6:
-        return f"{area_m2 / 1e6:,.3f} km²"
-    if area_m2 >= 1e4:
-        return f"{area_m2 / 1e4:,.2f} ha"
-    return f"{area_m2:,.1f} m²"
 
 
 def resolution_note(plan: TilePlan, reply: dict) -> str:

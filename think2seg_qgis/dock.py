@@ -190,14 +190,17 @@ class Think2SegDock(QDockWidget):
         """Ctrl+Z / Ctrl+Shift+Z (and Ctrl+Y) undo and redo runs while the panel has the focus;
         in the question box they edit its text, as everywhere in Qt."""
         context = Qt.ShortcutContext.WidgetWithChildrenShortcut
-        for keys, signal in (
-            (QKeySequence.StandardKey.Undo, self.undoRequested),
-            (QKeySequence.StandardKey.Redo, self.redoRequested),
-        ):
-            shortcut = QShortcut(QKeySequence(keys), self)
-            shortcut.setContext(context)
-            shortcut.activated.connect(signal)
-            shortcut.activatedAmbiguously.connect(signal)  # QGIS's own Undo may hold the same keys
+        undo = QKeySequence.keyBindings(QKeySequence.StandardKey.Undo)
+        redo = QKeySequence.keyBindings(QKeySequence.StandardKey.Redo) + [
+            QKeySequence("Ctrl+Shift+Z"),
+            QKeySequence("Ctrl+Y"),
+        ]
+        for bindings, signal in ((undo, self.undoRequested), (redo, self.redoRequested)):
+            for keys in {binding.toString(): binding for binding in bindings}.values():
+                shortcut = QShortcut(keys, self)
+                shortcut.setContext(context)
+                shortcut.activated.connect(signal)
+                shortcut.activatedAmbiguously.connect(signal)  # QGIS's own Undo may hold the same keys
 
     def reload_history(self) -> None:
         current = self.question.currentText()

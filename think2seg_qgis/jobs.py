@@ -12,6 +12,7 @@ from .api.client import BlockingClient
 from .api.errors import ApiError, qgis_terms
 from .log import guard_slot
 from .settings import Settings
+from .wording import plural
 
 POLL_S = 1.0
 
@@ -58,10 +59,10 @@ def end_text(status: dict) -> str:
     """How a job ended, in QGIS terms."""
     name = f"Batch “{status.get('question', '')}”"
     if status["state"] == "done":
-        text = f"{name} done: {status.get('polygons') or 0} polygon(s) from {status.get('tiles_total')} tiles"
+        text = f"{name} done: {plural(status.get('polygons') or 0, 'polygon')} from {plural(status.get('tiles_total') or 0, 'tile')}"
         if status.get("failures"):
             text += (
-                f"; {status['failures']} tile(s) failed: open Batch…, choose the same output GeoPackage and tick "
+                f"; {plural(status['failures'], 'tile')} failed: open Batch…, choose the same output GeoPackage and tick "
                 "“Retry failed tiles” to redo them"
             )
         return text

@@ -46,10 +46,11 @@ class Notifier:
             more = text if len(text) > SHORT_CHARS else ""
             self.bar.pushMessage(TITLE, text, more, level, duration)
             return None
-        buttons = QWidget()
+        item = QgsMessageBarItem(TITLE, text, level, duration)
+        buttons = QWidget(item)  # owned by the item (a parentless widget would die with this frame)
         row = QHBoxLayout(buttons)
         row.setContentsMargins(0, 0, 0, 0)
-        item = QgsMessageBarItem(TITLE, text, buttons, level, duration)
+        item.setWidget(buttons)
         for label, action in actions:
             button = QPushButton(label, buttons)
             button.clicked.connect(_then_dismiss(self.bar, item, action))

@@ -31,6 +31,7 @@ from .segment_run import SegmentRun
 from .settings import Settings
 from .tile import TilePlan, crs_text
 from .undo import AddRunCommand
+from .wording import plural
 
 ICON = Path(__file__).resolve().parent / "icons" / "think2seg.svg"
 Level = Qgis.MessageLevel
@@ -227,7 +228,7 @@ class Think2SegPlugin:
             return
         polygons = sum(count for _name, count in written)
         names = ", ".join(name for name, _count in written)
-        self.notify.say(f"exported {polygons} polygon(s) to {choice.path} (layer {names})", Level.Success)
+        self.notify.say(f"exported {plural(polygons, 'polygon')} to {choice.path} (layer {names})", Level.Success)
 
     @guard_slot
     def batch(self) -> None:
@@ -278,10 +279,13 @@ class Think2SegPlugin:
     @guard_slot
     def edit_settings(self) -> None:
         dialog = SettingsDialog(self.settings, self.dock)
-        if dialog.exec() != QDialog.DialogCode.Accepted:
-            return
+        if dialog.exec() == QDialog.DialogCode.Accepted:
+            self.settings_changed(backend_changed=dialog.backend_changed())
+
+    def settings_changed(self, *, backend_changed: bool) -> None:
+        """After the Settings dialog's OK: check the backend; offer to restart one started here."""
         self.backend.check()
-        if dialog.backend_changed() and self.backend.owns_process():
+        if backend_changed and self.backend.owns_process():
             self.notify.say(
                 "the backend started from QGIS still runs with the old settings: restart it to use the new ones",
                 actions=[("Restart", self.restart_backend)],

@@ -106,7 +106,9 @@ class ResultStore:
         """The three layers for ``crs``, created (tables in the GeoPackage, layers in the project) if missing."""
         found = self._found(crs)
         for role in NAMES:
-            if role not in found:
+            if role in found:
+                _add_missing_fields(found[role], role)
+            else:
                 found[role] = self._create(role, crs)
         return found
 

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import json
 import threading
+from datetime import datetime, timezone
+from email.parser import BytesParser
+from email.policy import HTTP
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from qgis_helpers import FIXTURES
@@ -13,15 +16,20 @@ JOB_ID = "job1"
 
 
 class FakeBackend:
-    """Records every request as (method, path, JSON body); ``reply``, ``delay_s`` and ``silent``
-    decide how /v1/segment answers (``silent``: accept and never answer)."""
+    """Records every request as (method, path, JSON body) and every upload as (request part, file
+    bytes); ``reply``, ``delay_s`` and ``silent`` decide how /v1/segment answers (``silent``: accept
+    and never answer); ``refuse_paths`` answers a raster sent by reference with 403 path_not_allowed,
+    as a backend does for a folder outside its data roots."""
 
     def __init__(self) -> None:
         self.requests: list[tuple[str, str, dict]] = []
+        self.uploads: list[tuple[dict, bytes]] = []
         self.reply = json.loads((FIXTURES / "api" / "segment.reply.json").read_text())
         self.delay_s = 0.0
         self.silent = False
+        self.refuse_paths = False
         self.job_state = "running"
+        self.job_message = "1 of 4 tiles"
         self.release = threading.Event()  # ends every wait when the server stops
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
         self.server.daemon_threads = True
@@ -37,10 +45,14 @@ class FakeBackend:
         """The bodies of the requests received for ``method`` and ``path``."""
         return [body for m, p, body in self.requests if (m, p) == (method, path)]
 
-    def answer(self, method: str, path: str) -> tuple[int, dict | None]:
+    def answer(self, method: str, path: str, body: dict) -> tuple[int, dict | None]:
         """(status, JSON) for the plain routes; (200, None) means /v1/segment's stream."""
         if path == "/v1/health":
             return 200, json.loads((FIXTURES / "api" / "health.reply.json").read_text())
+        if path == "/v1/segment" and self.refuse_paths and "raster_path" in body:
+            message = f"the raster_path {body['raster_path']} resolves to it, outside the data roots (/home/me): "
+            message += "start the server with --data-root FOLDER to allow that folder"
+            return 403, {"error": {"code": "path_not_allowed", "message": message}}
         if path == "/v1/segment":
             return 200, None
         if path == "/v1/jobs" and method == "POST":
@@ -54,7 +66,15 @@ class FakeBackend:
 
     def _job(self) -> dict:
         status = json.loads((FIXTURES / "api" / "job_status.reply.json").read_text())
-        return {**status, "id": JOB_ID, "state": self.job_state, "tiles_done": 1, "tiles_total": 4}
+        return {
+            **status,
+            "id": JOB_ID,
+            "state": self.job_state,
+            "message": self.job_message,
+            "tiles_done": 1,
+            "tiles_total": 4,
+            "eta_s": 30.0,
+        }
 
 
 def _handler(fake: FakeBackend) -> type[BaseHTTPRequestHandler]:
@@ -74,14 +94,20 @@ def _handler(fake: FakeBackend) -> type[BaseHTTPRequestHandler]:
         def _serve(self, method: str) -> None:
             length = int(self.headers.get("Content-Length") or 0)
             raw = self.rfile.read(length) if length else b""
-            try:
-                body = json.loads(raw) if raw else {}
-            except ValueError:
-                body = {"raw": len(raw)}
+            content_type = self.headers.get("Content-Type", "")
+            if content_type.startswith("multipart/form-data"):
+                parts = _multipart(content_type, raw)
+                body = json.loads(parts.get("request") or b"{}")
+                fake.uploads.append((body, parts.get("file") or b""))
+            else:
+                try:
+                    body = json.loads(raw) if raw else {}
+                except ValueError:
+                    body = {"raw": len(raw)}
             fake.requests.append((method, self.path, body))
-            status, reply = fake.answer(method, self.path)
+            status, reply = fake.answer(method, self.path, body)
             if reply is None:
-                self._stream()
+                self._stream(body)
                 return
             data = json.dumps(reply).encode()
             self.send_response(status)
@@ -90,7 +116,7 @@ def _handler(fake: FakeBackend) -> type[BaseHTTPRequestHandler]:
             self.end_headers()
             self.wfile.write(data)
 
-        def _stream(self) -> None:
+        def _stream(self, body: dict) -> None:
             if fake.silent:
                 fake.release.wait(60)
                 return
@@ -99,7 +125,9 @@ def _handler(fake: FakeBackend) -> type[BaseHTTPRequestHandler]:
             self.end_headers()
             self._event("reasoning", {"text": "<think>thinking"})
             fake.release.wait(fake.delay_s)
-            self._event("result", fake.reply)
+            # as the real backend: the question asked ("explicit prompts" for a re-segment), stamped now
+            question = body.get("question", "explicit prompts")
+            self._event("result", {**fake.reply, "question": question, "created_at": _now()})
 
         def _event(self, name: str, data: dict) -> None:
             try:
@@ -109,3 +137,16 @@ def _handler(fake: FakeBackend) -> type[BaseHTTPRequestHandler]:
                 return
 
     return Handler
+
+
+def _multipart(content_type: str, raw: bytes) -> dict[str, bytes]:
+    """The parts of a multipart/form-data body, by name."""
+    message = BytesParser(policy=HTTP).parsebytes(f"Content-Type: {content_type}\r\n\r\n".encode() + raw)
+    return {
+        part.get_param("name", header="content-disposition"): part.get_payload(decode=True)
+        for part in message.iter_parts()
+    }
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat()

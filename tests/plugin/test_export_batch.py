@@ -37,7 +37,7 @@ def test_export_writes_every_crs_to_its_own_layer(plugin, qgis_iface, tmp_path):
     target = tmp_path / "export.gpkg"
     plugin.export_to(store.results_layers(), ExportChoice(str(target), "ponds", selected_only=False))
     successes = qgis_iface.messageBar().get_messages(Qgis.MessageLevel.Success)
-    assert any("exported 2 polygon(s)" in m for m in successes), successes
+    assert any("exported 2 polygons" in m for m in successes), successes
     for authid, name in (("EPSG:32633", "ponds_epsg_32633"), ("EPSG:3857", "ponds_epsg_3857")):
         exported = QgsVectorLayer(f"{target}|layername={name}", name, "ogr")
         assert exported.isValid() and exported.crs().authid() == authid and exported.featureCount() == 1
