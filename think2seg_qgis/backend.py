@@ -41,6 +41,7 @@ class Backend(QObject):
         self._started_at = 0.0
         self._stopping = False
         self._call: ApiCall | None = None
+        self._call_url = ""
         self._timer = QTimer(self)
         self._timer.timeout.connect(self.check)
 
@@ -57,9 +58,17 @@ class Backend(QObject):
     def check(self) -> None:
         if self._call is not None:
             return
-        self._call = self.client.get("/v1/health")
+        self._call, self._call_url = self.client.get("/v1/health"), self.settings.backend_url
         self._call.finished.connect(self._healthy)
         self._call.failed.connect(self._unreachable)
+
+    def _stale(self) -> bool:
+        """Whether the health reply in hand is for a URL the settings no longer name (then ask again)."""
+        self._call = None
+        if self._call_url == self.settings.backend_url:
+            return False
+        self.check()
+        return True
 
     def start(self) -> str:
         """Launch `think2seg serve` on the URL's port; returns '' or why it cannot start."""
@@ -133,14 +142,18 @@ class Backend(QObject):
 
     @guard_slot
     def _healthy(self, health: dict) -> None:
-        self._call, self.health = None, health
+        if self._stale():
+            return
+        self.health = health
         self._set(str(health.get("status", "error")), str(health.get("message", "")))
         if self.status == "ready":
             self._timer.start(POLL_MS)
 
     @guard_slot
     def _unreachable(self, error: ApiError) -> None:
-        self._call, self.health = None, {}
+        if self._stale():
+            return
+        self.health = {}
         if self.status == "starting" and time.monotonic() - self._started_at < self.settings.start_timeout_s:
             return
         if self.status == "starting":
