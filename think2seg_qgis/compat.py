@@ -34,12 +34,37 @@ else:
 
     NUMBER_INTEGER = QgsProcessingParameterNumber.Type.Integer
 
+if hasattr(Qgis, "RasterColorInterpretation"):  # QGIS >= 3.30
+    _CI = Qgis.RasterColorInterpretation
+    PALETTE_BAND, RED_BAND, GREEN_BAND, BLUE_BAND, ALPHA_BAND = (
+        _CI.PaletteIndex,
+        _CI.RedBand,
+        _CI.GreenBand,
+        _CI.BlueBand,
+        _CI.AlphaBand,
+    )
+else:
+    from qgis.core import QgsRaster
+
+    PALETTE_BAND, RED_BAND, GREEN_BAND, BLUE_BAND, ALPHA_BAND = (
+        QgsRaster.PaletteIndex,
+        QgsRaster.RedBand,
+        QgsRaster.GreenBand,
+        QgsRaster.BlueBand,
+        QgsRaster.AlphaBand,
+    )
+
 try:  # Qt5 keeps these in QtWidgets; Qt6 moved them to QtGui
     from qgis.PyQt.QtWidgets import QAction, QShortcut, QUndoCommand, QUndoStack
 except ImportError:  # pragma: no cover - Qt6
     from qgis.PyQt.QtGui import QAction, QShortcut, QUndoCommand, QUndoStack
 
 __all__ = [
+    "ALPHA_BAND",
+    "BLUE_BAND",
+    "GREEN_BAND",
+    "PALETTE_BAND",
+    "RED_BAND",
     "FIELD_DOUBLE",
     "FIELD_INT",
     "FIELD_STRING",

@@ -26,6 +26,7 @@ from qgis.core import (
 from qgis.PyQt.QtCore import QBuffer, QByteArray, QIODevice, QSize
 from qgis.PyQt.QtGui import QColor
 
+from . import compat
 from .log import guard_slot
 from .tile import TilePlan, crs_text
 
@@ -35,13 +36,22 @@ Failure = Callable[[str], None]
 
 class PixelRead(QgsTask):
     """Writes the plan's pixel window (at its own resolution, up to the upload limit) to a GeoTIFF
-    and hands its bytes to ``on_done`` on the GUI thread; ``on_error(message)`` if that fails."""
+    and hands its bytes to ``on_done`` on the GUI thread; ``on_error(message)`` if that fails.
+
+    The values are the raster's own (the backend stretches non-8-bit data as it does for files) and
+    keep what the backend reads from them: nodata, and red/green/blue/alpha bands as such. A
+    palette raster is written through its colour table (its renderer), as RGBA of the same grid.
+    """
 
     def __init__(self, plan: TilePlan, on_done: Upload, on_error: Failure) -> None:
         super().__init__(f"Think2Seg: reading {plan.layer.name()}", QgsTask.Flag.CanCancel)
-        window = plan.window
+        window, provider = plan.window, plan.layer.dataProvider()
+        interpretations = [provider.colorInterpretation(band) for band in range(1, provider.bandCount() + 1)]
         self.pipe = QgsRasterPipe()
-        self.pipe.set(plan.layer.dataProvider().clone())  # a clone: providers are not shared across threads
+        self.pipe.set(provider.clone())  # clones: providers and renderers are not shared across threads
+        if interpretations[:1] == [compat.PALETTE_BAND]:
+            self.pipe.set(plan.layer.renderer().clone())
+        self.options = _creation_options(interpretations)
         self.extent, self.size, self.crs = window.extent, window.output_size(), plan.crs
         self.context = QgsProject.instance().transformContext()
         self.feedback = QgsRasterBlockFeedback()
@@ -63,6 +73,7 @@ class PixelRead(QgsTask):
         try:
             target = folder / "tile.tif"
             writer = QgsRasterFileWriter(str(target))
+            writer.setCreateOptions(self.options)
             width, height = self.size
             code = writer.writeRaster(self.pipe, width, height, self.extent, self.crs, self.context, self.feedback)
             if code != QgsRasterFileWriter.WriterError.NoError or not target.exists():
@@ -84,6 +95,14 @@ class PixelRead(QgsTask):
             self.on_done(self.data, {})
         else:
             self.on_error(self.error or "reading the raster's pixels was cancelled")
+
+
+def _creation_options(interpretations: list[int]) -> list[str]:
+    """GeoTIFF options that keep the bands' colour interpretation where GDAL can say it."""
+    if interpretations[:3] != [compat.RED_BAND, compat.GREEN_BAND, compat.BLUE_BAND]:
+        return []
+    alpha = len(interpretations) > 3 and interpretations[3] == compat.ALPHA_BAND
+    return ["PHOTOMETRIC=RGB"] + (["ALPHA=YES"] if alpha else [])
 
 
 class TileRender:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import shutil
 
-from qgis.core import QgsRasterLayer, QgsRectangle
+from qgis.core import Qgis, QgsRasterLayer, QgsRectangle
 
 from think2seg_qgis.backend import split_arguments
 from think2seg_qgis.controller import resolution_note
@@ -107,3 +107,49 @@ def test_windows_options_keep_quoted_paths_whole():
         raise AssertionError("an unclosed quote must be refused")
     except ValueError as exc:
         assert "not closed" in str(exc)
+
+
+def test_uploads_keep_what_the_backend_reads_from_the_bands(project, tmp_path):
+    from qgis.core import QgsRasterBlock, QgsRasterFileWriter
+
+    from think2seg_qgis import compat
+    from think2seg_qgis.upload import _creation_options
+
+    red, green, blue, alpha = compat.RED_BAND, compat.GREEN_BAND, compat.BLUE_BAND, compat.ALPHA_BAND
+    assert _creation_options([red, green, blue, alpha]) == ["PHOTOMETRIC=RGB", "ALPHA=YES"]
+    assert _creation_options([red, green, blue]) == ["PHOTOMETRIC=RGB"]
+    assert _creation_options([compat.PALETTE_BAND]) == [] and _creation_options([1, 1, 1, 1]) == []
+
+    path = tmp_path / "rgba16.tif"  # 16-bit RGBA with a nodata value: read through as it is
+    writer = QgsRasterFileWriter(str(path))
+    writer.setCreateOptions(["PHOTOMETRIC=RGB", "ALPHA=YES"])
+    extent = QgsRectangle(512000, 5261900, 512050, 5262000)
+    crs = QgsRasterLayer(str(SAMPLE), "s").crs()
+    provider = writer.createMultiBandRaster(Qgis.DataType.UInt16, 50, 100, extent, crs, 4)
+    for band in range(1, 5):
+        block = QgsRasterBlock(Qgis.DataType.UInt16, 50, 100)
+        block.setData(bytes([7, 1]) * 5000)
+        provider.writeBlock(block, band, 0, 0)
+        provider.setNoDataValue(band, 0)
+    del provider
+    layer = QgsRasterLayer(str(path), "rgba16")
+    project.addMapLayer(layer)
+    plan = plan_tile_for(layer)
+    done: list = []
+    from think2seg_qgis.upload import PixelRead
+
+    read = PixelRead(plan, lambda data, meta: done.append(data), done.append)
+    read.start()
+    assert wait_until(lambda: done, 20)
+    uploaded = tmp_path / "up.tif"
+    uploaded.write_bytes(done[0])
+    up = QgsRasterLayer(str(uploaded), "up")
+    got = up.dataProvider()
+    assert [got.colorInterpretation(b) for b in range(1, 5)] == [red, green, blue, alpha]
+    assert got.dataType(1) == Qgis.DataType.UInt16 and got.sourceNoDataValue(1) == 0
+
+
+def plan_tile_for(layer: QgsRasterLayer):  # noqa: ANN201
+    from think2seg_qgis.tile import TilePlan
+
+    return TilePlan(layer, layer.extent(), layer.crs(), PIXELS, window=pixel_window(layer, layer.extent()))
