@@ -186,6 +186,17 @@ def _window_bounds():  # noqa: ANN202
     return (left, bottom, right, top)
 
 
+def test_access_log_keeps_every_request_but_the_successful_health_polls(server):
+    with server.client() as client:
+        for _ in range(3):
+            assert client.get("/v1/health").status_code == 200
+        assert client.get("/v1/health", headers={"Origin": "https://evil.example"}).status_code == 403
+        assert client.get("/v1/jobs/nope").status_code == 404
+    log = (server.folder / "server.log").read_text()
+    assert '"GET /v1/jobs/nope HTTP/1.1" 404' in log and '"GET /v1/health HTTP/1.1" 403' in log
+    assert '"GET /v1/health HTTP/1.1" 200' not in log  # polled from the start, never logged
+
+
 def test_sigterm_stops_cleanly_and_leaves_running_jobs_resumable(server, tiny_lvlm_dir, tiny_sam2_dir):
     big = write_raster(server.folder / "long.tif", np.concatenate([scene(900, 900)] * 1, axis=1))
     output = server.folder / "long.gpkg"

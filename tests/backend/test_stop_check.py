@@ -70,8 +70,8 @@ def test_deferred_answers_equal_per_step_answers(prompter, host_events, static, 
     assert [g.new_tokens for g in late] == [g.new_tokens for g in per_step]
     if budget == 300:  # every answer ends on its own: the extra step is undone
         assert late[0].text == TEST_ANSWERS["river"] and max(g.new_tokens for g in late) < budget
-    else:
-        assert all(g.new_tokens == budget for g in late)
+    else:  # the trained answers are longer than the budget: cut there (the untrained one may end sooner)
+        assert late[0].new_tokens == late[2].new_tokens == budget and late[1].new_tokens <= budget
 
 
 def test_deferred_streaming_sends_the_same_text(prompter, host_events):

@@ -52,6 +52,18 @@ def run_ids(layer: QgsVectorLayer) -> set[str]:
     return {f["run_id"] for f in layer.getFeatures()}
 
 
+def ask(plugin, *, steps: int) -> None:  # noqa: ANN001
+    plugin.dock.question.setEditText(PONDS)
+    plugin.controller.ask()
+    wait_for_steps(plugin, steps)
+
+
+def wait_for_steps(plugin, steps: int) -> None:  # noqa: ANN001
+    """Wait until the run ends with ``steps`` runs on the undo stack."""
+    done = wait_until(lambda: plugin.dock.run_button.isEnabled() and plugin.undo.count() == steps, 120)
+    assert done, (plugin.dock.result.text(), plugin.notify.history[-2:])
+
+
 @pytest.fixture
 def started(plugin, backend, tmp_path):
     """The plugin with a backend it started itself (Start in the dock), stopped afterwards."""
@@ -76,12 +88,7 @@ def test_the_daily_path(started, qgis_iface, tmp_path):
     view = canvas.extent().toString(6)
     plugin.dock.layer_box.setLayer(raster)
 
-    plugin.dock.question.setEditText(PONDS)
-    plugin.controller.ask()
-    assert wait_until(lambda: plugin.dock.run_button.isEnabled() and plugin.undo.count() == 1, 120), (
-        plugin.dock.result.text(),
-        plugin.notify.history[-2:],
-    )
+    ask(plugin, steps=1)
     assert plugin.controller.segment.plan.mode == "reference"  # read by the backend itself, any folder
     layers = plugin.store.find(raster.crs())
     results = layers["results"]
@@ -91,10 +98,7 @@ def test_the_daily_path(started, qgis_iface, tmp_path):
 
     assert plugin.dock.prompt_list.count() == 2  # the answer's two instances, ticked
     plugin.resegment()
-    assert wait_until(lambda: plugin.dock.run_button.isEnabled() and plugin.undo.count() == 2, 120), (
-        plugin.dock.result.text(),
-        plugin.notify.history[-2:],
-    )
+    wait_for_steps(plugin, 2)
     resegmented = run_ids(results)
     assert len(resegmented) == 1 and resegmented != asked, "the re-segment replaced the run"
     assert {f["question"] for f in results.getFeatures()} == {PONDS}
@@ -135,10 +139,5 @@ def test_the_daily_path(started, qgis_iface, tmp_path):
     project.addMapLayer(raster)
     canvas.setExtent(raster.extent())
     plugin.dock.layer_box.setLayer(raster)
-    plugin.dock.question.setEditText(PONDS)
-    plugin.controller.ask()
-    assert wait_until(lambda: plugin.dock.run_button.isEnabled() and plugin.undo.count() == 1, 120), (
-        plugin.dock.result.text(),
-        plugin.notify.history[-2:],
-    )
+    ask(plugin, steps=1)
     assert len(run_ids(plugin.store.find(raster.crs())["results"])) == 1  # only the new project's run

@@ -25,6 +25,7 @@ from think2seg.batch.stitch import merge_seam_pieces
 from think2seg.geo.areas import areas_m2
 from think2seg.geo.vectorize import georeference, to_pixel_corners
 from think2seg.output.frames import RunStamp
+from think2seg.output.gpkg import write_layer
 
 CHUNK_PIECES = 20_000
 _COMMITTED = "FROM tile_pieces p JOIN tiles t ON p.attempt = t.attempt"
@@ -115,8 +116,8 @@ class _SegmentsWriter:
         columns["area_m2"] = pd.Series(areas, dtype="float64")
         columns["tiles"] = pd.Series(tiles, dtype="int32")
         frame = gpd.GeoDataFrame(columns, geometry=gpd.GeoSeries(list(polygons), crs=self.crs))
-        options = {"append": True} if self._started else {"layer_options": {"OVERWRITE": "YES"}}
-        pyogrio.write_dataframe(frame, self.path, layer="segments", driver="GPKG", geometry_type="Polygon", **options)
+        started = self._started
+        write_layer(frame, self.path, layer="segments", geometry_type="Polygon", append=started, replace=not started)
         self._started = True
         self.count += len(polygons)
         self.area += float(np.nansum(areas))

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
 from think2seg.batching import BatchSize, check_batch_size
 from think2seg.errors import InputError
@@ -43,6 +44,13 @@ class BatchOptions:
             raise InputError(f"prefetch must be >= 0, got {self.prefetch}")
         if self.simplify_px < 0 or self.min_area_m2 < 0:
             raise InputError("--simplify-px and --min-area-m2 must be >= 0")
+
+    @classmethod
+    def named_like(cls, source: object, **given: Any) -> BatchOptions:
+        """The options that ``source`` (the CLI's arguments, an API request) holds under the same
+        names, then ``given``; defaults for the rest."""
+        found = {f.name: getattr(source, f.name) for f in fields(cls) if hasattr(source, f.name)}
+        return cls(**{**found, **given})
 
 
 @dataclass(frozen=True)

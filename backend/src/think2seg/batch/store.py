@@ -34,6 +34,7 @@ from think2seg.batch.params import BatchParams
 from think2seg.errors import InputError, OutputError, OutputExistsError
 from think2seg.output.atomic import check_output_path
 from think2seg.output.frames import RunStamp, boxes_frame, points_frame
+from think2seg.output.gpkg import write_layer
 from think2seg.result import InstanceResult
 
 RETRY_STATUSES = ("failed", "unparseable")
@@ -156,21 +157,15 @@ class BatchStore:
             for layer in STAGED_LAYERS:
                 connection.execute(f'DELETE FROM "{layer}" WHERE attempt NOT IN (SELECT attempt FROM tiles)')
 
-    def _write(self, layer: str, frame: pd.DataFrame, geometry_type: str | None) -> None:
+    def _write(self, layer: str, frame: pd.DataFrame, geometry_type: str | None, *, append: bool = False) -> None:
         try:
-            pyogrio.write_dataframe(frame, self.path, layer=layer, driver="GPKG", geometry_type=geometry_type)
+            write_layer(frame, self.path, layer=layer, geometry_type=geometry_type, append=append)
         except (DataSourceError, DataLayerError, OSError) as exc:
             raise OutputError(f"cannot write {self.path}: {exc}") from exc
 
     def _append(self, layer: str, frame: pd.DataFrame, geometry_type: str) -> None:
-        if not len(frame):
-            return
-        try:
-            pyogrio.write_dataframe(
-                frame, self.path, layer=layer, driver="GPKG", geometry_type=geometry_type, append=True
-            )
-        except (DataSourceError, DataLayerError, OSError) as exc:
-            raise OutputError(f"cannot write {self.path}: {exc}") from exc
+        if len(frame):
+            self._write(layer, frame, geometry_type, append=True)
 
     def _runs_frame(self) -> pd.DataFrame:
         row = {key: values[0] for key, values in self.stamp.columns(1, status="batch").items()}

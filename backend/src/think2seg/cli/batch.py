@@ -10,8 +10,16 @@ from pathlib import Path
 
 from think2seg.batch.options import DEFAULT_OVERLAP_PX, DEFAULT_TILE_SIZE_PX, BatchOptions, BatchSummary
 from think2seg.batch.runner import run_batch
-from think2seg.batching import AUTO, parse_batch_size
-from think2seg.cli.options import add_model_options, add_vector_options, model_spec, positive_int
+from think2seg.cli.options import (
+    add_batch_size,
+    add_bounds,
+    add_gpkg_output,
+    add_model_options,
+    add_positive_int,
+    add_raster_and_question,
+    add_vector_options,
+    model_spec,
+)
 from think2seg.cli.summary import format_area, format_timings
 
 log = logging.getLogger("think2seg")
@@ -28,24 +36,10 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
             "to a GeoPackage as tiles finish. Interrupted runs continue with --resume."
         ),
     )
-    parser.add_argument("raster", type=Path, help="any raster GDAL reads (GeoTIFF, COG, VRT...)")
-    parser.add_argument("question", help='what to segment, e.g. "every solar farm"')
-    parser.add_argument(
-        "-o",
-        "--output",
-        type=Path,
-        required=True,
-        metavar="OUT.gpkg",
-        help="GeoPackage holding the run and its results",
-    )
+    add_raster_and_question(parser, formats="GeoTIFF, COG, VRT...", example="every solar farm")
+    add_gpkg_output(parser, required=True, help="GeoPackage holding the run and its results")
     grid = parser.add_argument_group("tiles")
-    grid.add_argument(
-        "--tile-size-px",
-        type=positive_int,
-        default=DEFAULT_TILE_SIZE_PX,
-        metavar="N",
-        help=f"tile side in full-resolution pixels (default {DEFAULT_TILE_SIZE_PX})",
-    )
+    add_positive_int(grid, "--tile-size-px", default=DEFAULT_TILE_SIZE_PX, help="tile side in full-resolution pixels")
     grid.add_argument(
         "--overlap-px",
         type=int,
@@ -53,13 +47,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         metavar="N",
         help=f"overlap between neighbouring tiles (default {DEFAULT_OVERLAP_PX})",
     )
-    grid.add_argument(
-        "--bounds",
-        nargs=4,
-        type=float,
-        metavar=("MINX", "MINY", "MAXX", "MAXY"),
-        help="only this window, in the raster's CRS",
-    )
+    add_bounds(grid, help="only this window, in the raster's CRS")
     grid.add_argument(
         "--aoi",
         type=Path,
@@ -70,11 +58,8 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         "--pixel-coords", action="store_true", help="accept a raster without CRS: output in pixel coordinates"
     )
     run = parser.add_argument_group("run")
-    run.add_argument(
-        "--batch-size",
-        type=parse_batch_size,
-        default=AUTO,
-        metavar="N|auto",
+    add_batch_size(
+        run,
         help="tiles sent through the LVLM and SAM at once; auto (default) fills the free GPU memory "
         "(1 on a CPU); halved when the GPU runs out of memory",
     )
@@ -97,20 +82,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 
 
 def run_command(args: argparse.Namespace) -> int:
-    options = BatchOptions(
-        tile_size_px=args.tile_size_px,
-        overlap_px=args.overlap_px,
-        bounds=args.bounds,
-        aoi=args.aoi,
-        batch_size=args.batch_size,
-        prefetch=args.prefetch,
-        resume=args.resume,
-        retry_failed=args.retry_failed,
-        overwrite=args.overwrite,
-        simplify_px=args.simplify_px,
-        min_area_m2=args.min_area_m2,
-        pixel_coords=args.pixel_coords,
-    )
+    options = BatchOptions.named_like(args)
     models = model_spec(args)
     previous = signal.signal(signal.SIGTERM, _interrupt)
     try:

@@ -6,8 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from think2seg.batching import AUTO, parse_batch_size
-from think2seg.cli.options import add_model_options, model_spec, positive_int
+from think2seg.cli.options import add_batch_size, add_model_options, model_spec, non_negative_int, positive_int
 from think2seg.eval.datasets import DATASETS, load_samples
 from think2seg.eval.predict import PROTOCOLS, EnginePredictor
 from think2seg.eval.report import markdown
@@ -31,11 +30,8 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--limit", type=positive_int, metavar="N", help="only the first N samples")
     parser.add_argument("--seed", type=int, default=0, help="draws EarthReason's question per image (default 0)")
-    parser.add_argument(
-        "--batch-size",
-        type=parse_batch_size,
-        default=AUTO,
-        metavar="N|auto",
+    add_batch_size(
+        parser,
         help="samples per model batch; auto (default) fills the free GPU memory (1 on a CPU)",
     )
     parser.add_argument("--resume", action="store_true", help="continue the run cached beside REPORT")
@@ -47,13 +43,6 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     add_model_options(parser)
     parser.set_defaults(run=run)
-
-
-def non_negative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text}")
-    return value
 
 
 def run(args: argparse.Namespace) -> int:

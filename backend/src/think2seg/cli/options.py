@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from think2seg.batch.options import ModelSpec
+from think2seg.batching import AUTO, parse_batch_size
 from think2seg.geo.read import DEFAULT_MAX_SIDE_PX
 from think2seg.models.qwen import MAX_NEW_TOKENS
 from think2seg.models.registry import SEGMENTER_SYNTAX
 from think2seg.models.weights import DEFAULT_LVLM, DEFAULT_SEGMENTER
+
+Container = argparse._ActionsContainer  # a parser or an argument group of one
 
 
 def non_negative(text: str) -> float:
@@ -18,11 +22,49 @@ def non_negative(text: str) -> float:
     return value
 
 
-def positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text}")
-    return value
+class _IntAtLeast:
+    """An argparse type: an integer >= ``minimum``; ``__name__`` names it in argparse's messages
+    ("invalid positive_int value: 'x'")."""
+
+    def __init__(self, minimum: int, name: str) -> None:
+        self.minimum = minimum
+        self.__name__ = name
+
+    def __call__(self, text: str) -> int:
+        value = int(text)
+        if value < self.minimum:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {self.minimum}, got {text}")
+        return value
+
+
+positive_int = _IntAtLeast(1, "positive_int")
+non_negative_int = _IntAtLeast(0, "non_negative_int")
+
+
+def add_positive_int(group: Container, flag: str, *, default: int, help: str) -> None:
+    """An ``N`` option: an integer >= 1, its default said at the end of ``help``."""
+    group.add_argument(flag, type=positive_int, default=default, metavar="N", help=f"{help} (default {default})")
+
+
+def add_batch_size(group: Container, *, help: str) -> None:
+    """``--batch-size N|auto`` (default auto); ``help`` says what is batched."""
+    group.add_argument("--batch-size", type=parse_batch_size, default=AUTO, metavar="N|auto", help=help)
+
+
+def add_bounds(group: Container, *, help: str) -> None:
+    """``--bounds MINX MINY MAXX MAXY``, four numbers in the raster's CRS."""
+    group.add_argument("--bounds", nargs=4, type=float, metavar=("MINX", "MINY", "MAXX", "MAXY"), help=help)
+
+
+def add_raster_and_question(parser: argparse.ArgumentParser, *, formats: str, example: str) -> None:
+    """The positional ``raster`` and ``question`` of the commands that segment a raster."""
+    parser.add_argument("raster", type=Path, help=f"any raster GDAL reads ({formats})")
+    parser.add_argument("question", help=f'what to segment, e.g. "{example}"')
+
+
+def add_gpkg_output(parser: argparse.ArgumentParser, *, required: bool, help: str) -> None:
+    """``-o/--output OUT.gpkg``."""
+    parser.add_argument("-o", "--output", type=Path, required=required, metavar="OUT.gpkg", help=help)
 
 
 def add_model_options(parser: argparse.ArgumentParser) -> None:
@@ -40,12 +82,8 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
         help=f"{SEGMENTER_SYNTAX} (default {DEFAULT_SEGMENTER})",
     )
     group.add_argument("--device", default="auto", metavar="auto|cpu|cuda[:N]", help="compute device (default auto)")
-    group.add_argument(
-        "--max-new-tokens",
-        type=positive_int,
-        default=MAX_NEW_TOKENS,
-        metavar="N",
-        help=f"longest answer the LVLM may write, reasoning included (default {MAX_NEW_TOKENS})",
+    add_positive_int(
+        group, "--max-new-tokens", default=MAX_NEW_TOKENS, help="longest answer the LVLM may write, reasoning included"
     )
     group.add_argument(
         "--compile",
@@ -62,19 +100,9 @@ def model_spec(args: argparse.Namespace) -> ModelSpec:
 
 def add_raster_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("raster")
-    group.add_argument(
-        "--bounds",
-        nargs=4,
-        type=float,
-        metavar=("MINX", "MINY", "MAXX", "MAXY"),
-        help="window in the raster's CRS (default: whole raster)",
-    )
-    group.add_argument(
-        "--max-side-px",
-        type=positive_int,
-        default=DEFAULT_MAX_SIDE_PX,
-        metavar="N",
-        help=f"windows with a longer side are read decimated (default {DEFAULT_MAX_SIDE_PX})",
+    add_bounds(group, help="window in the raster's CRS (default: whole raster)")
+    add_positive_int(
+        group, "--max-side-px", default=DEFAULT_MAX_SIDE_PX, help="windows with a longer side are read decimated"
     )
     group.add_argument(
         "--pixel-coords",

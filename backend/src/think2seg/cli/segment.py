@@ -8,7 +8,14 @@ import logging
 import sys
 from pathlib import Path
 
-from think2seg.cli.options import add_model_options, add_raster_options, add_vector_options, model_spec
+from think2seg.cli.options import (
+    add_gpkg_output,
+    add_model_options,
+    add_raster_and_question,
+    add_raster_options,
+    add_vector_options,
+    model_spec,
+)
 from think2seg.cli.summary import format_summary
 from think2seg.engine import NO_DATA_MESSAGE
 from think2seg.errors import EmptyWindowError, InputError
@@ -30,14 +37,11 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         help="segment one raster window by a question",
         description="Ask one question about a raster (or a window of it) and write the polygons to a GeoPackage.",
     )
-    parser.add_argument("raster", type=Path, help="any raster GDAL reads (GeoTIFF, JPEG2000, VRT...)")
-    parser.add_argument("question", help='what to segment, e.g. "segment the flooded farmland next to the river"')
-    parser.add_argument(
-        "-o",
-        "--output",
-        type=Path,
-        metavar="OUT.gpkg",
-        help="GeoPackage to write (layers segments, prompt_boxes, prompt_points, runs)",
+    add_raster_and_question(
+        parser, formats="GeoTIFF, JPEG2000, VRT...", example="segment the flooded farmland next to the river"
+    )
+    add_gpkg_output(
+        parser, required=False, help="GeoPackage to write (layers segments, prompt_boxes, prompt_points, runs)"
     )
     parser.add_argument(
         "--mask-out",

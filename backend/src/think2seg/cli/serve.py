@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import argparse
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 
-from think2seg.batching import AUTO, parse_batch_size
-from think2seg.cli.options import add_model_options, positive_int
-from think2seg.server.settings import DEFAULT_PORT, ServerSettings, default_token_file
+from think2seg.cli.options import add_batch_size, add_model_options, add_positive_int, positive_int
+from think2seg.server.access_log import quiet_health_polls
+from think2seg.server.settings import DEFAULT_PORT, LOOPBACK_HOSTS, ServerSettings, default_token_file
 
 log = logging.getLogger("think2seg")
 
@@ -40,6 +41,12 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         help="folders whose rasters and outputs clients may use (one or more, repeatable; default your home folder)",
     )
     network.add_argument(
+        "--any-path",
+        action="store_true",
+        help="let clients use any absolute path this user can read or write: for a backend that only this "
+        "user's QGIS talks to (loopback --host only; overrides --data-root)",
+    )
+    network.add_argument(
         "--allow-origin",
         action="append",
         default=[],
@@ -54,29 +61,18 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         help="a Host header to accept besides this machine's names (repeatable)",
     )
     limits = parser.add_argument_group("limits")
-    limits.add_argument(
-        "--queue-size",
-        type=positive_int,
-        default=8,
-        metavar="N",
-        help="interactive requests that may wait for the models before 429 (default 8)",
+    add_positive_int(
+        limits, "--queue-size", default=8, help="interactive requests that may wait for the models before 429"
     )
-    limits.add_argument(
-        "--max-jobs", type=positive_int, default=4, metavar="N", help="batch jobs running at once (default 4)"
-    )
-    limits.add_argument(
-        "--batch-size",
-        type=parse_batch_size,
-        default=AUTO,
-        metavar="N|auto",
+    add_positive_int(limits, "--max-jobs", default=4, help="batch jobs running at once")
+    add_batch_size(
+        limits,
         help="questions waiting together that share one model batch (default auto: as many as fit the "
         "free GPU memory, 1 on a CPU; 1 never groups)",
     )
-    limits.add_argument(
-        "--max-upload-mb", type=positive_int, default=256, metavar="N", help="largest request body (default 256)"
-    )
+    add_positive_int(limits, "--max-upload-mb", default=256, help="largest request body")
     add_model_options(parser)
-    parser.set_defaults(run=run)
+    parser.set_defaults(run=run, usage_error=parser.error)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -88,20 +84,39 @@ def run(args: argparse.Namespace) -> int:
     app = create_app(settings)
     log.info("serving on http://%s:%d (API v1); health: /v1/health", settings.host, settings.port)
     log.info("token file: %s (send 'Authorization: Bearer TOKEN')", settings.token_file)
-    log.info("data roots: %s", ", ".join(str(r) for r in settings.resolved_roots()))
-    if settings.host not in ("127.0.0.1", "localhost", "::1") and not settings.allowed_hosts:
+    log.info("data roots: %s", _roots_line(settings))
+    if settings.any_path and args.data_root:
+        log.warning("--any-path given: clients may use any path, so --data-root %s is ignored", _listed(args.data_root))
+    if settings.host not in LOOPBACK_HOSTS and not settings.allowed_hosts:
         log.warning("listening on %s: remote clients also need --allow-host NAME:%d", settings.host, settings.port)
+    quiet_health_polls()
     uvicorn.run(app, host=settings.host, port=settings.port, log_level="info", timeout_graceful_shutdown=120)
     return 0
 
 
+def _roots_line(settings: ServerSettings) -> str:
+    return "any path (--any-path)" if settings.any_path else _listed(settings.resolved_roots())
+
+
+def _listed(paths: Sequence[Path]) -> str:
+    return ", ".join(str(p) for p in paths)
+
+
 def settings_from_args(args: argparse.Namespace) -> ServerSettings:
-    """The server's settings from ``think2seg serve``'s options."""
+    """The server's settings from ``think2seg serve``'s options (a usage error for --any-path on a
+    host that others can reach)."""
+    if args.any_path and args.host not in LOOPBACK_HOSTS:
+        args.usage_error(
+            f"--any-path lets clients read and write any file of yours, so it goes only with a --host of "
+            f"this machine alone ({', '.join(LOOPBACK_HOSTS)}), not {args.host}: for a server that others "
+            "reach, drop --any-path and name the folders they may use with --data-root DIR"
+        )
     return ServerSettings(
         host=args.host,
         port=args.port,
         token_file=args.token_file or default_token_file(),
         data_roots=tuple(args.data_root) if args.data_root else (Path.home(),),
+        any_path=args.any_path,
         allowed_origins=tuple(args.allow_origin),
         allowed_hosts=tuple(args.allow_host),
         lvlm=args.lvlm,

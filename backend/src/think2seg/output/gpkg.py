@@ -3,6 +3,9 @@
 All layers are in the raster's CRS. Every feature carries the run's question, status, model,
 segmenter, source raster and creation time; ``runs`` (a plain table) keeps the reasoning, the raw
 answer, the window and the timings. The file is written beside the target and renamed into place.
+
+Every GeoPackage think2seg creates (here, and a batch run's) is made by :func:`write_layer`, as
+GeoPackage 1.2.
 """
 
 from __future__ import annotations
@@ -26,6 +29,34 @@ from think2seg.output.frames import RunStamp, boxes_frame, points_frame
 from think2seg.result import SegmentationResult
 
 LAYERS = ("segments", "prompt_boxes", "prompt_points", "runs")
+
+# GDAL 3.7+ creates GeoPackage 1.4 by default, which QGIS 3.22 (GDAL 3.6) opens with the warning
+# "v1.4.0, may only be partially supported"; 1.2 holds everything we write.
+GPKG_DATASET_OPTIONS = {"VERSION": "1.2"}
+
+
+def write_layer(
+    frame: pd.DataFrame,
+    path: Path,
+    *,
+    layer: str,
+    geometry_type: str | None = None,
+    append: bool = False,
+    replace: bool = False,
+) -> None:
+    """Write ``frame`` as ``layer`` of the GeoPackage ``path``, creating the file (as GeoPackage 1.2)
+    if it does not exist; ``append`` adds rows to the layer, ``replace`` replaces the whole layer.
+    ``geometry_type`` (e.g. "Polygon"; None for a plain table) is what the layer declares."""
+    pyogrio.write_dataframe(
+        frame,
+        path,
+        layer=layer,
+        driver="GPKG",
+        geometry_type=geometry_type,
+        append=append,
+        dataset_options=GPKG_DATASET_OPTIONS,
+        layer_options={"OVERWRITE": "YES"} if replace else None,
+    )
 
 
 def write_gpkg(result: SegmentationResult, path: Path, *, overwrite: bool = False) -> None:
@@ -59,7 +90,7 @@ _SYNC_OPTION = "OGR_SQLITE_SYNCHRONOUS"
 
 
 def _write_all(result: SegmentationResult, path: Path) -> None:
-    write = functools.partial(pyogrio.write_dataframe, path=path, driver="GPKG")
+    write = functools.partial(write_layer, path=path)
     write(segments_frame(result), layer="segments", geometry_type="Polygon")
     status = result.status.value
     boxes = boxes_frame(result.instances, stamp(result), status=status, reasoning=result.reasoning, crs=result.crs)

@@ -128,10 +128,9 @@ class JobManager:
                 job.thread.join(timeout=timeout_s)
 
     def _prepare(self, request: JobRequest) -> Job:
-        roots = self.settings.resolved_roots()
-        raster = allowed_path(request.raster_path, roots, what="raster_path")
-        output = allowed_path(request.output_path, roots, what="output_path")
-        aoi = allowed_path(request.aoi_path, roots, what="aoi_path") if request.aoi_path else None
+        raster = allowed_path(request.raster_path, self.settings, what="raster_path")
+        output = allowed_path(request.output_path, self.settings, what="output_path")
+        aoi = allowed_path(request.aoi_path, self.settings, what="aoi_path") if request.aoi_path else None
         if output.suffix.lower() != ".gpkg":
             raise ApiError(422, "invalid_input", f"output_path must end in .gpkg, got {output.name}")
         if output.exists() and not (request.resume or request.retry_failed or request.overwrite):
@@ -144,18 +143,7 @@ class JobManager:
                 bounds = list(
                     transform_bounds(parse_crs(request.bounds_crs, "bounds_crs"), source.crs, *bounds, densify_pts=21)
                 )
-        options = BatchOptions(
-            tile_size_px=request.tile_size_px,
-            overlap_px=request.overlap_px,
-            bounds=bounds,
-            aoi=aoi,
-            batch_size=request.batch_size,
-            resume=request.resume,
-            retry_failed=request.retry_failed,
-            overwrite=request.overwrite,
-            simplify_px=request.simplify_px,
-            min_area_m2=request.min_area_m2,
-        )
+        options = BatchOptions.named_like(request, bounds=bounds, aoi=aoi)  # prefetch: the default
         return Job(request=request, raster=raster, output=output, options=options)
 
     def _run(self, job: Job) -> None:

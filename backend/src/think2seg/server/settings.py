@@ -13,6 +13,7 @@ from think2seg.models.weights import DEFAULT_LVLM, DEFAULT_SEGMENTER
 
 API_VERSION = "1"
 DEFAULT_PORT = 8765
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 
 def default_token_file() -> Path:
@@ -25,8 +26,10 @@ class ServerSettings:
     """Server options; every limit is in the unit its name says.
 
     ``data_roots``: folders that ``raster_path``, ``output_path`` and ``aoi_path`` must resolve into
-    (default: the user's home folder). ``allowed_origins`` and ``allowed_hosts`` widen the default
-    policy, which refuses any browser ``Origin`` and any ``Host`` but this machine's names.
+    (default: the user's home folder); ``any_path`` lifts that limit, for a backend on a loopback
+    host that only this user's QGIS talks to (paths must still be absolute). ``allowed_origins`` and
+    ``allowed_hosts`` widen the default policy, which refuses any browser ``Origin`` and any
+    ``Host`` but this machine's names.
     ``batch_size``: how many waiting questions may share one model batch (``auto``: see
     :mod:`think2seg.batching`).
     """
@@ -35,6 +38,7 @@ class ServerSettings:
     port: int = DEFAULT_PORT
     token_file: Path = field(default_factory=default_token_file)
     data_roots: tuple[Path, ...] = field(default_factory=lambda: (Path.home(),))
+    any_path: bool = False
     allowed_origins: tuple[str, ...] = ()
     allowed_hosts: tuple[str, ...] = ()
     lvlm: str = DEFAULT_LVLM

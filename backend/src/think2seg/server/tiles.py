@@ -43,7 +43,7 @@ def parse_crs(given: str | int, what: str) -> CRS:
 def tile_by_reference(request: SegmentByReference, settings: ServerSettings) -> tuple[Tile, CRS | None]:
     """The window of ``raster_path`` under ``bounds`` (in ``bounds_crs``), and the CRS of the prompts."""
     _check_side(request.max_side_px, settings)
-    path = allowed_path(request.raster_path, settings.resolved_roots(), what="raster_path")
+    path = allowed_path(request.raster_path, settings, what="raster_path")
     with RasterSource(path) as source:
         prompts_crs = parse_crs(request.bounds_crs, "bounds_crs") if request.bounds_crs else source.crs
         bounds = request.bounds
