@@ -109,9 +109,14 @@ def main(target: Path) -> None:
         window.grab().save(str(target), None, 85)  # format from the suffix
         print(f"wrote {target}")
         plugin.unload()
+        project.clear()
+        window.close()
+        window.deleteLater()  # Qt deletes the widgets in order, before QGIS is torn down
+        QgsApplication.processEvents()
     finally:
         backend.stop()
         shutil.rmtree(folder, ignore_errors=True)
+    app.exitQgis()  # without it the interpreter's exit tears QGIS down out of order (a crash)
 
 
 if __name__ == "__main__":
