@@ -94,6 +94,9 @@ class BatchDialog(QDialog):
         self.aoi_box = QgsMapLayerComboBox()
         self.aoi_box.setFilters(QgsMapLayerProxyModel.Filter.PolygonLayer)
         self.aoi_box.setAllowEmptyLayer(True)
+        self.aoi_box.setLayer(None)
+        self.aoi_box.setToolTip("A polygon layer saved in a file; tiles that miss it are not run")
+        self.aoi_box.layerChanged.connect(self._aoi_changed)
         self.tiles = QLabel()
         self.output = QgsFileWidget()
         self.output.setStorageMode(QgsFileWidget.StorageMode.SaveFile)
@@ -142,6 +145,11 @@ class BatchDialog(QDialog):
         if path and not self.output.filePath():
             folder = Path(self.settings.batch_output_folder or Path(path).parent)
             self.output.setFilePath(str(folder / f"{Path(path).stem}_think2seg.gpkg"))
+        self._update_tiles()
+
+    def _aoi_changed(self, layer: object) -> None:
+        if layer is not None:
+            self.area_buttons[AOI].setChecked(True)
         self._update_tiles()
 
     def area_choice(self) -> str:

@@ -13,15 +13,15 @@ from . import prompts as prompt_data
 from .api.client import AsyncClient
 from .backend import Backend
 from .batch_dialog import BatchChoice, BatchDialog
-from .batch_layers import forget_output, group_name, load_output
+from .batch_runs import BatchJobs
 from .compat import QAction, QUndoStack
 from .controller import RunController
 from .dialogs import ExportDialog, LogDialog, SettingsDialog
 from .dock import Think2SegDock
 from .errors import Think2SegError
 from .export import ExportChoice, export_results
-from .jobs import BatchJobTask, end_text, job_request, progress_text
-from .log import guard_slot, logger
+from .jobs import BatchJobTask
+from .log import guard_slot
 from .notify import Notifier
 from .processing.provider import Think2SegProvider
 from .prompt_tool import PromptTool
@@ -29,7 +29,7 @@ from .prompts import PromptSet
 from .results import ROLE, ResultStore, reply_crs
 from .segment_run import SegmentRun
 from .settings import Settings
-from .tile import TilePlan, crs_text
+from .tile import TilePlan
 from .undo import AddRunCommand
 from .wording import plural
 
@@ -52,7 +52,7 @@ class Think2SegPlugin:
         self.action: QAction | None = None
         self.provider: Think2SegProvider | None = None
         self.tools: dict[str, PromptTool] = {}
-        self.tasks: list[BatchJobTask] = []
+        self.jobs = BatchJobs(self.settings, self.project, self.notify, show=self._show_jobs)
         self.unloaded = False
 
     # --- QGIS plugin interface -------------------------------------------------------------------
@@ -87,8 +87,7 @@ class Think2SegPlugin:
         self.unloaded = True
         if self.controller is not None:
             self.controller.close()
-        for task in list(self.tasks):
-            task.cancel()  # the task asks the backend to stop the job, which stays resumable
+        self.jobs.close()  # each task asks the backend to stop its job, which stays resumable
         self.backend.unwatch()
         self.backend.stop_and_wait()
         self._unwatch_project()
@@ -250,31 +249,14 @@ class Think2SegPlugin:
         self.run_batch(choice)
 
     def run_batch(self, choice: BatchChoice) -> BatchJobTask:
-        request = job_request(
-            choice.raster_path,
-            choice.output_path,
-            choice.question,
-            tile_size_px=choice.tile_size_px,
-            overlap_px=choice.overlap_px,
-            resume=choice.resume,
-            overwrite=choice.overwrite,
-            retry_failed=choice.retry_failed,
-            bounds=choice.bounds,
-            bounds_crs=crs_text(choice.layer.crs()) if choice.bounds else None,
-            aoi_path=choice.aoi_path,
-            settings=self.settings,
-        )
-        if choice.overwrite:
-            forget_output(self.project, choice.output_path)  # no stale copy, and the file is not held open
-        return self.start_job(request)
+        return self.jobs.run(choice)
 
     def start_job(self, request: dict) -> BatchJobTask:
-        task = BatchJobTask(self.settings, request, lambda status, error: self._job_done(task, status, error))
-        task.statusUpdated.connect(lambda _status: self._show_jobs())
-        self.tasks.append(task)
-        QgsApplication.taskManager().addTask(task)
-        self._show_jobs()
-        return task
+        return self.jobs.start(request)
+
+    @property
+    def tasks(self) -> list[BatchJobTask]:
+        return self.jobs.tasks
 
     @guard_slot
     def edit_settings(self) -> None:
@@ -358,6 +340,10 @@ class Think2SegPlugin:
 
     # --- projects ------------------------------------------------------------------------------------------
 
+    def _show_jobs(self, text: str) -> None:
+        if self.dock is not None:
+            self.dock.jobs.setText(text)
+
     def _show_results_file(self) -> None:
         if self.dock is not None:
             self.dock.show_results_file(str(self.store.file.path), temporary=self.store.file.is_temporary)
@@ -408,44 +394,3 @@ class Think2SegPlugin:
         if target is not None:
             QTimer.singleShot(0, self.project.write)
             self.notify.say(f"the Think2Seg results are now kept beside the project, in {target}", Level.Success)
-
-    # --- batch jobs ------------------------------------------------------------------------------------------
-
-    def _show_jobs(self) -> None:
-        if self.dock is None:
-            return
-        lines = [
-            f"Batch “{task.request['question']}”: {progress_text(task.last_status)}"
-            for task in self.tasks
-            if task.last_status is not None
-        ]
-        self.dock.jobs.setText("\n".join(lines))
-
-    @guard_slot
-    def _job_done(self, task: BatchJobTask, status: dict | None, error: str) -> None:
-        if task in self.tasks:
-            self.tasks.remove(task)
-        if self.unloaded:
-            logger().info("a batch job ended after the plugin was unloaded: %s", error or (status or {}).get("state"))
-            return
-        self._show_jobs()
-        if error or status is None:
-            self.notify.say(f"Batch “{task.request['question']}” failed: {error}", Level.Critical)
-            return
-        loaded = self._load_batch(status)
-        level = {"done": Level.Success, "cancelled": Level.Info}.get(status["state"], Level.Warning)
-        actions = [("Resume", lambda: self.start_job({**task.request, "resume": True, "overwrite": False}))]
-        text = end_text(status) + (f"; its layers are in the group Think2Seg › {loaded}" if loaded else "")
-        self.notify.say(text, level, actions=actions if status["state"] == "cancelled" else ())
-
-    def _load_batch(self, status: dict) -> str:
-        """Load a job's output layers; returns their group name ('' when there is nothing to show yet)."""
-        if status["state"] not in ("done", "cancelled"):
-            return ""
-        try:
-            load_output(self.project, status["output_path"], status["question"])
-        except Think2SegError as exc:
-            if status["state"] == "done":
-                self.notify.say(str(exc), Level.Warning)
-            return ""
-        return group_name(status["question"], status["output_path"])

@@ -152,9 +152,9 @@ def test_the_dialog_limits_a_run_to_the_visible_extent_or_an_area_of_interest(ra
     )
     aoi = QgsVectorLayer(str(aoi_file), "aoi", "ogr")
     project.addMapLayer(aoi)
-    dialog.area_buttons[AOI].setChecked(True)
+    assert dialog.aoi_box.currentLayer() is None  # no area of interest until one is chosen
     dialog.aoi_box.setLayer(aoi)
-    dialog._update_tiles()
+    assert dialog.area_choice() == AOI  # choosing one limits the run to it
     assert dialog.tiles.text().startswith("at most 4 tiles over 200 x 200 px")
     assert dialog.choice().aoi_path == str(aoi_file) and dialog.choice().bounds is None
     memory = QgsVectorLayer("Polygon?crs=EPSG:32633", "scratch", "memory")

@@ -42,6 +42,8 @@ def test_status_stays_one_line_and_the_buttons_stay_put(plugin, qgis_iface):
     dock.resize(420, 700)
     assert wait_until(lambda: dock.start_button.isVisible(), 5)
     place = dock.start_button.geometry()
+    plugin.backend.unwatch()  # no health reply may overwrite the status below
+    assert wait_until(lambda: plugin.backend._call is None, 10)
     dock.show_status("offline", "the Think2Seg backend at http://127.0.0.1:8765 is not reachable " * 5)
     wait_until(lambda: False, 0.2)
     assert dock.status.height() < 2 * dock.status.fontMetrics().height()

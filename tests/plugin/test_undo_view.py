@@ -75,11 +75,17 @@ def test_ctrl_z_and_ctrl_shift_z_undo_and_redo_while_the_panel_has_the_focus(plu
     ask(plugin)
     results = plugin.store.find(raster.crs())["results"]
     target = plugin.dock.prompt_list
-    target.setFocus()
-    assert wait_until(lambda: QApplication.focusWidget() is target, 5)
-    QTest.keyClick(target, Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier)
+
+    def press(modifiers: Qt.KeyboardModifier) -> None:
+        window.activateWindow()
+        QApplication.setActiveWindow(window)
+        target.setFocus()
+        assert wait_until(lambda: QApplication.focusWidget() is target, 5)
+        QTest.keyClick(target, Qt.Key.Key_Z, modifiers)
+
+    press(Qt.KeyboardModifier.ControlModifier)
     assert results.featureCount() == 0 and plugin.undo.index() == 0
-    QTest.keyClick(target, Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier | Qt.KeyboardModifier.ShiftModifier)
+    press(Qt.KeyboardModifier.ControlModifier | Qt.KeyboardModifier.ShiftModifier)
     assert results.featureCount() == 1 and plugin.undo.index() == 1
     line = plugin.dock.question.lineEdit()  # in the question box Ctrl+Z edits the text, as everywhere
     line.setFocus()
