@@ -20,7 +20,9 @@ RIVER = "segment the river"
 
 
 def test_make_package_needs_nothing_but_python(tmp_path):
-    dry = subprocess.run(["make", "-n", "package"], cwd=ROOT, capture_output=True, text=True, check=True)
+    dry = subprocess.run(
+        ["make", "--no-print-directory", "-n", "package"], cwd=ROOT, capture_output=True, text=True, check=True
+    )
     commands = [line for line in dry.stdout.splitlines() if line.strip()]
     assert commands == ["python3 scripts/package_plugin.py dist/think2seg_qgis.zip"], commands  # no venv, no pip
 
