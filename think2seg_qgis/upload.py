@@ -86,9 +86,15 @@ class PixelRead(QgsTask):
             return False
         finally:
             shutil.rmtree(folder, ignore_errors=True)
+            self._release()
+
+    def _release(self) -> None:
+        """Free the provider clone now: left to the interpreter's exit it would outlive GDAL (a crash)."""
+        self.pipe = None
 
     @guard_slot
     def finished(self, result: bool) -> None:  # noqa: FBT001 - QgsTask's signature
+        self._release()
         if self.stopped:
             return
         if result:
