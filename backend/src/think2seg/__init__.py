@@ -8,10 +8,15 @@ Python API::
     result = engine.segment_raster("scene.tif", "segment the flooded fields")
     result.polygons                              # GeoDataFrame in the raster's CRS, area_m2 column
     result.mask, result.instances, result.reasoning, result.status, result.timings_s
+
+    from think2seg import parse_answer
+
+    parse_answer(text)                           # the product's rules (prompts clamped into the view)
+    parse_answer(text, mode="reference")         # the reference parser's verdict, values as written
 """
 
 from think2seg._version import __version__
-from think2seg.answer import AnswerStatus, InstancePrompt, ParsedAnswer, parse_answer
+from think2seg.answer import AnswerMode, AnswerStatus, InstancePrompt, ParsedAnswer, parse_answer
 from think2seg.engine import Engine
 from think2seg.errors import Think2SegError
 from think2seg.geo.arrays import tile_from_array
@@ -27,6 +32,7 @@ from think2seg.tile import Tile
 __all__ = [
     "DEFAULT_LVLM",
     "DEFAULT_SEGMENTER",
+    "AnswerMode",
     "AnswerStatus",
     "Engine",
     "Generation",

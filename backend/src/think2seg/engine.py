@@ -22,7 +22,7 @@ from affine import Affine
 from PIL import Image
 from rasterio.crs import CRS
 
-from think2seg.answer import InstancePrompt, ParsedAnswer, parse_answer
+from think2seg.answer import AnswerMode, InstancePrompt, ParsedAnswer, numeric_prompts, parse_answer
 from think2seg.errors import InputError
 from think2seg.geo.arrays import tile_from_array
 from think2seg.geo.read import DEFAULT_MAX_SIDE_PX, read_tile
@@ -244,13 +244,16 @@ class Engine:
         views: Sequence[Image.Image | None] | None = None,
         timers: Sequence[StageTimer] | None = None,
         on_text: TextCallback | None = None,
+        answer_mode: AnswerMode = "product",
     ) -> list[Inference]:
         """Answer ``question`` (one for all, or one per tile) for several tiles at once: one LVLM
         batch, one SAM encoding batch.
 
         ``views`` may hold precomputed 840x840 views (None where not); ``timers`` one timer per
         tile, which receives that tile's share of batched stages. ``on_text`` needs a single tile.
-        Tiles without data get ``no_data`` and cost no model call.
+        Tiles without data get ``no_data`` and cost no model call. ``answer_mode`` picks the
+        answer parser's rules (:func:`~think2seg.answer.parse_answer`; ``reference`` for the
+        paper's evaluation); SAM gets the prompts as floats either way.
         """
         questions = [question] * len(tiles) if isinstance(question, str) else list(question)
         if len(questions) != len(tiles):
@@ -271,6 +274,7 @@ class Engine:
                 [views[i] for i in live],
                 [timers[i] for i in live],
                 on_text,
+                answer_mode,
             )
             masks = self._masks(answers, [timers[i] for i in live])
             for index, (tile, generation, parsed, instances), mask in zip(live, answers, masks):
@@ -296,6 +300,7 @@ class Engine:
         views: list[Image.Image | None],
         timers: list[StageTimer],
         on_text: TextCallback | None,
+        answer_mode: AnswerMode,
     ) -> list[tuple[Tile, Generation, ParsedAnswer, tuple[InstanceResult, ...]]]:
         ready = []
         for tile, view, timer in zip(tiles, views, timers):
@@ -312,7 +317,7 @@ class Engine:
                 }
             )
             with timer.stage("parse"):
-                parsed = parse_answer(generation.text)
+                parsed = numeric_prompts(parse_answer(generation.text, mode=answer_mode))
             answers.append((tile, generation, parsed, _instances(parsed.instances, tile)))
         return answers
 

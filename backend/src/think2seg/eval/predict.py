@@ -1,9 +1,11 @@
 """Predictions for benchmark samples under the two protocols.
 
-``paper``: the LVLM sees the 840x840 view, SAM runs on that same view with the prompts as answered,
-and scoring happens at 840x840 (the ground truth resized with nearest neighbour), as published.
-``native``: the product's path: SAM runs on the image at its own resolution with the prompts scaled
-by (W/840, H/840), and scoring happens at the image's resolution.
+``paper``: the LVLM sees the 840x840 view, its answer is read with the reference parser's rules
+(``parse_answer(..., mode="reference")``), SAM runs on that same view with the prompts as answered
+(as floats; an answer whose values are not numbers scores as a parse failure), and scoring happens
+at 840x840 (the ground truth resized with nearest neighbour), as published.
+``native``: the product's path: the product parser, SAM on the image at its own resolution with the
+prompts scaled by (W/840, H/840), and scoring at the image's resolution.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import numpy as np
 from affine import Affine
 from PIL import Image
 
-from think2seg.answer import InstancePrompt
+from think2seg.answer import AnswerMode, InstancePrompt
 from think2seg.engine import Engine
 from think2seg.errors import InputError
 from think2seg.eval.datasets import Sample
@@ -28,6 +30,8 @@ from think2seg.result import ResultStatus
 from think2seg.tile import Tile
 
 PROTOCOLS = ("paper", "native")
+ANSWER_MODES: dict[str, AnswerMode] = {"paper": "reference", "native": "product"}
+"""The answer parser's rules under each protocol."""
 
 
 @dataclass
@@ -89,12 +93,14 @@ class EnginePredictor:
         if protocol not in PROTOCOLS:
             raise ValueError(f"unknown protocol {protocol!r}: use paper or native")
         self.engine, self.protocol = engine, protocol
+        self.answer_mode = ANSWER_MODES[protocol]
         self.name = f"{engine.prompter.name} + {engine.segmenter.name}"
 
     def predict(self, batch: Sequence[Loaded]) -> list[Prediction]:
         tiles, targets, images = zip(*(self._tile(item) for item in batch))
         start = time.perf_counter()
-        inferences = self.engine.infer_batch(list(tiles), [item.sample.question for item in batch])
+        questions = [item.sample.question for item in batch]
+        inferences = self.engine.infer_batch(list(tiles), questions, answer_mode=self.answer_mode)
         seconds = (time.perf_counter() - start) / len(batch)
         return [
             Prediction(
