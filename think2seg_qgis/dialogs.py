@@ -25,7 +25,6 @@ from .settings import Settings
 BACKEND_SETTINGS = ("backend_url", "token_file", "backend_executable", "backend_arguments")
 TOOLTIPS = {
     "url": "Where the think2seg backend listens; http://127.0.0.1:8765 is this machine",
-    "token": "The token file `think2seg serve` writes (default: the one serve uses); QGIS sends it with every request",
     "executable": "The think2seg command of the backend's virtual environment, e.g. …/.venv/bin/think2seg; "
     "Start in the panel runs it",
     "arguments": "More `think2seg serve` options for a backend started from QGIS, e.g. --lvlm FOLDER --device cuda:1. "
@@ -62,8 +61,8 @@ class SettingsDialog(QDialog):
         self.settings = settings
         form = QFormLayout(self)
         self.url = QLineEdit(settings.backend_url)
-        self.token = QgsFileWidget()
-        self.token.setFilePath(settings.token_file)
+        self.token_file = QgsFileWidget()
+        self.token_file.setFilePath(settings.token_file)
         self.executable = QgsFileWidget()
         self.executable.setFilePath(settings.backend_executable)
         self.arguments = QLineEdit(settings.backend_arguments)
@@ -75,9 +74,10 @@ class SettingsDialog(QDialog):
         self.min_area = _spin(0, 1e12, settings.min_area_m2, decimals=1, suffix=" m²")
         for name, tooltip in TOOLTIPS.items():
             getattr(self, name).setToolTip(tooltip)
+        self.token_file.setToolTip("The file `think2seg serve` keeps its token in (empty: serve's default)")
         self._before = self.backend_values()
         form.addRow("Backend URL", self.url)
-        form.addRow("Token file", self.token)
+        form.addRow("Token file", self.token_file)
         form.addRow("Backend executable (think2seg)", self.executable)
         form.addRow("Extra backend options", self.arguments)
         form.addRow("Request timeout", self.timeout)
@@ -90,7 +90,7 @@ class SettingsDialog(QDialog):
     def accept(self) -> None:
         s = self.settings
         s.backend_url = self.url.text()
-        s.token_file = self.token.filePath()
+        s.token_file = self.token_file.filePath()
         s.backend_executable = self.executable.filePath()
         s.backend_arguments = self.arguments.text()
         s.request_timeout_s = self.timeout.value()

@@ -103,7 +103,7 @@ def test_the_log_follows_the_backend_without_health_checks(plugin):
 def test_settings_explain_themselves_and_offer_to_restart_a_running_backend(plugin, qgis_iface, tmp_path):
     dialog = SettingsDialog(plugin.settings)
     inputs = dialog.findChildren(QLineEdit) + dialog.findChildren(QSpinBox) + dialog.findChildren(QDoubleSpinBox)
-    for widget in (dialog.url, dialog.token, dialog.executable, dialog.arguments, dialog.timeout, dialog.max_side):
+    for widget in (dialog.url, dialog.token_file, dialog.executable, dialog.arguments, dialog.timeout, dialog.max_side):
         assert widget.toolTip(), widget
     assert inputs
     script = tmp_path / "think2seg"
