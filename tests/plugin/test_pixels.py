@@ -67,11 +67,11 @@ def test_plans_by_reference_pixels_or_render(qgis_iface, project, tmp_path):
     assert plan.mode == PIXELS and plan.window == pixel_window(layer, plan.bounds)
     settings.backend_url = "http://127.0.0.1:8765"
     xyz = QgsRasterLayer(f"type=xyz&url=file://{tmp_path}/{{z}}/{{x}}/{{y}}.png&zmax=19&crs=EPSG:32633", "xyz", "wms")
-    if xyz.isValid():  # a layer without pixels of its own is rendered, and the result line says so
-        plan = plan_tile(canvas, xyz, settings)
-        assert plan.mode == RENDER
-        reply = {"window": {"transform": [0.7, 0.0, 512100.0, 0.0, -0.7, 5261900.0]}}
-        assert resolution_note(plan, reply).startswith("rendered from the map at 0.7 m per pixel")
+    assert xyz.isValid()  # a layer without pixels of its own is rendered, and the result line says so
+    plan = plan_tile(canvas, xyz, settings)
+    assert plan.mode == RENDER
+    reply = {"window": {"transform": [0.7, 0.0, 512100.0, 0.0, -0.7, 5261900.0]}}
+    assert resolution_note(plan, reply).startswith("rendered from the map at 0.7 m per pixel")
 
 
 def test_pixel_windows_snap_outward_to_whole_pixels_and_stay_inside_the_raster(project, tmp_path):
