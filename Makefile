@@ -53,6 +53,7 @@ test-plugin: setup qgis
 lint: setup
 	$(BIN)/ruff check backend bench tests resources scripts think2seg_qgis
 	$(BIN)/ruff format --check backend bench tests resources scripts think2seg_qgis
+	cd backend && ../$(BIN)/mypy
 
 bench: setup
 	$(BIN)/python bench/segment_stages.py

@@ -36,12 +36,12 @@ import torch
 from PIL import Image
 from rasterio.transform import from_origin
 
-from think2seg.answer import parse_answer
-from think2seg.batching import BatchSizer, parse_batch_size
 from think2seg.engine import Engine
 from think2seg.geo.arrays import tile_from_array
 from think2seg.models.qwen import GenerationClock, QwenPrompter
-from think2seg.prompt import make_view
+from think2seg.runs.microbatch import BatchSizer, parse_batch_size
+from think2seg.think2seg_rs.answer import parse_answer
+from think2seg.think2seg_rs.prompt import make_view
 from think2seg.tile import Tile
 from think2seg.timing import StageTimer
 
@@ -85,7 +85,7 @@ def sync(device: torch.device) -> None:
 # --- the reference loop -------------------------------------------------------------------------------
 
 
-def reference_path(prompter: QwenPrompter, segmenter, tiles: list[Tile], batch: int) -> tuple[StageTimer, float]:  # noqa: ANN001
+def reference_path(prompter: QwenPrompter, segmenter, tiles: list[Tile], batch: int) -> tuple[StageTimer, float]:
     """Plain generate on ``batch`` tiles at once, SAM one tile and one instance at a time.
 
     Returns the stage times and the decode time per step.
@@ -161,7 +161,7 @@ def _viewed(tiles: list[Tile], size: int) -> Iterator[tuple[list[Tile], list[Ima
 # --- measuring ----------------------------------------------------------------------------------------
 
 
-def timed(name: str, batch: int, tiles: list[Tile], run: Callable[[], tuple[StageTimer, float]], device) -> PathResult:  # noqa: ANN001
+def timed(name: str, batch: int, tiles: list[Tile], run: Callable[[], tuple[StageTimer, float]], device) -> PathResult:
     if device.type == "cuda":
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
@@ -231,7 +231,7 @@ def main(argv: list[str] | None = None) -> list[PathResult]:
 
 def run_paths(
     prompter: QwenPrompter, segmenter, args: argparse.Namespace, new_tokens: int, size: int, arch: str
-) -> list[PathResult]:  # noqa: ANN001
+) -> list[PathResult]:
     device = prompter.device
     engine = Engine(FixedText(prompter), segmenter)
     sizer = BatchSizer.plan(args.batch_size, engine)

@@ -33,11 +33,11 @@ from rasterio import features
 from rasterio.enums import Resampling
 from shapely.geometry import Polygon
 
-from think2seg.answer import InstancePrompt
 from think2seg.engine import Engine
 from think2seg.geo.read import read_tile
 from think2seg.models.device import plan_device
 from think2seg.output.gpkg import write_gpkg
+from think2seg.think2seg_rs.answer import InstancePrompt
 from think2seg.timing import NON_MODEL_STAGES, STAGES, StageTimer
 
 from stand_ins import FixedText, MaskMaker, SubstituteMasks, random_weight_models

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 
-from think2seg.answer import InstancePrompt
 from think2seg.engine import Engine
 from think2seg.models.base import Generation, Prompter, Segmenter
 from think2seg.models.device import plan_device
@@ -22,6 +21,7 @@ from think2seg.models.qwen import QwenPrompter
 from think2seg.testing.real_arch import random_qwen25vl_3b, random_sam21_small
 from think2seg.testing.tiny_lvlm import save_untrained_tiny_lvlm
 from think2seg.testing.tiny_sam import build_tiny_sam2
+from think2seg.think2seg_rs.answer import InstancePrompt
 
 ANSWER = (
     "<think>The river runs from the top to the bottom of the scene.</think> <answer>```json["
@@ -39,15 +39,15 @@ class FixedText:
     def __init__(self, inner: Prompter, text: str = ANSWER) -> None:
         self.inner, self.text, self.name = inner, text, inner.name
 
-    def __getattr__(self, name: str):  # noqa: ANN204 - the inner prompter's device, memory estimate...
+    def __getattr__(self, name: str):  # the inner prompter's device, memory estimate...
         if name == "inner":
             raise AttributeError(name)
         return getattr(self.inner, name)
 
-    def generate(self, view, question, *, on_text=None) -> Generation:  # noqa: ANN001
+    def generate(self, view, question, *, on_text=None) -> Generation:
         return dataclasses.replace(self.inner.generate(view, question), text=self.text)
 
-    def generate_batch(self, views, question) -> list[Generation]:  # noqa: ANN001
+    def generate_batch(self, views, question) -> list[Generation]:
         return [dataclasses.replace(g, text=self.text) for g in self.inner.generate_batch(views, question)]
 
 

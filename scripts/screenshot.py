@@ -32,31 +32,31 @@ class Interface:
         self.window, self.canvas, self.bar = window, canvas, bar
         self.toolbar = window.addToolBar("Plugins")
 
-    def mainWindow(self) -> QMainWindow:  # noqa: N802
+    def mainWindow(self) -> QMainWindow:
         return self.window
 
-    def mapCanvas(self) -> QgsMapCanvas:  # noqa: N802
+    def mapCanvas(self) -> QgsMapCanvas:
         return self.canvas
 
-    def messageBar(self) -> QgsMessageBar:  # noqa: N802
+    def messageBar(self) -> QgsMessageBar:
         return self.bar
 
-    def addDockWidget(self, area, dock) -> None:  # noqa: ANN001, N802
+    def addDockWidget(self, area, dock) -> None:
         self.window.addDockWidget(area, dock)
 
-    def removeDockWidget(self, dock) -> None:  # noqa: ANN001, N802
+    def removeDockWidget(self, dock) -> None:
         self.window.removeDockWidget(dock)
 
-    def addToolBarIcon(self, action) -> None:  # noqa: ANN001, N802
+    def addToolBarIcon(self, action) -> None:
         self.toolbar.addAction(action)
 
-    def removeToolBarIcon(self, action) -> None:  # noqa: ANN001, N802
+    def removeToolBarIcon(self, action) -> None:
         self.toolbar.removeAction(action)
 
-    def addPluginToMenu(self, name, action) -> None:  # noqa: ANN001, N802
+    def addPluginToMenu(self, name, action) -> None:
         pass
 
-    def removePluginMenu(self, name, action) -> None:  # noqa: ANN001, N802
+    def removePluginMenu(self, name, action) -> None:
         pass
 
 

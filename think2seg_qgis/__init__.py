@@ -5,7 +5,7 @@ backend, reached over HTTP.
 """
 
 
-def classFactory(iface):  # noqa: ANN001, ANN201, N802 - QGIS's plugin entry point
+def classFactory(iface):  # QGIS's plugin entry point
     from .plugin import Think2SegPlugin
 
     return Think2SegPlugin(iface)

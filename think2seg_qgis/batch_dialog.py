@@ -67,7 +67,7 @@ def tile_count(width_px: int, height_px: int, tile_size_px: int, overlap_px: int
 class BatchDialog(QDialog):
     """Layer, question, area, tile size, overlap and output of a batch job."""
 
-    def __init__(  # noqa: PLR0913
+    def __init__(
         self,
         question: str,
         layer: QgsRasterLayer | None,

@@ -50,7 +50,7 @@ class RunController:
     answers, the re-segment's prompts (None for a question) and the result line.
     """
 
-    def __init__(  # noqa: PLR0913
+    def __init__(
         self,
         dock: Think2SegDock,
         run: SegmentRun,

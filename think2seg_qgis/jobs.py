@@ -144,7 +144,7 @@ class BatchJobTask(QgsTask):
         self.statusUpdated.emit(status)
 
     @guard_slot
-    def finished(self, result: bool) -> None:  # noqa: FBT001 - QgsTask's signature
+    def finished(self, result: bool) -> None:  # QgsTask's signature
         if self.job_status is None and not self.error:
             self.error = "the batch job was cancelled before it started"
         self.done(self.job_status, self.error)

@@ -55,7 +55,7 @@ def guard_slot(slot: Slot) -> Slot:
     def guarded(*args: object) -> object:
         try:
             return slot(*(args if takes_any else args[:count]))
-        except Exception:  # noqa: BLE001 - reported, never silent: QGIS must not abort on a bug
+        except Exception:  # reported, never silent: QGIS must not abort on a bug
             logger().exception("unexpected error in %s: please report it with this message", slot.__qualname__)
             return None
 

@@ -38,7 +38,7 @@ Level = Qgis.MessageLevel
 
 
 class Think2SegPlugin:
-    def __init__(self, iface) -> None:  # noqa: ANN001 - QgisInterface
+    def __init__(self, iface) -> None:  # QgisInterface
         self.iface = iface
         self.settings = Settings()
         self.client = AsyncClient(self.settings)
@@ -57,7 +57,7 @@ class Think2SegPlugin:
 
     # --- QGIS plugin interface -------------------------------------------------------------------
 
-    def initGui(self) -> None:  # noqa: N802
+    def initGui(self) -> None:
         self.dock = Think2SegDock(self.settings, self.backend, self.iface.mainWindow())
         self.iface.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, self.dock)
         self.action = QAction(QIcon(str(ICON)), "Think2Seg", self.iface.mainWindow())
@@ -164,7 +164,7 @@ class Think2SegPlugin:
             self.notify.say(problem, Level.Warning)
 
     @guard_slot
-    def _toggle_tool(self, tool: PromptTool, checked: bool) -> None:  # noqa: FBT001 - a signal's argument
+    def _toggle_tool(self, tool: PromptTool, checked: bool) -> None:  # a signal's argument
         canvas = self.iface.mapCanvas()
         if checked:
             canvas.setMapTool(tool)

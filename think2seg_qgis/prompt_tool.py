@@ -35,11 +35,11 @@ class PromptTool(QgsMapTool):
     drawn = pyqtSignal(object)
     refused = pyqtSignal(str)
 
-    def __init__(  # noqa: PLR0913
+    def __init__(
         self,
         canvas: QgsMapCanvas,
         store: ResultStore,
-        layer_getter,  # noqa: ANN001 - () -> QgsRasterLayer | None
+        layer_getter,  # () -> QgsRasterLayer | None
         kind: str,
         button: QAbstractButton,
         status_bar: QStatusBar,
@@ -62,7 +62,7 @@ class PromptTool(QgsMapTool):
         super().deactivate()
 
     @guard_slot
-    def keyPressEvent(self, event) -> None:  # noqa: ANN001, N802
+    def keyPressEvent(self, event) -> None:
         if event.key() == Qt.Key.Key_Escape:
             self.canvas().unsetMapTool(self)
             event.accept()
@@ -70,17 +70,17 @@ class PromptTool(QgsMapTool):
             event.ignore()
 
     @guard_slot
-    def canvasPressEvent(self, event) -> None:  # noqa: ANN001, N802
+    def canvasPressEvent(self, event) -> None:
         self.start, self._press = self.toMapCoordinates(event.pos()), event.pos()
 
     @guard_slot
-    def canvasMoveEvent(self, event) -> None:  # noqa: ANN001, N802
+    def canvasMoveEvent(self, event) -> None:
         if self.kind == "box" and self.start is not None:
             rectangle = QgsRectangle(self.start, self.toMapCoordinates(event.pos()))
             self.band.setToGeometry(QgsGeometry.fromRect(rectangle), None)
 
     @guard_slot
-    def canvasReleaseEvent(self, event) -> None:  # noqa: ANN001, N802
+    def canvasReleaseEvent(self, event) -> None:
         start, press, self.start, self._press = self.start, self._press, None, None
         self.band.reset()
         layer = self.layer_getter()

@@ -96,7 +96,7 @@ def instances(store: ResultStore, layer: QgsRasterLayer) -> list[Instance]:
     return sorted(found.values(), key=lambda i: (i.drawn, i.run_id, i.number))
 
 
-def corrected_runs(boxes, points) -> set[str]:  # noqa: ANN001 - the prompt layers
+def corrected_runs(boxes, points) -> set[str]:  # the prompt layers
     """The runs of the selected prompts, else the newest run (drawn prompts are no run)."""
     chosen = {f["run_id"] for lyr in (boxes, points) for f in lyr.selectedFeatures()} - {DRAWN}
     return chosen or ({_newest_run(boxes, points)} - {""})
@@ -195,7 +195,7 @@ def _inside(prompt: dict, bounds: QgsRectangle) -> bool:
     return all(bounds.contains(QgsPointXY(x, y)) for x, y in prompt.get("points", []))
 
 
-def _newest_run(*layers) -> str:  # noqa: ANN002
+def _newest_run(*layers) -> str:
     newest, run = "", ""
     for layer in layers:
         for feature in layer.getFeatures():

@@ -306,7 +306,7 @@ def _feature(layer: QgsVectorLayer, geometry: dict, values: dict) -> QgsFeature:
     return feature
 
 
-def _has_table(path, table: str) -> bool:  # noqa: ANN001 - a Path
+def _has_table(path, table: str) -> bool:  # a Path
     if not path.exists():
         return False
     probe = QgsVectorLayer(f"{path}|layername={table}", "probe", "ogr")
@@ -327,7 +327,7 @@ def _add_missing_fields(layer: QgsVectorLayer, role: str) -> None:
         layer.updateFields()
 
 
-def _create_table(path, table: str, role: str, crs: QgsCoordinateReferenceSystem) -> None:  # noqa: ANN001
+def _create_table(path, table: str, role: str, crs: QgsCoordinateReferenceSystem) -> None:
     options = QgsVectorFileWriter.SaveVectorOptions()
     options.driverName = "GPKG"
     options.layerName = table

@@ -93,7 +93,7 @@ class PixelRead(QgsTask):
         self.pipe = None
 
     @guard_slot
-    def finished(self, result: bool) -> None:  # noqa: FBT001 - QgsTask's signature
+    def finished(self, result: bool) -> None:  # QgsTask's signature
         self._release()
         if self.stopped:
             return

@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from think2seg.answer import InstancePrompt
 from think2seg.engine import Engine
 from think2seg.models.base import Generation
 from think2seg.testing.tiny_lvlm import TEST_ANSWERS, cached_tiny_lvlm
 from think2seg.testing.tiny_sam import build_tiny_sam2
+from think2seg.think2seg_rs.answer import InstancePrompt
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 
@@ -74,7 +74,7 @@ class FixedPrompter:
         self.text = text
         self.calls = 0
 
-    def generate(self, view, question, *, on_text=None) -> Generation:  # noqa: ANN001
+    def generate(self, view, question, *, on_text=None) -> Generation:
         self.calls += 1
         if on_text is not None:
             on_text(self.text)

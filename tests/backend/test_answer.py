@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from think2seg.answer import AnswerStatus, InstancePrompt, parse_answer
+from think2seg.think2seg_rs.answer import AnswerStatus, InstancePrompt, parse_answer
 
 from conftest import FIXTURES
 

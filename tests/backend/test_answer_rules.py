@@ -10,8 +10,8 @@ from __future__ import annotations
 import pytest
 
 from think2seg import parse_answer
-from think2seg.answer import AnswerStatus, InstancePrompt, ParsedAnswer, numeric_prompts
 from think2seg.errors import InputError
+from think2seg.think2seg_rs.answer import AnswerStatus, InstancePrompt, ParsedAnswer, numeric_prompts
 
 OK, EMPTY, BAD = "ok", "no_target", "unparseable"
 BOX = (10, 20, 110, 220)

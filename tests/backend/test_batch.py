@@ -8,6 +8,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from contextlib import closing
 from pathlib import Path
 
 import geopandas as gpd
@@ -25,7 +26,7 @@ from think2seg.batch.options import BatchOptions
 from think2seg.batch.runner import run_batch
 from think2seg.cli.batch import format_batch_summary
 from think2seg.engine import Engine
-from think2seg.errors import InputError, OutputExistsError
+from think2seg.errors import InputError, OutputError, OutputExistsError
 from think2seg.geo.vectorize import mask_to_polygons
 
 from conftest import FixedPrompter, tiny_model_flags
@@ -50,7 +51,7 @@ class ThresholdSegmenter:
             raise RuntimeError("CUDA out of memory (simulated)")
         return image
 
-    def predict(self, image: np.ndarray, prompts) -> np.ndarray:  # noqa: ANN001
+    def predict(self, image: np.ndarray, prompts) -> np.ndarray:
         return np.repeat((image[..., 0] > 128)[None], len(prompts), axis=0)
 
 
@@ -91,11 +92,11 @@ def engine(segmenter: ThresholdSegmenter | None = None, answer: str = WHOLE_VIEW
     return Engine(FixedPrompter(answer), segmenter or ThresholdSegmenter())
 
 
-def segments(path: Path):  # noqa: ANN201
+def segments(path: Path):
     return pyogrio.read_dataframe(path, layer="segments")
 
 
-def tiles(path: Path):  # noqa: ANN201
+def tiles(path: Path):
     return pyogrio.read_dataframe(path, layer="tiles").sort_values("tile_id")
 
 
@@ -169,6 +170,60 @@ def test_stitched_polygons_equal_a_single_pass_over_the_whole_raster(tmp_path, t
     assert result["area_m2"].sum() == pytest.approx(mask.sum() * PIXEL**2)
 
 
+SKEWED = Affine.translation(512000.0, 5262000.0) @ Affine.rotation(30) @ Affine.scale(0.5, -1.5)
+"""Rotated, with pixels three times as tall as wide: a tolerance in pixels is no one map distance."""
+
+
+def _wkts(geometries) -> list[str]:
+    return sorted(shapely.to_wkt(shapely.normalize(g), rounding_precision=6) for g in geometries)
+
+
+@pytest.mark.parametrize(("height", "width"), [(600, 900), (200, 240)], ids=["12 tiles", "one tile"])
+def test_simplify_px_is_in_pixels_as_in_segment_whatever_the_transform(tmp_path, height, width):
+    """--simplify-px simplifies the pixel polygons and then georeferences them, as ``segment`` does."""
+    raster, mask = write_scene(tmp_path / "scene.tif", height=height, width=width, transform=SKEWED, noise=height > 300)
+    options = BatchOptions(**OPTIONS_KW, simplify_px=2.0)
+    run_batch(raster, "segment", tmp_path / "out.gpkg", models=engine(), options=options)
+    result = segments(tmp_path / "out.gpkg")
+    expected = mask_to_polygons(mask, transform=SKEWED, simplify_px=2.0)
+    # simplifying the map-coordinate polygons by the pixel size (what batch did before) is another result
+    in_map_units = shapely.simplify(
+        np.array(mask_to_polygons(mask, transform=SKEWED)), 2.0 * abs(SKEWED.determinant) ** 0.5, preserve_topology=True
+    )
+    assert _wkts(in_map_units) != _wkts(expected)
+    assert len(result) == len(expected) and result.geometry.is_valid.all()
+    single = result[result["tiles"] == 1]
+    assert set(_wkts(single.geometry)) <= set(_wkts(expected))  # exactly the same polygons
+    if height * width <= 256 * 256:
+        assert _wkts(result.geometry) == _wkts(expected)
+    # Merged across seams, an object's ring may start at another vertex than the single pass's,
+    # and Douglas-Peucker keeps ring ends: the same object, simplified within the tolerance.
+    tree, references = shapely.STRtree(expected), np.array(expected, dtype=object)
+    for merged in result[result["tiles"] > 1].geometry:
+        nearest = references[tree.query(merged, predicate="intersects")]
+        reference = nearest[np.argmax(shapely.area(shapely.intersection(nearest, merged)))]
+        assert shapely.hausdorff_distance(merged, reference) <= 2 * 2.0 * 1.5  # twice the tolerance, tall side
+
+
+def test_tile_pieces_are_stored_in_whole_pixel_coordinates(tmp_path):
+    raster, mask = write_scene(tmp_path / "scene.tif", transform=SKEWED, noise=True)
+    out = tmp_path / "out.gpkg"
+    run_batch(raster, "segment", out, models=engine(), options=OPTIONS)
+    pieces = pyogrio.read_dataframe(out, layer="tile_pieces")
+    assert pyogrio.read_info(out, layer="tile_pieces")["crs"] is None
+    assert (
+        pyogrio.read_info(out, layer="tiles")["crs"] == pyogrio.read_info(out, layer="segments")["crs"] == "EPSG:32633"
+    )
+    xy = shapely.get_coordinates(pieces.geometry.to_numpy())
+    assert len(xy) and (xy == np.round(xy)).all()  # pixel corners, exactly
+    assert pieces.geometry.area.sum() == mask.sum()  # in pixels: each pixel in one piece
+    cores = tiles(out).set_index("tile_id")
+    for tile_id, group in pieces.groupby("tile_id"):
+        core = cores.loc[tile_id]
+        x0, y0 = core["core_col_off"], core["core_row_off"]
+        assert group.geometry.within(box(x0, y0, x0 + core["core_width"], y0 + core["core_height"])).all()
+
+
 def test_nodata_tiles_cost_no_model_call(tmp_path):
     raster, mask = write_scene(tmp_path / "scene.tif", nodata_cols=500)
     prompter, segmenter = FixedPrompter(WHOLE_VIEW), ThresholdSegmenter()
@@ -239,6 +294,30 @@ def test_existing_output_refused_and_changed_parameters_refused(tmp_path):
     assert summary.tiles_before == 0
 
 
+def test_an_output_with_map_coordinate_pieces_is_not_resumed(tmp_path, capsys):
+    """Files from before tile pieces were stored in pixels lack the ``pieces`` parameter: refused, not mixed."""
+    from think2seg.cli import main
+
+    raster, _ = write_scene(tmp_path / "scene.tif", height=300, width=300)
+    out = tmp_path / "out.gpkg"
+    run_batch(raster, "segment", out, models=engine(), options=OPTIONS)
+    with closing(sqlite3.connect(out)) as connection, connection:
+        params = json.loads(connection.execute("SELECT params FROM runs").fetchone()[0])
+        assert params.pop("pieces") == "pixel"
+        connection.execute("UPDATE runs SET params = ?", (json.dumps(params),))
+    message = f"{out} was written by an older think2seg (map-coordinate tile pieces), so it cannot be resumed: pass --overwrite"
+    for flag in ("resume", "retry_failed"):
+        with pytest.raises(OutputError) as refused:
+            run_batch(raster, "segment", out, models=engine(), options=BatchOptions(**OPTIONS_KW, **{flag: True}))
+        assert str(refused.value).startswith(message)
+    args = ["batch", str(raster), "segment", "-o", str(out), "--tile-size-px", "256", "--overlap-px", "32"]
+    assert main([*args, "--resume", "--lvlm", str(tmp_path / "no-model")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0]
+    summary = run_batch(raster, "segment", out, models=engine(), options=BatchOptions(**OPTIONS_KW, overwrite=True))
+    assert summary.tiles_before == 0 and summary.counts == {"ok": 4}
+
+
 def test_failed_tiles_recorded_and_only_they_retried(tmp_path):
     raster, mask = write_scene(tmp_path / "scene.tif")
     out = tmp_path / "out.gpkg"
@@ -278,12 +357,12 @@ def test_a_tile_that_cannot_be_read_or_prepared_is_recorded_and_the_run_goes_on(
     raster, _ = write_scene(tmp_path / "scene.tif")
     real_read, real_view, views = RasterSource.read, batch_tiles.make_view, []
 
-    def flaky_read(self, window, **kwargs):  # noqa: ANN001, ANN202
+    def flaky_read(self, window, **kwargs):
         if (window.col_off, window.row_off) == (0, 0):
             raise RasterError("cannot read block 0: TIFFReadEncodedTile failed")
         return real_read(self, window, **kwargs)
 
-    def flaky_view(pixels):  # noqa: ANN001, ANN202
+    def flaky_view(pixels):
         views.append(1)
         if len(views) == 2:
             raise ValueError("tile cannot be resized")
@@ -353,7 +432,7 @@ class SmallGpuEngine(Engine):
         super().__init__(FixedPrompter(WHOLE_VIEW), ThresholdSegmenter())
         self.fits, self.calls = fits, []
 
-    def infer_batch(self, tiles, question, **kwargs):  # noqa: ANN001, ANN003, ANN201
+    def infer_batch(self, tiles, question, **kwargs):
         self.calls.append([(int(t.window.col_off), int(t.window.row_off)) for t in tiles])
         if len(tiles) > self.fits:
             raise RuntimeError("CUDA out of memory. Tried to allocate 9.00 GiB (simulated)")
@@ -392,7 +471,7 @@ def _normalized(path: Path) -> list[str]:
 # --- the real path with the tiny models -------------------------------------------------------------
 
 
-def _cli(*args: str, **kwargs) -> subprocess.Popen:  # noqa: ANN003
+def _cli(*args: str, **kwargs) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "think2seg", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs
     )
@@ -507,7 +586,6 @@ def test_tiny_models_full_path_with_batches(tmp_path, tiny_lvlm_dir, tiny_sam2_d
     ("extra", "match"),
     [
         (["--aoi", "missing.geojson"], "AOI file"),
-        (["--tile-size-px", "32"], "at least 64"),
         (["--overlap-px", "600", "--tile-size-px", "1000"], "half the tile size"),
         (["--bounds", "0", "0", "10", "10"], "outside"),
         (["--min-area-m2", "5", "--pixel-coords"], "minimum area"),
@@ -560,7 +638,7 @@ def test_progress_reports_and_stop_leaves_a_resumable_run(tmp_path):
     raster, mask = write_scene(tmp_path / "scene.tif")
     out, stop, seen = tmp_path / "out.gpkg", threading.Event(), []
 
-    def progress(update) -> None:  # noqa: ANN001
+    def progress(update) -> None:
         seen.append((update.done, update.total, update.eta_s))
         if update.done == 4:
             stop.set()

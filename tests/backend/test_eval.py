@@ -31,7 +31,7 @@ def image(height: int = 48, width: int = 64, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 255, (height, width, 3), dtype=np.uint8)
 
 
-def square_mask(height: int = 48, width: int = 64, box=(10, 8, 30, 28)) -> np.ndarray:  # noqa: ANN001
+def square_mask(height: int = 48, width: int = 64, box=(10, 8, 30, 28)) -> np.ndarray:
     mask = np.zeros((height, width), np.uint8)
     x1, y1, x2, y2 = box
     mask[y1:y2, x1:x2] = 255

@@ -15,7 +15,7 @@ from think2seg.eval.predict import EnginePredictor, Loaded
 from conftest import BoxSegmenter, FixedPrompter
 
 
-def predict(text: str, protocol: str, segmenter: BoxSegmenter | None = None):  # noqa: ANN201
+def predict(text: str, protocol: str, segmenter: BoxSegmenter | None = None):
     """The prediction for one 840x840 sample whose target is the box (10, 20, 110, 220)."""
     target = np.zeros((840, 840), bool)
     target[20:220, 10:110] = True

@@ -211,3 +211,45 @@ def test_an_empty_per_class_breakdown_is_explained(tmp_path):
         load_samples("earthreason", earthreason(tmp_path / "c"), "test"), Oracle(), tmp_path / "c.json", params
     )
     assert with_classes["notes"] == []
+
+
+# --- a bad sample fails alone, scored ------------------------------------------------------------------
+
+
+class FailingOracle(Oracle):
+    """Raises on every batch that holds sample ``bad`` (as a model bug on one input would)."""
+
+    def __init__(self, bad: str) -> None:
+        super().__init__()
+        self.bad = bad
+
+    def predict(self, batch: list[Loaded]) -> list[Prediction]:
+        if any(item.sample.sample_id == self.bad for item in batch):
+            raise ValueError("the model choked on this image")
+        return super().predict(batch)
+
+
+def test_a_failing_sample_is_a_scored_failure_and_retry_failed_redoes_only_it(tmp_path):
+    samples = load_samples("folder", shared_images(tmp_path / "data"), "test")
+    report = evaluate(samples, FailingOracle("b/x.png"), tmp_path / "r.json", PARAMS, batch_size=4)
+    metrics = report["metrics"]
+    assert metrics["failed"] == 1 and metrics["samples"] == 4 and metrics["giou"] == 0.75  # 1, 1, 0 (failed), 1
+    assert metrics["ciou"] < 1.0  # the failed sample's target counts in the union
+    assert report["failed"] == [{"sample_id": "b/x.png", "error": "ValueError: the model choked on this image"}]
+    assert "1 sample(s) failed" in report["notes"][0] and "--retry-failed" in report["notes"][0]
+    assert "Note: 1 sample(s) failed" in markdown(report)
+    resumed = Oracle()
+    assert evaluate(samples, resumed, tmp_path / "r.json", PARAMS, resume=True)["metrics"]["failed"] == 1
+    assert resumed.seen == []  # a plain resume keeps the failure
+    retried = Oracle()
+    report = evaluate(samples, retried, tmp_path / "r.json", PARAMS, retry_failed=True)
+    assert retried.seen == ["b/x.png"] and report["metrics"]["failed"] == 0 and report["metrics"]["giou"] == 1.0
+
+
+def test_an_unreadable_image_fails_alone(tmp_path):
+    root = shared_images(tmp_path / "data")
+    samples = load_samples("folder", root, "test")
+    (root / "b" / "x.png").write_bytes(b"not a png any more")  # broken after the up-front checks
+    report = evaluate(samples, Oracle(), tmp_path / "r.json", PARAMS, batch_size=2)
+    assert report["metrics"]["failed"] == 1 and report["failed"][0]["sample_id"] == "b/x.png"
+    assert report["metrics"]["giou"] == 0.75

@@ -10,8 +10,8 @@ from shapely.geometry import box, shape
 from shapely.ops import unary_union
 
 from think2seg.cli import main
-from think2seg.prompt import VIEW_SIZE_PX
 from think2seg.testing.tiny_lvlm import question_for
+from think2seg.think2seg_rs.prompt import VIEW_SIZE_PX
 
 from rasters import scene, write_raster
 

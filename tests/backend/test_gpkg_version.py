@@ -72,7 +72,7 @@ def test_a_stopped_batch_appended_to_on_resume_stays_1_2(tmp_path, raster):
     options = BatchOptions(tile_size_px=64, overlap_px=0)
     engine = Engine(FixedPrompter(WHOLE_VIEW), BoxSegmenter())
 
-    def progress(update) -> None:  # noqa: ANN001
+    def progress(update) -> None:
         if update.done == 3:
             stop.set()
 

@@ -11,7 +11,6 @@ import pytest
 import torch
 from huggingface_hub.errors import LocalEntryNotFoundError
 
-from think2seg.answer import InstancePrompt
 from think2seg.cli import main
 from think2seg.errors import DeviceError, InputError, ModelError, WeightsUnavailableError
 from think2seg.models.device import plan_device
@@ -19,6 +18,7 @@ from think2seg.models.registry import load_segmenter, parse_sam1_spec
 from think2seg.models.sam2 import Sam2Segmenter
 from think2seg.models.weights import DEFAULT_LVLM, resolve_model_dir
 from think2seg.testing.tiny_sam import build_tiny_sam1, tiny_sam1_builder
+from think2seg.think2seg_rs.answer import InstancePrompt
 
 CPU = plan_device("cpu")
 

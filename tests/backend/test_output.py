@@ -84,7 +84,7 @@ def test_a_target_that_cannot_be_replaced_is_kept_and_explained(tmp_path, result
     path = tmp_path / "out.gpkg"
     path.write_bytes(b"open in QGIS")
 
-    def locked(source, destination):  # noqa: ANN001, ANN202
+    def locked(source, destination):
         raise PermissionError(13, "Permission denied")
 
     monkeypatch.setattr(os, "replace", locked)

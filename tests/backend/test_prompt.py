@@ -3,7 +3,7 @@ import pytest
 from PIL import Image
 
 from think2seg.errors import QuestionError
-from think2seg.prompt import (
+from think2seg.think2seg_rs.prompt import (
     MAX_QUESTION_CHARS,
     SYSTEM_PROMPT,
     USER_TEMPLATE,

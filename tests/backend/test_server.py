@@ -38,7 +38,7 @@ BASE = "http://127.0.0.1:8765"
 API = FIXTURES / "api"
 
 
-def make_client(tmp_path: Path, engine=None, **settings) -> TestClient:  # noqa: ANN001
+def make_client(tmp_path: Path, engine=None, **settings) -> TestClient:
     options = {"data_roots": (tmp_path,), "token_file": tmp_path / "token", **settings}
     engine = engine or Engine(FixedPrompter(ONE_BOX), BoxSegmenter())
     return TestClient(create_app(ServerSettings(**options), engine, token=TOKEN), base_url=BASE)
@@ -55,14 +55,14 @@ def raster(tmp_path) -> Path:
     return write_raster(tmp_path / "scene.tif", scene(300, 600))
 
 
-def field_box(col0=0, row0=0, width=600, height=300):  # noqa: ANN001, ANN201
+def field_box(col0=0, row0=0, width=600, height=300):
     """The map box BoxSegmenter returns for ONE_BOX on a width x height tile at (col0, row0)."""
     x1, y1, x2, y2 = (84 * width / 840, 84 * height / 840, 420 * width / 840, 840 * height / 840)
     corners = [UTM_TRANSFORM @ (col0 + x, row0 + y) for x, y in ((x1, y2), (x2, y1))]
     return box(corners[0][0], corners[0][1], corners[1][0], corners[1][1])
 
 
-def polygons(reply: dict):  # noqa: ANN201
+def polygons(reply: dict):
     return [shape(f["geometry"]) for f in reply["features"]]
 
 
@@ -233,7 +233,7 @@ def test_size_limits_say_the_limit_and_the_alternative(tmp_path):
 def test_a_body_without_length_is_cut_at_the_limit(tmp_path, route):
     """Chunked bodies carry no Content-Length: the limit is counted as they arrive, on every route."""
 
-    def chunks():  # noqa: ANN202
+    def chunks():
         yield b'{"question": "'
         for _ in range(24):
             yield b"x" * 2**16
@@ -313,7 +313,7 @@ class FlakySegmenter(BoxSegmenter):
         super().__init__()
         self.fail_next = True
 
-    def encode(self, image):  # noqa: ANN001, ANN201
+    def encode(self, image):
         if self.fail_next:
             self.fail_next = False
             raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
@@ -368,12 +368,12 @@ def test_models_that_fail_to_load_are_reported(tmp_path, raster):
 
 
 class SlowSegmenter(BoxSegmenter):
-    def encode(self, image):  # noqa: ANN001, ANN201
+    def encode(self, image):
         time.sleep(0.2)
         return super().encode(image)
 
 
-def wait_job(client: TestClient, job_id: str, states=("done", "failed", "cancelled"), timeout_s=60) -> dict:  # noqa: ANN001
+def wait_job(client: TestClient, job_id: str, states=("done", "failed", "cancelled"), timeout_s=60) -> dict:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         status = client.get(f"/v1/jobs/{job_id}", headers=AUTH).json()
@@ -463,7 +463,7 @@ def test_golden_files_fit_the_schemas(name, model):
     model.model_validate_json((API / name).read_text())
 
 
-def _shape(value):  # noqa: ANN001, ANN202
+def _shape(value):
     if isinstance(value, dict):
         return {k: _shape(v) for k, v in value.items() if k not in ("features", "packages", "prompts")}
     return type(value).__name__ if value is not None else None

@@ -29,6 +29,6 @@ schema = schemathesis.openapi.from_asgi("/openapi.json", APP, headers={"Authoriz
 
 @schema.parametrize()
 @settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
-def test_no_generated_request_gets_a_500(case):  # noqa: ANN001
+def test_no_generated_request_gets_a_500(case):
     response = case.call(headers={"Authorization": f"Bearer {TOKEN}"})
     assert response.status_code < 500, f"{case.method} {case.path}: {response.status_code} {response.text[:300]}"

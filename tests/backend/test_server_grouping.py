@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -12,6 +13,7 @@ from fastapi.testclient import TestClient
 from think2seg.engine import Engine
 from think2seg.models.device import plan_device
 from think2seg.models.qwen import QwenPrompter
+from think2seg.runs.microbatch import BatchSizer
 from think2seg.server.app import create_app
 from think2seg.server.settings import ServerSettings
 from think2seg.server.worker import BATCH, Group, ModelWorker
@@ -37,6 +39,12 @@ class Recorder:
         return [item.upper() for item in items]
 
 
+def sized(size: int) -> Callable[[], BatchSizer]:
+    """A Group's sizer: one that plans ``size`` at once."""
+    sizer = BatchSizer(size, requested=size)
+    return lambda: sizer
+
+
 def blocked(worker: ModelWorker) -> threading.Event:
     """Occupy the worker until the returned event is set."""
     gate, started = threading.Event(), threading.Event()
@@ -47,7 +55,7 @@ def blocked(worker: ModelWorker) -> threading.Event:
 
 def test_waiting_work_of_a_group_runs_as_one_call_up_to_the_limit():
     worker, record = ModelWorker(max_waiting=16), Recorder()
-    group = Group("q", record, lambda: 3)
+    group = Group("q", record, sized(3))
     gate = blocked(worker)
     futures = [worker.submit_grouped(group, item) for item in "abcde"]
     other = worker.submit(lambda: "alone")
@@ -60,7 +68,7 @@ def test_waiting_work_of_a_group_runs_as_one_call_up_to_the_limit():
 
 def test_a_request_alone_runs_at_once_and_a_bad_one_fails_alone():
     worker, record = ModelWorker(max_waiting=16), Recorder()
-    group = Group("q", record, lambda: 8)
+    group = Group("q", record, sized(8))
     assert worker.submit_grouped(group, "x").result(5) == "X" and record.calls == [["x"]]
     gate = blocked(worker)
     futures = [worker.submit_grouped(group, item) for item in ("a", "bad", "c")]
@@ -72,9 +80,28 @@ def test_a_request_alone_runs_at_once_and_a_bad_one_fails_alone():
     worker.stop()
 
 
+def test_a_group_out_of_memory_is_split_and_later_groups_stay_smaller():
+    calls: list[list[str]] = []
+
+    def run_many(items: list[str]) -> list[str]:
+        calls.append(list(items))
+        if len(items) > 2:
+            raise RuntimeError("CUDA out of memory (simulated)")
+        return [item.upper() for item in items]
+
+    worker, sizer = ModelWorker(max_waiting=16), BatchSizer(4, requested=4)
+    group = Group("q", run_many, lambda: sizer)
+    gate = blocked(worker)
+    futures = [worker.submit_grouped(group, item) for item in "abcdef"]
+    gate.set()
+    assert [f.result(5) for f in futures] == list("ABCDEF")
+    assert calls == [list("abcd"), list("ab"), list("cd"), list("ef")] and sizer.size == 2
+    worker.stop()
+
+
 def test_cancelled_and_other_groups_and_batch_work_are_left_out():
     worker, first, second = ModelWorker(max_waiting=16), Recorder(), Recorder()
-    one, two = Group("one", first, lambda: 8), Group("two", second, lambda: 8)
+    one, two = Group("one", first, sized(8)), Group("two", second, sized(8))
     gate = blocked(worker)
     batch = worker.submit(lambda: "tile", priority=BATCH)
     futures = [worker.submit_grouped(one, "a"), worker.submit_grouped(two, "b"), worker.submit_grouped(one, "c")]
@@ -89,11 +116,11 @@ def test_cancelled_and_other_groups_and_batch_work_are_left_out():
 class SpyEngine(Engine):
     """The real engine, recording the questions of each batch."""
 
-    def __init__(self, *args, **kwargs) -> None:  # noqa: ANN002, ANN003
+    def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.batches: list[list[str]] = []
 
-    def infer_batch(self, tiles, question, **kwargs):  # noqa: ANN001, ANN003, ANN201
+    def infer_batch(self, tiles, question, **kwargs):
         self.batches.append([question] * len(tiles) if isinstance(question, str) else list(question))
         return super().infer_batch(tiles, question, **kwargs)
 

@@ -178,7 +178,7 @@ def test_twenty_clients_get_a_result_or_429_and_none_hangs(server, raster):
     assert httpx.get(f"{server.url}/v1/health", timeout=5).json()["status"] == "ready"
 
 
-def _window_bounds():  # noqa: ANN202
+def _window_bounds():
     from rasters import UTM_TRANSFORM
 
     left, top = UTM_TRANSFORM @ (0, 0)

@@ -52,13 +52,13 @@ def run_ids(layer: QgsVectorLayer) -> set[str]:
     return {f["run_id"] for f in layer.getFeatures()}
 
 
-def ask(plugin, *, steps: int) -> None:  # noqa: ANN001
+def ask(plugin, *, steps: int) -> None:
     plugin.dock.question.setEditText(PONDS)
     plugin.controller.ask()
     wait_for_steps(plugin, steps)
 
 
-def wait_for_steps(plugin, steps: int) -> None:  # noqa: ANN001
+def wait_for_steps(plugin, steps: int) -> None:
     """Wait until the run ends with ``steps`` runs on the undo stack."""
     done = wait_until(lambda: plugin.dock.run_button.isEnabled() and plugin.undo.count() == steps, 120)
     assert done, (plugin.dock.result.text(), plugin.notify.history[-2:])

@@ -25,18 +25,18 @@ PONDS = "segment the ponds"  # the tiny model answers it with two instances
 PONDS_ANSWER_START = "<think>Two ponds"
 
 
-def ask(plugin, question: str, timeout_s: float = 120) -> None:  # noqa: ANN001
+def ask(plugin, question: str, timeout_s: float = 120) -> None:
     plugin.dock.question.setEditText(question)
     plugin.controller.ask()
     assert wait_until(lambda: plugin.dock.run_button.isEnabled(), timeout_s), "the run did not finish"
 
 
-def view(canvas, layer, rectangle: QgsRectangle | None = None) -> None:  # noqa: ANN001
+def view(canvas, layer, rectangle: QgsRectangle | None = None) -> None:
     canvas.setDestinationCrs(layer.crs())
     canvas.setExtent(rectangle or layer.extent())
 
 
-def messages(qgis_iface, level=Qgis.MessageLevel.Critical) -> list[str]:  # noqa: ANN001
+def messages(qgis_iface, level=Qgis.MessageLevel.Critical) -> list[str]:
     return qgis_iface.messageBar().get_messages(level)
 
 
@@ -139,7 +139,7 @@ def test_gdal_layer_that_is_not_a_local_file_has_its_pixels_uploaded(plugin, bac
     assert_on_pixel_corners(plugin.store.layers(layer.crs())["results"], layer)
 
 
-def assert_on_pixel_corners(results, layer) -> None:  # noqa: ANN001
+def assert_on_pixel_corners(results, layer) -> None:
     """Every vertex of every polygon lies on a corner of the raster's own pixels."""
     extent, size = layer.extent(), layer.rasterUnitsPerPixelX()
     assert results.featureCount() > 0
@@ -150,7 +150,7 @@ def assert_on_pixel_corners(results, layer) -> None:  # noqa: ANN001
             assert extent.contains(vertex.x(), vertex.y())
 
 
-def _sample():  # noqa: ANN202
+def _sample():
     from qgis_helpers import ROOT
 
     return ROOT / "resources" / "sample" / "riverside.tif"

@@ -82,13 +82,13 @@ def _handler(fake: FakeBackend) -> type[BaseHTTPRequestHandler]:
         def log_message(self, *_args: object) -> None:  # keep the test output clean
             return
 
-        def do_GET(self) -> None:  # noqa: N802
+        def do_GET(self) -> None:
             self._serve("GET")
 
-        def do_POST(self) -> None:  # noqa: N802
+        def do_POST(self) -> None:
             self._serve("POST")
 
-        def do_DELETE(self) -> None:  # noqa: N802
+        def do_DELETE(self) -> None:
             self._serve("DELETE")
 
         def _serve(self, method: str) -> None:

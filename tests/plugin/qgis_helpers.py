@@ -24,7 +24,7 @@ QSettings.setDefaultFormat(QSettings.Format.IniFormat)
 QSettings.setPath(QSettings.Format.IniFormat, QSettings.Scope.UserScope, _SETTINGS_DIR)
 
 
-def wait_until(condition, timeout_s: float = 60.0, step_ms: int = 20) -> bool:  # noqa: ANN001
+def wait_until(condition, timeout_s: float = 60.0, step_ms: int = 20) -> bool:
     """Process Qt events until ``condition()`` is true (or the timeout passes)."""
     from qgis.core import QgsApplication
     from qgis.PyQt.QtCore import QThread

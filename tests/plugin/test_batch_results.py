@@ -32,7 +32,7 @@ RIVER = "segment the river"
 CRS = QgsCoordinateReferenceSystem("EPSG:32633")
 
 
-def write_layer(path, name: str, fields: list[tuple[str, object]], rows: list[dict], rect: QgsRectangle) -> None:  # noqa: ANN001
+def write_layer(path, name: str, fields: list[tuple[str, object]], rows: list[dict], rect: QgsRectangle) -> None:
     qfields = QgsFields()
     for field, kind in fields:
         qfields.append(QgsField(field, kind))
@@ -55,7 +55,7 @@ def write_layer(path, name: str, fields: list[tuple[str, object]], rows: list[di
     del writer
 
 
-def batch_output(path) -> None:  # noqa: ANN001
+def batch_output(path) -> None:
     """A file shaped like a `think2seg batch` output (its segments and tiles layers)."""
     rect = QgsRectangle(512000, 5261616, 512100, 5261716)
     write_layer(path, "segments", [("area_m2", compat.FIELD_DOUBLE)], [{"area_m2": 1e4}], rect)

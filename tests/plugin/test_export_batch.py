@@ -79,7 +79,7 @@ def test_batch_dialog_offers_overwrite_exclusive_with_resume(raster, tmp_path):
 
 def test_the_409_for_an_existing_output_says_what_to_tick():
     # the backend's words (server/jobs.py), in HTTP terms for every client
-    message = "/data/out.gpkg exists: set resume (continue it) or overwrite (start again)"
+    message = "/data/out.gpkg already exists: set resume=true to continue the run in it, set overwrite=true to start again, or choose another name"
     body = {"error": {"code": "output_exists", "message": message}}
     error = from_reply(409, json.dumps(body).encode(), "http://127.0.0.1:8765")
     assert error.code == "output_exists" and "“Resume”" in error.message and "“Overwrite”" in error.message

@@ -20,7 +20,7 @@ from qgis_helpers import wait_until
 RIVER = "segment the river"
 # What the backend says (server/jobs.py, batch/store.py), in HTTP and command-line terms for any client.
 BACKEND_CANCELLED = "stopped at your request; the GeoPackage is resumable: POST /v1/jobs again with resume=true"
-BACKEND_DIFFERS = "/data/out.gpkg holds a run with other parameters (tile_size_px: 256 → 512): resume with the same options, or pass --overwrite to start again"
+BACKEND_DIFFERS = "/data/out.gpkg holds a run with other parameters (tile_size_px: 256 → 512): resume with the same options, or set overwrite=true to start again"
 
 
 class _Records(logging.Handler):
@@ -41,6 +41,8 @@ def test_backend_wording_becomes_qgis_wording():
         text = qgis_terms(api)
         assert "POST" not in text and "--" not in text and "resume=true" not in text, text
     assert "tick “Overwrite”" in qgis_terms(BACKEND_DIFFERS)
+    option = qgis_terms("simplify_px must be a number from 0 to 1000 (pixels), got -1")
+    assert option == "Simplification (Think2Seg settings) must be a number from 0 to 1000 (pixels), got -1"
     status = {"state": "cancelled", "question": RIVER, "tiles_done": 3, "tiles_total": 9, "output_path": "/d/o.gpkg"}
     text = end_text({**status, "message": BACKEND_CANCELLED})
     assert text.startswith(f"Batch “{RIVER}” stopped after 3 of 9 tiles") and "Resume" in text and "POST" not in text
@@ -53,7 +55,7 @@ def test_long_messages_keep_their_full_text_and_failures_are_logged_as_failures(
         def __init__(self) -> None:
             self.pushed: list[tuple] = []
 
-        def pushMessage(self, *args: object) -> None:  # noqa: N802
+        def pushMessage(self, *args: object) -> None:
             self.pushed.append(args)
 
     bar, records = Bar(), _Records()
@@ -86,7 +88,7 @@ def test_a_question_while_the_backend_starts_waits_instead_of_saying_press_start
     assert not any("press Start" in m for level in levels for m in qgis_iface.messageBar().get_messages(level))
 
 
-def _script(tmp_path, body: str) -> str:  # noqa: ANN001
+def _script(tmp_path, body: str) -> str:
     path = tmp_path / "think2seg"
     path.write_text(f"#!/bin/sh\n{body}\n")
     path.chmod(path.stat().st_mode | stat.S_IXUSR)

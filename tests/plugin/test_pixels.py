@@ -149,7 +149,7 @@ def test_uploads_keep_what_the_backend_reads_from_the_bands(project, tmp_path):
     assert got.dataType(1) == Qgis.DataType.UInt16 and got.sourceNoDataValue(1) == 0
 
 
-def plan_tile_for(layer: QgsRasterLayer):  # noqa: ANN201
+def plan_tile_for(layer: QgsRasterLayer):
     from think2seg_qgis.tile import TilePlan
 
     return TilePlan(layer, layer.extent(), layer.crs(), PIXELS, window=pixel_window(layer, layer.extent()))

@@ -18,7 +18,7 @@ SAMPLE = ROOT / "resources" / "sample" / "riverside.tif"
 RIVER = "segment the river"
 
 
-def load_raster(plugin, qgis_iface, tmp_path, name: str = "riverside.tif") -> QgsRasterLayer:  # noqa: ANN001
+def load_raster(plugin, qgis_iface, tmp_path, name: str = "riverside.tif") -> QgsRasterLayer:
     layer = QgsRasterLayer(str(shutil.copy(SAMPLE, tmp_path / name)), "riverside")
     QgsProject.instance().addMapLayer(layer)
     canvas = qgis_iface.mapCanvas()
@@ -28,7 +28,7 @@ def load_raster(plugin, qgis_iface, tmp_path, name: str = "riverside.tif") -> Qg
     return layer
 
 
-def ask(plugin) -> None:  # noqa: ANN001
+def ask(plugin) -> None:
     plugin.dock.question.setEditText(RIVER)
     plugin.controller.ask()
     assert wait_until(lambda: plugin.dock.run_button.isEnabled() and plugin.undo.count(), 10)

@@ -18,16 +18,16 @@ BOX = QgsRectangle(512100, 5261700, 512200, 5261800)  # EPSG:32633, inside the s
 RIVER = "segment the river"
 
 
-def drawn_count(plugin, raster) -> int:  # noqa: ANN001
+def drawn_count(plugin, raster) -> int:
     layers = plugin.store.find(raster.crs())
     return sum(f["run_id"] == DRAWN for role in ("boxes", "points") for f in layers[role].getFeatures())
 
 
-def run_ids(layer) -> set[str]:  # noqa: ANN001
+def run_ids(layer) -> set[str]:
     return {f["run_id"] for f in layer.getFeatures()}
 
 
-def resegment(plugin, fake_backend) -> list[dict]:  # noqa: ANN001
+def resegment(plugin, fake_backend) -> list[dict]:
     """Press Re-segment, wait for the run; the prompts the backend received."""
     before = len(fake_backend.sent("POST", "/v1/segment"))
     plugin.dock.resegment_button.click()
@@ -37,13 +37,13 @@ def resegment(plugin, fake_backend) -> list[dict]:  # noqa: ANN001
     return sent[-1]["prompts"]
 
 
-def ask(plugin, question: str = RIVER) -> None:  # noqa: ANN001
+def ask(plugin, question: str = RIVER) -> None:
     plugin.dock.question.setEditText(question)
     plugin.controller.ask()
     assert wait_until(lambda: plugin.dock.run_button.isEnabled(), 10)
 
 
-def draw_instance(plugin, raster, box: QgsRectangle = BOX, points=((512150, 5261750), (512160, 5261760))) -> None:  # noqa: ANN001
+def draw_instance(plugin, raster, box: QgsRectangle = BOX, points=((512150, 5261750), (512160, 5261760))) -> None:
     add_drawn(plugin.store, raster, "box", QgsGeometry.fromRect(box))
     for x, y in points:
         add_drawn(plugin.store, raster, "point", QgsGeometry.fromPointXY(QgsPointXY(x, y)))

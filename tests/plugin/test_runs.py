@@ -20,11 +20,11 @@ from qgis_helpers import wait_until
 RIVER = "segment the river"
 
 
-def messages(qgis_iface, level=Qgis.MessageLevel.Critical) -> list[str]:  # noqa: ANN001
+def messages(qgis_iface, level=Qgis.MessageLevel.Critical) -> list[str]:
     return qgis_iface.messageBar().get_messages(level)
 
 
-def press_enter(plugin) -> None:  # noqa: ANN001
+def press_enter(plugin) -> None:
     plugin.dock.question.lineEdit().returnPressed.emit()
 
 

@@ -17,7 +17,7 @@ RIVER = "segment the river"
 VIEW = QgsRectangle(512000, 5261616, 512120, 5261736)  # away from the golden reply's polygon
 
 
-def ask(plugin, question: str = RIVER) -> None:  # noqa: ANN001
+def ask(plugin, question: str = RIVER) -> None:
     plugin.dock.question.setEditText(question)
     plugin.controller.ask()
     assert wait_until(lambda: plugin.dock.run_button.isEnabled(), 10)

@@ -13,11 +13,16 @@ BATCH = "open Batch…, choose the same output GeoPackage and tick"
 QGIS_TERMS = (
     ("POST /v1/jobs again with resume=true", f"{BATCH} “Resume”"),
     ("POST again with retry_failed=true to redo them", f"{BATCH} “Retry failed tiles” to redo them"),
-    ("set resume (continue it) or overwrite (start again)", "tick “Resume” (continue it) or “Overwrite” (start again)"),
     (
-        "pass --resume to continue the run in it, --overwrite to start again",
+        "set resume=true to continue the run in it, set overwrite=true to start again",
         "tick “Resume” to continue it, “Overwrite” to start again",
     ),
+    (
+        "pass --resume to continue the run in it, pass --overwrite to start again",
+        "tick “Resume” to continue it, “Overwrite” to start again",
+    ),
+    ("set overwrite=true to start again", "tick “Overwrite” to start again"),
+    ("set overwrite=true to replace it", "tick “Overwrite” to replace it"),
     ("pass --overwrite to start again", "tick “Overwrite” to start again"),
     ("pass --overwrite to replace it", "tick “Overwrite” to replace it"),
     (
@@ -27,9 +32,11 @@ QGIS_TERMS = (
     ),
     ("or start a job (POST /v1/jobs) for big areas", "or use Batch… for big areas"),
     ("start a job (POST /v1/jobs)", "use Batch…"),
-    ("--tile-size-px", "the tile size"),
-    ("--overlap-px", "the overlap"),
-    ("--simplify-px and --min-area-m2", "Simplification and Minimum polygon area (Think2Seg settings)"),
+    # the backend's option messages ("simplify_px must be a number from 0 to 1000 (pixels), got -1")
+    ("tile_size_px must", "the tile size must"),
+    ("overlap_px must", "the overlap must"),
+    ("simplify_px must", "Simplification (Think2Seg settings) must"),
+    ("min_area_m2 must", "Minimum polygon area (Think2Seg settings) must"),
 )
 
 

@@ -30,7 +30,7 @@ ICON = Path(__file__).resolve().parent.parent / "icons" / "think2seg.svg"
 
 
 class Think2SegProvider(QgsProcessingProvider):
-    def id(self) -> str:  # noqa: A003
+    def id(self) -> str:
         return "think2seg"
 
     def name(self) -> str:
@@ -39,7 +39,7 @@ class Think2SegProvider(QgsProcessingProvider):
     def icon(self) -> QIcon:
         return QIcon(str(ICON))
 
-    def loadAlgorithms(self) -> None:  # noqa: N802
+    def loadAlgorithms(self) -> None:
         self.addAlgorithm(SegmentRasterByQuestion())
 
 
@@ -58,10 +58,10 @@ class SegmentRasterByQuestion(QgsProcessingAlgorithm):
     def name(self) -> str:
         return "segment_raster_by_question"
 
-    def displayName(self) -> str:  # noqa: N802
+    def displayName(self) -> str:
         return "Segment raster by question"
 
-    def shortHelpString(self) -> str:  # noqa: N802
+    def shortHelpString(self) -> str:
         return (
             "Asks one question (e.g. 'every solar farm') over every tile of a raster with the Think2Seg "
             "backend and writes stitched polygons to a GeoPackage (layer 'segments', added to the project when "
@@ -69,13 +69,13 @@ class SegmentRasterByQuestion(QgsProcessingAlgorithm):
             "writes any folder (temporary outputs included), one started elsewhere only its --data-root folders."
         )
 
-    def createInstance(self) -> SegmentRasterByQuestion:  # noqa: N802
+    def createInstance(self) -> SegmentRasterByQuestion:
         return SegmentRasterByQuestion()
 
     def icon(self) -> QIcon:
         return QIcon(str(ICON))
 
-    def initAlgorithm(self, config: dict | None = None) -> None:  # noqa: N802
+    def initAlgorithm(self, config: dict | None = None) -> None:
         self.addParameter(QgsProcessingParameterRasterLayer(self.INPUT, "Raster"))
         self.addParameter(QgsProcessingParameterString(self.QUESTION, "Question"))
         integer = compat.NUMBER_INTEGER
@@ -96,7 +96,7 @@ class SegmentRasterByQuestion(QgsProcessingAlgorithm):
 
     def processAlgorithm(
         self, parameters: dict, context: QgsProcessingContext, feedback: QgsProcessingFeedback
-    ) -> dict:  # noqa: N802
+    ) -> dict:
         layer = self.parameterAsRasterLayer(parameters, self.INPUT, context)
         raster = local_file(layer) if layer is not None else None
         if raster is None:

@@ -16,7 +16,6 @@ Python API::
 """
 
 from think2seg._version import __version__
-from think2seg.answer import AnswerMode, AnswerStatus, InstancePrompt, ParsedAnswer, parse_answer
 from think2seg.engine import Engine
 from think2seg.errors import Think2SegError
 from think2seg.geo.arrays import tile_from_array
@@ -27,6 +26,7 @@ from think2seg.output.geojson import to_feature_collection
 from think2seg.output.gpkg import write_gpkg
 from think2seg.output.maskfile import write_mask_geotiff
 from think2seg.result import InstanceResult, ResultStatus, SegmentationResult
+from think2seg.think2seg_rs.answer import AnswerMode, AnswerStatus, InstancePrompt, ParsedAnswer, parse_answer
 from think2seg.tile import Tile
 
 __all__ = [

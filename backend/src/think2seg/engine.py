@@ -8,32 +8,31 @@ Load the models once (:meth:`Engine.load`), or pass any objects that follow the
 
 from __future__ import annotations
 
-import math
 import os
 import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any
 
 import numpy as np
 from affine import Affine
 from PIL import Image
 from rasterio.crs import CRS
 
-from think2seg.answer import AnswerMode, InstancePrompt, ParsedAnswer, numeric_prompts, parse_answer
 from think2seg.errors import InputError
 from think2seg.geo.arrays import tile_from_array
-from think2seg.geo.read import DEFAULT_MAX_SIDE_PX, read_tile
-from think2seg.geo.vectorize import check_min_area, polygons_frame
+from think2seg.geo.read import read_tile
+from think2seg.geo.vectorize import polygons_frame
 from think2seg.models.base import Generation, Prompter, Segmenter, encode_many, generate_many
 from think2seg.models.device import plan_device
 from think2seg.models.qwen import MAX_NEW_TOKENS
 from think2seg.models.registry import check_segmenter, load_prompter, load_segmenter
 from think2seg.models.weights import DEFAULT_LVLM, DEFAULT_SEGMENTER
-from think2seg.prompt import VIEW_SIZE_PX, make_view, validate_question
+from think2seg.options import MAX_SIDE_PX, MIN_AREA_M2, SIMPLIFY_PX, check_min_area
 from think2seg.result import InstanceResult, ResultStatus, SegmentationResult
+from think2seg.think2seg_rs.answer import AnswerMode, InstancePrompt, ParsedAnswer, numeric_prompts, parse_answer
+from think2seg.think2seg_rs.prompt import VIEW_SIZE_PX, make_view, validate_question
 from think2seg.tile import Tile
 from think2seg.timing import StageTimer
 
@@ -60,9 +59,20 @@ class Inference:
     used_lvlm: bool = True
 
     @classmethod
-    def no_data(cls, tile: Tile, question: str) -> Inference:
+    def no_data(cls, tile: Tile, question: str, timings_s: dict[str, float] | None = None) -> Inference:
         mask = np.zeros((tile.height, tile.width), dtype=bool)
-        return cls(tile, question, ResultStatus.NO_DATA, mask, message=NO_DATA_MESSAGE)
+        return cls(tile, question, ResultStatus.NO_DATA, mask, message=NO_DATA_MESSAGE, timings_s=timings_s or {})
+
+
+@dataclass(frozen=True, eq=False)
+class TileAnswer:
+    """The prompter's answer for one tile: what it generated, the parsed answer, and the answer's
+    instances scaled from the 840 view to the tile's pixels."""
+
+    tile: Tile
+    generation: Generation
+    parsed: ParsedAnswer
+    instances: tuple[InstanceResult, ...]
 
 
 class Engine:
@@ -97,20 +107,19 @@ class Engine:
         question: str,
         *,
         bounds: Sequence[float] | None = None,
-        max_side_px: int = DEFAULT_MAX_SIDE_PX,
+        max_side_px: int = MAX_SIDE_PX.default,
         pixel_coords: bool = False,
-        simplify_px: float = 0.0,
-        min_area_m2: float = 0.0,
+        simplify_px: float = SIMPLIFY_PX.default,
+        min_area_m2: float = MIN_AREA_M2.default,
         on_text: TextCallback | None = None,
     ) -> SegmentationResult:
         """Segment a window of a raster file: ``bounds`` (minx, miny, maxx, maxy, raster CRS) or all of it."""
-        return self._read_and_segment(
-            lambda: read_tile(path, bounds=bounds, max_side_px=max_side_px, pixel_coords=pixel_coords),
-            question,
-            simplify_px=simplify_px,
-            min_area_m2=min_area_m2,
-            on_text=on_text,
-        )
+        MAX_SIDE_PX.check(max_side_px)
+
+        def read() -> Tile:
+            return read_tile(path, bounds=bounds, max_side_px=max_side_px, pixel_coords=pixel_coords)
+
+        return self._read_and_segment(read, question, (simplify_px, min_area_m2), on_text)
 
     def segment_array(
         self,
@@ -122,35 +131,43 @@ class Engine:
         valid: np.ndarray | None = None,
         nodata: float | None = None,
         pixel_coords: bool = False,
-        simplify_px: float = 0.0,
-        min_area_m2: float = 0.0,
+        simplify_px: float = SIMPLIFY_PX.default,
+        min_area_m2: float = MIN_AREA_M2.default,
         on_text: TextCallback | None = None,
     ) -> SegmentationResult:
         """Segment an in-memory (H, W[, C]) image whose pixel corners map to ``crs`` through ``transform``."""
-        return self._read_and_segment(
-            lambda: tile_from_array(
-                array, transform=transform, crs=crs, valid=valid, nodata=nodata, pixel_coords=pixel_coords
-            ),
-            question,
-            simplify_px=simplify_px,
-            min_area_m2=min_area_m2,
-            on_text=on_text,
-        )
 
-    def _read_and_segment(self, read: Callable[[], Tile], question: str, **options: Any) -> SegmentationResult:
+        def read() -> Tile:
+            return tile_from_array(
+                array, transform=transform, crs=crs, valid=valid, nodata=nodata, pixel_coords=pixel_coords
+            )
+
+        return self._read_and_segment(read, question, (simplify_px, min_area_m2), on_text)
+
+    def _read_and_segment(
+        self,
+        read: Callable[[], Tile],
+        question: str,
+        vector: tuple[float, float],
+        on_text: TextCallback | None,
+    ) -> SegmentationResult:
+        """Validate, read (timed), segment; ``vector`` is (simplify_px, min_area_m2)."""
         question = validate_question(question)  # before reading: a bad question costs nothing
         timer = StageTimer()
         with timer.stage("read"):
             tile = read()
-        return self.segment_tile(tile, question, timer=timer, **options)
+        simplify_px, min_area_m2 = vector
+        return self.segment_tile(
+            tile, question, simplify_px=simplify_px, min_area_m2=min_area_m2, on_text=on_text, timer=timer
+        )
 
     def segment_tile(
         self,
         tile: Tile,
         question: str,
         *,
-        simplify_px: float = 0.0,
-        min_area_m2: float = 0.0,
+        simplify_px: float = SIMPLIFY_PX.default,
+        min_area_m2: float = MIN_AREA_M2.default,
         on_text: TextCallback | None = None,
         timer: StageTimer | None = None,
     ) -> SegmentationResult:
@@ -167,8 +184,8 @@ class Engine:
         self,
         inference: Inference,
         *,
-        simplify_px: float = 0.0,
-        min_area_m2: float = 0.0,
+        simplify_px: float = SIMPLIFY_PX.default,
+        min_area_m2: float = MIN_AREA_M2.default,
         timer: StageTimer | None = None,
     ) -> SegmentationResult:
         """Polygons of an inference's mask in its tile's CRS (no model work, any thread)."""
@@ -219,7 +236,7 @@ class Engine:
             InstanceResult(index=i, view=p.scaled(sx, sy), pixel=p, transform=tile.transform)
             for i, p in enumerate(prompts)
         )
-        (mask,) = self._masks([(tile, None, None, instances)], [timer])
+        (mask,) = self._masks([tile], [instances], [timer])
         return Inference(tile, label, ResultStatus.OK, mask, instances, timings_s=dict(timer.seconds), used_lvlm=False)
 
     def infer(
@@ -252,7 +269,7 @@ class Engine:
         ``views`` may hold precomputed 840x840 views (None where not); ``timers`` one timer per
         tile, which receives that tile's share of batched stages. ``on_text`` needs a single tile.
         Tiles without data get ``no_data`` and cost no model call. ``answer_mode`` picks the
-        answer parser's rules (:func:`~think2seg.answer.parse_answer`; ``reference`` for the
+        answer parser's rules (:func:`~think2seg.think2seg_rs.answer.parse_answer`; ``reference`` for the
         paper's evaluation); SAM gets the prompts as floats either way.
         """
         questions = [question] * len(tiles) if isinstance(question, str) else list(question)
@@ -263,12 +280,11 @@ class Engine:
             raise InputError("streaming text (on_text) works for one tile at a time")
         timers = list(timers) if timers is not None else [StageTimer() for _ in tiles]
         views = list(views) if views is not None else [None] * len(tiles)
-        results: list[Inference | None] = [
-            None if tile.has_data else Inference.no_data(tile, q) for tile, q in zip(tiles, questions)
-        ]
         live = [i for i, tile in enumerate(tiles) if tile.has_data]
+        answers: dict[int, TileAnswer] = {}
+        masks: dict[int, np.ndarray] = {}
         if live:
-            answers = self._answers(
+            found = self._answers(
                 [tiles[i] for i in live],
                 [questions[i] for i in live],
                 [views[i] for i in live],
@@ -276,22 +292,15 @@ class Engine:
                 on_text,
                 answer_mode,
             )
-            masks = self._masks(answers, [timers[i] for i in live])
-            for index, (tile, generation, parsed, instances), mask in zip(live, answers, masks):
-                results[index] = Inference(
-                    tile=tile,
-                    question=questions[index],
-                    status=ResultStatus.from_answer(parsed.status),
-                    mask=mask,
-                    instances=instances,
-                    reasoning=parsed.reasoning,
-                    raw_answer=parsed.raw_text,
-                    message=parsed.message,
-                    new_tokens=generation.new_tokens,
-                )
-        for result, timer in zip(results, timers):
-            result.timings_s.update(timer.seconds)  # type: ignore[union-attr]
-        return results  # type: ignore[return-value]
+            answers = dict(zip(live, found))
+            found_masks = self._masks([a.tile for a in found], [a.instances for a in found], [timers[i] for i in live])
+            masks = dict(zip(live, found_masks))
+        return [
+            _inference(answers[i], questions[i], masks[i], timers[i])
+            if i in answers
+            else Inference.no_data(tile, questions[i], dict(timers[i].seconds))
+            for i, tile in enumerate(tiles)
+        ]
 
     def _answers(
         self,
@@ -301,7 +310,7 @@ class Engine:
         timers: list[StageTimer],
         on_text: TextCallback | None,
         answer_mode: AnswerMode,
-    ) -> list[tuple[Tile, Generation, ParsedAnswer, tuple[InstanceResult, ...]]]:
+    ) -> list[TileAnswer]:
         ready = []
         for tile, view, timer in zip(tiles, views, timers):
             with timer.stage("prepare"):
@@ -318,25 +327,41 @@ class Engine:
             )
             with timer.stage("parse"):
                 parsed = numeric_prompts(parse_answer(generation.text, mode=answer_mode))
-            answers.append((tile, generation, parsed, _instances(parsed.instances, tile)))
+            answers.append(TileAnswer(tile, generation, parsed, _instances(parsed.instances, tile)))
         return answers
 
-    def _masks(self, answers: list, timers: list[StageTimer]) -> list[np.ndarray]:
+    def _masks(
+        self, tiles: list[Tile], instances: list[tuple[InstanceResult, ...]], timers: list[StageTimer]
+    ) -> list[np.ndarray]:
         """Union mask per tile; one batched SAM encoding for the tiles that have instances."""
-        masks = [np.zeros((tile.height, tile.width), dtype=bool) for tile, *_ in answers]
-        todo = [i for i, (_tile, _g, _p, instances) in enumerate(answers) if instances]
+        masks = [np.zeros((tile.height, tile.width), dtype=bool) for tile in tiles]
+        todo = [i for i, found in enumerate(instances) if found]
         if not todo:
             return masks
         start = time.perf_counter()
-        embeddings = encode_many(self.segmenter, [answers[i][0].pixels for i in todo])
+        embeddings = encode_many(self.segmenter, [tiles[i].pixels for i in todo])
         share = (time.perf_counter() - start) / len(todo)
         for index, embedding in zip(todo, embeddings):
-            tile, _generation, _parsed, instances = answers[index]
             timers[index].add("sam_encode", share)
             with timers[index].stage("sam_decode"):
-                instance_masks = self.segmenter.predict(embedding, [i.pixel for i in instances])
-            masks[index] = np.logical_or.reduce(instance_masks, axis=0) & tile.valid
+                instance_masks = self.segmenter.predict(embedding, [i.pixel for i in instances[index]])
+            masks[index] = np.logical_or.reduce(instance_masks, axis=0) & tiles[index].valid
         return masks
+
+
+def _inference(answer: TileAnswer, question: str, mask: np.ndarray, timer: StageTimer) -> Inference:
+    return Inference(
+        tile=answer.tile,
+        question=question,
+        status=ResultStatus.from_answer(answer.parsed.status),
+        mask=mask,
+        instances=answer.instances,
+        reasoning=answer.parsed.reasoning,
+        raw_answer=answer.parsed.raw_text,
+        message=answer.parsed.message,
+        new_tokens=answer.generation.new_tokens,
+        timings_s=dict(timer.seconds),
+    )
 
 
 def _instances(prompts: Sequence[InstancePrompt], tile: Tile) -> tuple[InstanceResult, ...]:
@@ -348,8 +373,7 @@ def _instances(prompts: Sequence[InstancePrompt], tile: Tile) -> tuple[InstanceR
 
 
 def check_vector_options(simplify_px: float, min_area_m2: float, crs: CRS | None) -> None:
-    """Refuse negative or non-finite options, and a minimum area in pixel coordinates."""
-    for name, value in (("simplify_px", simplify_px), ("min_area_m2", min_area_m2)):
-        if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-            raise InputError(f"{name} must be a number >= 0, got {value!r}")
+    """Refuse options out of their limits (:mod:`think2seg.options`), and a minimum area in pixel coordinates."""
+    SIMPLIFY_PX.check(simplify_px)
+    MIN_AREA_M2.check(min_area_m2)
     check_min_area(min_area_m2, crs)

@@ -12,7 +12,7 @@ from affine import Affine
 from rasterio.crs import CRS
 from shapely.geometry import Point, Polygon
 
-from think2seg.answer import AnswerStatus, InstancePrompt
+from think2seg.think2seg_rs.answer import AnswerStatus, InstancePrompt
 from think2seg.tile import Tile
 
 

@@ -1,14 +1,15 @@
 """Build the ``segments`` layer of a batch run from its committed tile pieces.
 
-Pieces that touch no seam are final as they are and are streamed through in chunks; pieces that
-touch a seam are merged across tiles first. Then, per polygon: simplification (in pixels),
+The pieces are in whole-pixel coordinates of the raster (see ``store``). Pieces that touch no seam
+are final as they are and are streamed through in chunks; pieces that touch a seam are merged
+across tiles first, still in pixels. Then, per polygon: simplification in pixels (as ``segment``
+does it: ``simplify_px`` is a tolerance in pixels whatever the geotransform), georeferencing,
 clipping to the AOI, areas, and the minimum area. Running it again gives the same layer, so a run
 interrupted while finalizing simply finalizes again when resumed.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +24,7 @@ from shapely.geometry.base import BaseGeometry
 
 from think2seg.batch.stitch import merge_seam_pieces
 from think2seg.geo.areas import areas_m2
-from think2seg.geo.vectorize import georeference, to_pixel_corners
+from think2seg.geo.vectorize import georeference, repaired
 from think2seg.output.frames import RunStamp
 from think2seg.output.gpkg import write_layer
 
@@ -40,12 +41,6 @@ class Finishing:
     aoi: BaseGeometry | None = None
     simplify_px: float = 0.0
     min_area_m2: float = 0.0
-
-    @property
-    def tolerance(self) -> float:
-        """The simplification tolerance in map units (pixels times the pixel size)."""
-        t = self.transform
-        return self.simplify_px * math.sqrt(abs(t.a * t.e - t.b * t.d))
 
 
 @dataclass(frozen=True)
@@ -71,10 +66,9 @@ def finalize(path: Path, stamp: RunStamp, finishing: Finishing) -> FinalStats:
         writer.write(*_finish(chunk.geometry.to_numpy(), np.ones(len(chunk), dtype=np.int32), finishing))
     seams = pyogrio.read_dataframe(path, sql=f"SELECT p.tile_id, p.geom {_COMMITTED} WHERE p.seam = 1 ORDER BY p.fid")
     # Merged in whole-pixel coordinates, where seam edges are exactly collinear whatever the
-    # transform (a rotated one makes them cross in floating point), then mapped back.
-    pixels = to_pixel_corners(seams.geometry.to_numpy(), finishing.transform)
-    merged = merge_seam_pieces(list(pixels), seams["tile_id"].tolist())
-    geometries = georeference(np.array([m.geometry for m in merged], dtype=object), finishing.transform)
+    # transform (a rotated one would make them cross in floating point).
+    merged = merge_seam_pieces(list(seams.geometry.to_numpy()), seams["tile_id"].tolist())
+    geometries = np.array([m.geometry for m in merged], dtype=object)
     writer.write(*_finish(geometries, np.array([m.tiles for m in merged], dtype=np.int32), finishing))
     writer.close()
     return FinalStats(writer.count, writer.area)
@@ -83,12 +77,14 @@ def finalize(path: Path, stamp: RunStamp, finishing: Finishing) -> FinalStats:
 def _finish(
     geometries: np.ndarray, tiles: np.ndarray, finishing: Finishing
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Simplify, clip to the AOI, measure and filter: (polygons, tiles spanned, areas in m²)."""
+    """Simplify, georeference, clip to the AOI, measure and filter pixel-coordinate polygons:
+    (map-coordinate polygons, tiles spanned, areas in m²)."""
     if not len(geometries):
         return geometries, tiles, np.array([], dtype=np.float64)
-    if finishing.simplify_px > 0:
-        geometries = shapely.simplify(geometries, finishing.tolerance, preserve_topology=True)
-        geometries = np.where(shapely.is_valid(geometries), geometries, shapely.make_valid(geometries))
+    if finishing.simplify_px > 0:  # in pixels, exactly as mask_to_polygons does for ``segment``
+        geometries, index = repaired(shapely.simplify(geometries, finishing.simplify_px, preserve_topology=True))
+        tiles = tiles[index]
+    geometries = georeference(geometries, finishing.transform)
     if finishing.aoi is not None:
         geometries = shapely.intersection(geometries, finishing.aoi)
     parts, index = shapely.get_parts(geometries, return_index=True)

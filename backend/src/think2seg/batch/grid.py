@@ -19,8 +19,7 @@ from dataclasses import dataclass
 from rasterio.windows import Window
 
 from think2seg.errors import InputError
-
-MIN_TILE_SIZE_PX = 64
+from think2seg.options import TILE_SIZE_PX
 
 
 @dataclass(frozen=True)
@@ -47,11 +46,10 @@ class TileGrid:
     overlap_px: int
 
     def __post_init__(self) -> None:
-        if self.tile_size_px < MIN_TILE_SIZE_PX:
-            raise InputError(f"--tile-size-px must be at least {MIN_TILE_SIZE_PX}, got {self.tile_size_px}")
+        TILE_SIZE_PX.check(self.tile_size_px)
         if not 0 <= self.overlap_px <= self.tile_size_px // 2:
             raise InputError(
-                f"--overlap-px must be between 0 and half the tile size ({self.tile_size_px // 2}), got {self.overlap_px}"
+                f"overlap_px must be between 0 and half the tile size ({self.tile_size_px // 2}), got {self.overlap_px}"
             )
 
     @property

@@ -5,45 +5,58 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
-from think2seg.batching import BatchSize, check_batch_size
-from think2seg.errors import InputError
+from think2seg.models.base import Prompter, Segmenter
 from think2seg.models.qwen import MAX_NEW_TOKENS
 from think2seg.models.weights import DEFAULT_LVLM, DEFAULT_SEGMENTER
+from think2seg.options import MIN_AREA_M2, OVERLAP_PX, PREFETCH, SIMPLIFY_PX, TILE_SIZE_PX
+from think2seg.runs.microbatch import AUTO, BatchSize, check_batch_size
+from think2seg.runs.policy import CLI_TERMS, Continuation, Terms
 
-DEFAULT_TILE_SIZE_PX = 1024
-DEFAULT_OVERLAP_PX = 128
+if TYPE_CHECKING:
+    from PIL import Image
+
+    from think2seg.engine import Engine, Inference
+    from think2seg.tile import Tile
+
+_CHECKED = (TILE_SIZE_PX, OVERLAP_PX, PREFETCH, SIMPLIFY_PX, MIN_AREA_M2)
 
 
 @dataclass(frozen=True)
 class BatchOptions:
     """Options of :func:`~think2seg.batch.runner.run_batch` (the CLI's flags).
 
-    ``batch_size`` is a number of tiles or ``auto`` (see :mod:`think2seg.batching`). ``prefetch``
+    ``batch_size`` is a number of tiles or ``auto``, the default as in the CLI and the HTTP API (1 on
+    a CPU; see :mod:`think2seg.runs.microbatch`). Limits and units: :mod:`think2seg.options`. ``prefetch``
     is how many tiles a background thread reads and prepares ahead of the models, beyond the next
     batch (0 reads them in the same thread, one after the other).
     """
 
-    tile_size_px: int = DEFAULT_TILE_SIZE_PX
-    overlap_px: int = DEFAULT_OVERLAP_PX
+    tile_size_px: int = TILE_SIZE_PX.default
+    overlap_px: int = OVERLAP_PX.default
     bounds: Sequence[float] | None = None
     aoi: Path | None = None
-    batch_size: BatchSize = 1
-    prefetch: int = 4
+    batch_size: BatchSize = AUTO
+    prefetch: int = PREFETCH.default
     resume: bool = False
     retry_failed: bool = False
     overwrite: bool = False
-    simplify_px: float = 0.0
-    min_area_m2: float = 0.0
+    simplify_px: float = SIMPLIFY_PX.default
+    min_area_m2: float = MIN_AREA_M2.default
     pixel_coords: bool = False
+    terms: Terms = CLI_TERMS
+    """How messages name resume/overwrite (the CLI's flags, or the HTTP API's fields)."""
+
+    @property
+    def continuation(self) -> Continuation:
+        """What the run does with an existing output (see :mod:`think2seg.runs.policy`)."""
+        return Continuation(self.resume, self.retry_failed, self.overwrite, self.terms)
 
     def __post_init__(self) -> None:
         check_batch_size(self.batch_size)
-        if self.prefetch < 0:
-            raise InputError(f"prefetch must be >= 0, got {self.prefetch}")
-        if self.simplify_px < 0 or self.min_area_m2 < 0:
-            raise InputError("--simplify-px and --min-area-m2 must be >= 0")
+        for option in _CHECKED:  # stored as checked: ints for the whole options, floats for the others
+            object.__setattr__(self, option.name, option.check(getattr(self, option.name)))
 
     @classmethod
     def named_like(cls, source: object, **given: Any) -> BatchOptions:
@@ -63,7 +76,7 @@ class ModelSpec:
     max_new_tokens: int = MAX_NEW_TOKENS
     compile: bool = False
 
-    def load(self):  # noqa: ANN201 - returns an Engine (imported lazily: models pull in torch)
+    def load(self) -> Engine:  # imported lazily: models pull in torch
         from think2seg.engine import Engine
 
         return Engine.load(
@@ -73,6 +86,18 @@ class ModelSpec:
             max_new_tokens=self.max_new_tokens,
             compile=self.compile,
         )
+
+
+class BatchEngine(Protocol):
+    """What a batch run needs of loaded models: :class:`~think2seg.engine.Engine` is one, and so is
+    the server's engine that queues its calls on the model worker."""
+
+    prompter: Prompter
+    segmenter: Segmenter
+
+    def infer_batch(
+        self, tiles: Sequence[Tile], question: str, *, views: Sequence[Image.Image | None] | None = None
+    ) -> list[Inference]: ...
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,11 @@ from typing import Any
 
 from think2seg.geo.read import RasterSource
 
+PIECES = "pixel"
+"""How this think2seg stores tile pieces: in whole-pixel coordinates of the raster (x = column, y = row)."""
+LEGACY_PIECES = "map"
+"""How think2seg stored them before ``pieces`` was recorded: in map coordinates."""
+
 
 @dataclass(frozen=True)
 class BatchParams:
@@ -28,6 +33,8 @@ class BatchParams:
     min_area_m2: float
     pixel_coords: bool
     stretch: dict[str, list[float]]
+    pieces: str = PIECES
+    """The coordinates of the ``tile_pieces`` layer (a format marker, not an option)."""
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -36,12 +43,20 @@ class BatchParams:
     def from_json(cls, text: str) -> BatchParams:
         values = json.loads(text)
         values["region"] = tuple(values["region"])
+        values.setdefault("pieces", LEGACY_PIECES)  # written before the marker existed
         return cls(**{f.name: values[f.name] for f in fields(cls)})
 
-    def differences(self, other: BatchParams) -> list[str]:
-        """Human-readable ``name: stored -> requested`` for every parameter that differs."""
-        mine, theirs = json.loads(self.to_json()), json.loads(other.to_json())
-        return [f"{name}: {theirs[name]!r} -> {mine[name]!r}" for name in mine if mine[name] != theirs[name]]
+    def format_problem(self) -> str | None:
+        """Why this think2seg cannot continue a run stored with these parameters (None if it can)."""
+        if self.pieces == PIECES:
+            return None
+        if self.pieces == LEGACY_PIECES:
+            return "was written by an older think2seg (map-coordinate tile pieces)"
+        return f"was written by another think2seg (tile pieces in {self.pieces!r} coordinates)"
+
+    def as_dict(self) -> dict[str, Any]:
+        """The parameters as stored (JSON types), for :func:`~think2seg.runs.policy.differences`."""
+        return json.loads(self.to_json())
 
 
 def raster_fingerprint(source: RasterSource) -> dict[str, Any]:

@@ -29,18 +29,21 @@ from tqdm import tqdm
 
 from think2seg.batch.finalize import FinalStats, Finishing, finalize
 from think2seg.batch.grid import GridTile, TileGrid
-from think2seg.batch.options import BatchOptions, BatchProgress, BatchSummary, ModelSpec
+from think2seg.batch.options import BatchEngine, BatchOptions, BatchProgress, BatchSummary, ModelSpec
 from think2seg.batch.params import BatchParams, raster_fingerprint
 from think2seg.batch.region import aoi_fingerprint, batch_region, load_aoi
 from think2seg.batch.store import BatchStore, TileRecord
 from think2seg.batch.tiles import Prefetcher, ReadTile, read_tiles
-from think2seg.batching import BatchSizer, release_gpu_memory
-from think2seg.engine import Engine, Inference
+from think2seg.engine import Inference
 from think2seg.errors import Cancelled
 from think2seg.geo.read import RasterSource
-from think2seg.geo.vectorize import check_min_area, georeference, pixel_polygons
+from think2seg.geo.vectorize import georeference, pixel_polygons
+from think2seg.options import check_min_area
 from think2seg.output.frames import RunStamp
-from think2seg.prompt import validate_question
+from think2seg.runs.microbatch import BatchSizer
+from think2seg.runs.push import push
+from think2seg.runs.states import RETRY_STATUSES, TileStatus
+from think2seg.think2seg_rs.prompt import validate_question
 from think2seg.timing import StageTimer
 
 log = logging.getLogger(__name__)
@@ -51,8 +54,8 @@ def run_batch(
     question: str,
     output: str | os.PathLike[str],
     *,
-    models: ModelSpec | Engine,
-    options: BatchOptions = BatchOptions(),  # noqa: B008 - frozen dataclass, safe as a default
+    models: ModelSpec | BatchEngine,
+    options: BatchOptions = BatchOptions(),  # frozen dataclass, safe as a default
     progress: bool = False,
     on_progress: Callable[[BatchProgress], None] | None = None,
     stop: threading.Event | None = None,
@@ -76,15 +79,7 @@ def run_batch(
         stamp = RunStamp(
             uuid.uuid4().hex, question, params.model, params.segmenter, params.source, datetime.now(timezone.utc)
         )
-        store = BatchStore.open(
-            Path(output),
-            params,
-            stamp,
-            source.crs,
-            resume=options.resume,
-            retry_failed=options.retry_failed,
-            overwrite=options.overwrite,
-        )
+        store = BatchStore.open(Path(output), params, stamp, source.crs, options.continuation)
         run = _Run(source, grid, aoi, store, question, models, options, on_progress, stop)
     run.execute(progress)
     finishing = Finishing(source.crs, source.transform, aoi, options.simplify_px, options.min_area_m2)
@@ -98,7 +93,7 @@ def _params(
     question: str,
     region: Window,
     aoi: BaseGeometry | None,
-    models: ModelSpec | Engine,
+    models: ModelSpec | BatchEngine,
     options: BatchOptions,
 ) -> BatchParams:
     model, segmenter, max_new_tokens = _model_names(models)
@@ -121,7 +116,7 @@ def _params(
     )
 
 
-def _model_names(models: ModelSpec | Engine) -> tuple[str, str, int | None]:
+def _model_names(models: ModelSpec | BatchEngine) -> tuple[str, str, int | None]:
     if isinstance(models, ModelSpec):
         return models.lvlm, models.segmenter, models.max_new_tokens
     return models.prompter.name, models.segmenter.name, getattr(models.prompter, "max_new_tokens", None)
@@ -137,16 +132,15 @@ class _Run:
         aoi: BaseGeometry | None,
         store: BatchStore,
         question: str,
-        models: ModelSpec | Engine,
+        models: ModelSpec | BatchEngine,
         options: BatchOptions,
         on_progress: Callable[[BatchProgress], None] | None = None,
         stop: threading.Event | None = None,
     ) -> None:
         self.path, self.transform, self.pixel_coords = Path(source.path), source.transform, options.pixel_coords
-        self.limits = {int(k): tuple(v) for k, v in store.params.stretch.items()}
+        self.limits = {int(k): (lo, hi) for k, (lo, hi) in store.params.stretch.items()}
         self.grid, self.aoi, self.store, self.question = grid, aoi, store, question
-        self.models, self.options = models, options
-        self.engine: Engine | None = None if isinstance(models, ModelSpec) else models
+        self.models, self.options = models, options  # a ModelSpec until _engine() loads it
         self.sizer = BatchSizer(1, requested=1)
         self.on_progress, self.stop = on_progress, stop
         self.finished_before = store.finished()
@@ -183,7 +177,7 @@ class _Run:
             tiles_total=len(self.grid),
             tiles_before=len(self.finished_before),
             counts=dict(self.counts),
-            previously_failed=sum(s in ("failed", "unparseable") for s in self.finished_before.values()),
+            previously_failed=sum(s.is_failure for s in self.finished_before.values()),
             polygons=stats.polygons,
             total_area_m2=stats.total_area_m2,
             seconds=dict(self.timer.seconds),
@@ -194,10 +188,11 @@ class _Run:
         )
 
     def _in_aoi(self, grid_tile: GridTile) -> bool:
-        return self.aoi is None or shapely.intersects(self._footprint(grid_tile.core), self.aoi)
+        return self.aoi is None or bool(shapely.intersects(self._footprint(grid_tile.core), self.aoi))
 
     def _record_outside(self, grid_tile: GridTile) -> bool:
-        self._record(TileRecord(grid_tile, self._footprint(grid_tile.window), "outside_aoi", "the tile misses the AOI"))
+        footprint = self._footprint(grid_tile.window)
+        self._record(TileRecord(grid_tile, footprint, TileStatus.OUTSIDE_AOI, "the tile misses the AOI"))
         return False
 
     def _batches(self, plan: list[GridTile]) -> Iterator[list[ReadTile]]:
@@ -228,27 +223,34 @@ class _Run:
     def _record_unread(self, item: ReadTile) -> None:
         footprint = self._footprint(item.grid_tile.window)
         if item.error:
-            record = TileRecord(item.grid_tile, footprint, "failed", item.error)
+            record = TileRecord(item.grid_tile, footprint, TileStatus.FAILED, item.error)
         else:
-            record = TileRecord(item.grid_tile, footprint, "no_data", "the tile holds only nodata pixels")
+            record = TileRecord(item.grid_tile, footprint, TileStatus.NO_DATA, "the tile holds only nodata pixels")
         self._record(record)
 
     def _process(self, batch: list[ReadTile]) -> None:
-        for item, inference, seconds, error in self._infer(batch):
-            if error:
-                self._record(
-                    TileRecord(item.grid_tile, self._footprint(item.grid_tile.window), "failed", error, seconds)
-                )
+        engine = self._engine()
+
+        def infer(items: list[ReadTile]) -> list[Inference]:
+            tiles = [i.tile for i in items if i.tile is not None]  # all: _batches keeps the tiles read
+            return engine.infer_batch(tiles, self.question, views=[i.view for i in items])
+
+        for outcome in push(batch, infer, self.sizer):
+            item, inference = outcome.item, outcome.result
+            footprint = self._footprint(item.grid_tile.window)
+            if inference is None:
+                log.warning("tile %d failed: %s", item.grid_tile.tile_id, outcome.message)
+                self._record(TileRecord(item.grid_tile, footprint, TileStatus.FAILED, outcome.message, outcome.seconds))
                 continue
             with self.timer.stage("vectorize"):
                 pieces, seams = self._core_pieces(item.grid_tile, inference)
             self.timer.merge(inference.timings_s)
             record = TileRecord(
                 item.grid_tile,
-                self._footprint(item.grid_tile.window),
-                inference.status.value,
+                footprint,
+                TileStatus.from_result(inference.status),
                 inference.message,
-                seconds + item.timer.total,
+                outcome.seconds + item.timer.total,
                 inference.instances,
                 inference.reasoning,
                 inference.raw_answer,
@@ -257,32 +259,15 @@ class _Run:
             )
             self._record(record)
 
-    def _infer(self, batch: list[ReadTile]) -> list[tuple[ReadTile, Inference | None, float, str]]:
-        """Infer a batch (split on out-of-memory); if it fails otherwise, each tile alone, so one
-        bad tile fails alone."""
-        engine = self._engine()
-        start = time.perf_counter()
-        try:
-            inferences = self.sizer.run(
-                batch,
-                lambda items: engine.infer_batch([i.tile for i in items], self.question, views=[i.view for i in items]),
-            )
-        except Exception as exc:  # recorded per tile below, never swallowed
-            if len(batch) == 1:
-                release_gpu_memory()
-                log.warning("tile %d failed: %s", batch[0].grid_tile.tile_id, exc)
-                return [(batch[0], None, time.perf_counter() - start, _describe(exc))]
-            return [result for item in batch for result in self._infer([item])]
-        share = (time.perf_counter() - start) / len(batch)
-        return [(item, inference, share, "") for item, inference in zip(batch, inferences)]
-
-    def _engine(self) -> Engine:
-        if self.engine is None:
+    def _engine(self) -> BatchEngine:
+        if isinstance(self.models, ModelSpec):
             with self.timer.stage("load"):
-                self.engine = self.models.load()
-        return self.engine
+                self.models = self.models.load()
+        return self.models
 
     def _core_pieces(self, grid_tile: GridTile, inference: Inference) -> tuple[np.ndarray, np.ndarray]:
+        """The core's polygons in whole-pixel coordinates of the raster (georeferenced only when
+        finalizing) and whether each touches a seam."""
         window, core = grid_tile.window, grid_tile.core
         row0, col0 = int(core.row_off - window.row_off), int(core.col_off - window.col_off)
         mask = inference.mask[row0 : row0 + int(core.height), col0 : col0 + int(core.width)]
@@ -297,7 +282,7 @@ class _Run:
             | (right & (maxx >= core.col_off + core.width))
             | (bottom & (maxy >= core.row_off + core.height))
         )
-        return georeference(polygons, self.transform), seams
+        return polygons, seams
 
     def _footprint(self, window: Window) -> Polygon:
         x0, y0 = int(window.col_off), int(window.row_off)
@@ -306,17 +291,12 @@ class _Run:
 
     def _record(self, record: TileRecord) -> None:
         self.store.add(record)
-        self.counts[record.status] += 1
+        self.counts[record.status.value] += 1
         self.bar.update(1)
-        failed = self.counts["failed"] + self.counts["unparseable"]
+        failed = sum(self.counts[s] for s in RETRY_STATUSES)
         if failed:
             self.bar.set_postfix(failed=failed, refresh=False)
         if self.on_progress is not None:
             done = len(self.finished_before) + sum(self.counts.values())
             elapsed = time.perf_counter() - self.started
             self.on_progress(BatchProgress(done, len(self.grid), dict(self.counts), elapsed))
-
-
-def _describe(exc: Exception) -> str:
-    text = " ".join(str(exc).split())
-    return f"{type(exc).__name__}: {text[:300]}" if text else type(exc).__name__

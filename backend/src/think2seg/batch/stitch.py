@@ -37,7 +37,7 @@ def merge_seam_pieces(geometries: Sequence[Polygon], tile_ids: Sequence[int]) ->
     left, right = left[pairs], right[pairs]
     shared = shapely.length(shapely.intersection(parts[left], parts[right])) > 0
     groups = _components(len(parts), left[shared], right[shared])
-    merged = []
+    merged: list[Stitched] = []
     for members in groups:
         union = shapely.union_all(parts[members]) if len(members) > 1 else parts[members[0]]
         spans = len(set(owners[members].tolist()))

@@ -4,6 +4,12 @@ Layers: ``runs`` (the parameters, one row), ``tiles`` (one row per finished tile
 status, time, instances, reasoning), ``tile_pieces`` (each tile's core polygons, the raw material
 of ``segments``), ``prompt_boxes``, ``prompt_points`` and, once the run ends, ``segments``.
 
+``tile_pieces`` is in whole-pixel coordinates of the raster (x = column, y = row, y down; vertices
+are pixel corners), so it has no CRS: pieces of one object from neighbouring tiles share their seam
+edges exactly whatever the geotransform, and ``finalize`` simplifies them in pixels before it
+georeferences them, as ``segment`` does. Every other layer is in the raster's CRS. The ``runs``
+parameters record this (``pieces``); a file from before it held map coordinates and is not resumed.
+
 Every row of a tile attempt carries the attempt's id, and the ``tiles`` row is written last, so a
 run killed at any instant leaves a file whose ``tiles`` rows are exactly the finished tiles. Rows of
 an attempt that never got its ``tiles`` row are deleted when the run is resumed.
@@ -14,11 +20,13 @@ from __future__ import annotations
 import sqlite3
 import time
 import uuid
+import warnings
 from collections.abc import Sequence
 from contextlib import closing
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import geopandas as gpd
 import numpy as np
@@ -31,13 +39,14 @@ from shapely.geometry import Polygon
 from think2seg._version import __version__
 from think2seg.batch.grid import GridTile
 from think2seg.batch.params import BatchParams
-from think2seg.errors import InputError, OutputError, OutputExistsError
+from think2seg.errors import OutputError
 from think2seg.output.atomic import check_output_path
 from think2seg.output.frames import RunStamp, boxes_frame, points_frame
 from think2seg.output.gpkg import write_layer
 from think2seg.result import InstanceResult
+from think2seg.runs.policy import Continuation, Opened, open_run
+from think2seg.runs.states import RETRY_STATUSES, TileStatus
 
-RETRY_STATUSES = ("failed", "unparseable")
 STAGED_LAYERS = ("tile_pieces", "prompt_boxes", "prompt_points")
 FLUSH_EVERY_S = 2.0
 FLUSH_EVERY_TILES = 64
@@ -45,11 +54,11 @@ FLUSH_EVERY_TILES = 64
 
 @dataclass
 class TileRecord:
-    """What one tile attempt produced; ``pieces`` are map-coordinate polygons of its core."""
+    """What one tile attempt produced; ``pieces`` are its core's polygons in whole-pixel coordinates."""
 
     tile: GridTile
     footprint: Polygon
-    status: str
+    status: TileStatus
     message: str = ""
     seconds: float = 0.0
     instances: tuple[InstanceResult, ...] = ()
@@ -69,57 +78,60 @@ class BatchStore:
         self._last_flush = time.monotonic()
         self.write_s = 0.0
         self.created = False
+        self._stored: tuple[BatchParams, RunStamp] | None = None
 
     @classmethod
     def open(
-        cls,
-        path: Path,
-        params: BatchParams,
-        stamp: RunStamp,
-        crs: CRS | None,
-        *,
-        resume: bool,
-        retry_failed: bool,
-        overwrite: bool,
+        cls, path: Path, params: BatchParams, stamp: RunStamp, crs: CRS | None, policy: Continuation
     ) -> BatchStore:
-        """Start a new run at ``path``, or continue the one there (``resume``/``retry_failed``)."""
+        """Start a new run at ``path``, or continue the one there, as ``policy`` says
+        (:func:`~think2seg.runs.policy.open_run`); a continued run keeps its stored stamp."""
         path = check_output_path(path, overwrite=True, suffixes=(".gpkg",))
-        if path.exists() and (resume or retry_failed) and not overwrite:
-            stored_params, stored_stamp = _read_run(path)
-            changed = params.differences(stored_params)
-            if changed:
-                raise InputError(
-                    f"{path} holds a run with other parameters ({'; '.join(changed)}): resume with the same "
-                    "options, or pass --overwrite to start again"
-                )
-            store = cls(path, stored_params, stored_stamp, crs)
-            if not _has_all_layers(path):  # killed while the file was being set up: no tile can be in it
-                _remove(path)
-                store._create()
-                store.created = True
-                return store
-            store._clean(retry_failed=retry_failed)
-            return store
-        if path.exists() and not overwrite:
-            raise OutputExistsError(
-                f"{path} already exists: pass --resume to continue the run in it, --overwrite to start again, "
-                "or choose another name"
-            )
-        _remove(path)
         store = cls(path, params, stamp, crs)
-        store._create()
-        store.created = True
+        if open_run(store, params.as_dict(), policy) is Opened.CONTINUED and store._stored is not None:
+            store.params, store.stamp = store._stored
         return store
+
+    # The RunStore protocol (think2seg.runs.policy), used by open().
+    @property
+    def where(self) -> Path:
+        return self.path
+
+    def exists(self) -> bool:
+        return self.path.exists()
+
+    def stored_params(self, policy: Continuation) -> dict[str, Any]:
+        self._stored = _read_run(self.path, policy)
+        return self._stored[0].as_dict()
+
+    def complete(self) -> bool:
+        return _has_all_layers(self.path)
+
+    def remove(self) -> None:
+        _remove(self.path)
+
+    def create(self) -> None:
+        self._create()
+        self.created = True
+
+    def clean(self, *, retry_failed: bool) -> None:
+        """Delete rows of unfinished attempts (and, to retry them, of failed tiles)."""
+        with closing(sqlite3.connect(self.path)) as connection, connection:
+            if retry_failed:
+                marks = ",".join("?" * len(RETRY_STATUSES))
+                connection.execute(f"DELETE FROM tiles WHERE status IN ({marks})", RETRY_STATUSES)
+            for layer in STAGED_LAYERS:
+                connection.execute(f'DELETE FROM "{layer}" WHERE attempt NOT IN (SELECT attempt FROM tiles)')
 
     def discard(self) -> None:
         """Delete a file this run created and that holds no finished tile (e.g. the models failed to load)."""
         if self.created and not self._pending and not self.finished():
             _remove(self.path)
 
-    def finished(self) -> dict[int, str]:
+    def finished(self) -> dict[int, TileStatus]:
         """tile_id -> status of every tile with a committed result."""
         frame = pyogrio.read_dataframe(self.path, layer="tiles", columns=["tile_id", "status"], read_geometry=False)
-        return dict(zip(frame["tile_id"].astype(int), frame["status"]))
+        return dict(zip(frame["tile_id"].astype(int), map(TileStatus, frame["status"])))
 
     def add(self, record: TileRecord) -> None:
         """Queue a tile's result; written with others at most every few seconds or tiles."""
@@ -148,18 +160,12 @@ class BatchStore:
         self._write("prompt_boxes", self._boxes_frame([]), "Polygon")
         self._write("prompt_points", self._points_frame([]), "Point")
 
-    def _clean(self, *, retry_failed: bool) -> None:
-        """Delete rows of unfinished attempts (and, to retry them, of failed tiles)."""
-        with closing(sqlite3.connect(self.path)) as connection, connection:
-            if retry_failed:
-                marks = ",".join("?" * len(RETRY_STATUSES))
-                connection.execute(f"DELETE FROM tiles WHERE status IN ({marks})", RETRY_STATUSES)
-            for layer in STAGED_LAYERS:
-                connection.execute(f'DELETE FROM "{layer}" WHERE attempt NOT IN (SELECT attempt FROM tiles)')
-
     def _write(self, layer: str, frame: pd.DataFrame, geometry_type: str | None, *, append: bool = False) -> None:
         try:
-            write_layer(frame, self.path, layer=layer, geometry_type=geometry_type, append=append)
+            with warnings.catch_warnings():
+                # tile_pieces (and every layer of a --pixel-coords run) has no CRS on purpose
+                warnings.filterwarnings("ignore", message="'crs' was not provided", category=UserWarning)
+                write_layer(frame, self.path, layer=layer, geometry_type=geometry_type, append=append)
         except (DataSourceError, DataLayerError, OSError) as exc:
             raise OutputError(f"cannot write {self.path}: {exc}") from exc
 
@@ -168,7 +174,7 @@ class BatchStore:
             self._write(layer, frame, geometry_type, append=True)
 
     def _runs_frame(self) -> pd.DataFrame:
-        row = {key: values[0] for key, values in self.stamp.columns(1, status="batch").items()}
+        row = self.stamp.row(status="batch")
         row.update(kind="batch", params=self.params.to_json(), think2seg_version=__version__)
         frame = pd.DataFrame([row])
         frame["created_at"] = frame["created_at"].astype("datetime64[ms, UTC]")
@@ -194,7 +200,7 @@ class BatchStore:
             "core_row_off": ints([int(c.row_off) for _, c in windows]),
             "core_width": ints([int(c.width) for _, c in windows]),
             "core_height": ints([int(c.height) for _, c in windows]),
-            "status": texts([r.status for r in records]),
+            "status": texts([r.status.value for r in records]),
             "message": texts([r.message for r in records]),
             "instances": ints([len(r.instances) for r in records]),
             "pieces": ints([len(r.pieces) for r in records]),
@@ -213,16 +219,16 @@ class BatchStore:
         columns = {
             "tile_id": pd.Series(np.repeat([r.tile.tile_id for r in records], counts), dtype="int32"),
             "attempt": pd.Series(np.repeat([r.attempt for r in records], counts), dtype="object"),
-            "seam": pd.Series(np.concatenate([r.seams for r in records] or [[]]), dtype="int32"),
+            "seam": pd.Series(np.concatenate([r.seams for r in records] or [np.array([], dtype=bool)]), dtype="int32"),
         }
         geometry = np.concatenate([r.pieces for r in records] or [np.array([], dtype=object)])
-        return gpd.GeoDataFrame(columns, geometry=gpd.GeoSeries(geometry, crs=self.crs))
+        return gpd.GeoDataFrame(columns, geometry=gpd.GeoSeries(geometry, crs=None))  # pixel coordinates
 
     def _boxes_frame(self, records: Sequence[TileRecord]) -> gpd.GeoDataFrame:
         return _concat(
             [
                 boxes_frame(
-                    r.instances, self.stamp, status=r.status, reasoning=r.reasoning, crs=self.crs, tags=_tags(r)
+                    r.instances, self.stamp, status=r.status.value, reasoning=r.reasoning, crs=self.crs, tags=_tags(r)
                 )
                 for r in records
             ]
@@ -231,7 +237,7 @@ class BatchStore:
 
     def _points_frame(self, records: Sequence[TileRecord]) -> gpd.GeoDataFrame:
         return _concat(
-            [points_frame(r.instances, self.stamp, status=r.status, crs=self.crs, tags=_tags(r)) for r in records]
+            [points_frame(r.instances, self.stamp, status=r.status.value, crs=self.crs, tags=_tags(r)) for r in records]
             or [points_frame((), self.stamp, status="", crs=self.crs, tags=EMPTY_TAGS)]
         )
 
@@ -262,17 +268,17 @@ def _has_all_layers(path: Path) -> bool:
     return set(LAYERS) <= {str(name) for name, _ in pyogrio.list_layers(path)}
 
 
-def _read_run(path: Path) -> tuple[BatchParams, RunStamp]:
+def _read_run(path: Path, policy: Continuation) -> tuple[BatchParams, RunStamp]:
     """The stored parameters and run stamp, or a clear error when ``path`` is no batch output."""
     try:
         runs = pyogrio.read_dataframe(path, layer="runs", read_geometry=False)
         row = runs.iloc[0]
         params = BatchParams.from_json(row["params"])
     except (DataSourceError, DataLayerError, KeyError, IndexError, ValueError, TypeError) as exc:
-        raise OutputError(
-            f"{path} is not a think2seg batch output, so it cannot be resumed: choose another output "
-            "or pass --overwrite to replace it"
-        ) from exc
+        raise OutputError(policy.unreadable_message(path, "is not a think2seg batch output")) from exc
+    problem = params.format_problem()  # e.g. map-coordinate tile pieces, which cannot be mixed with ours
+    if problem:
+        raise OutputError(policy.unreadable_message(path, problem))
     created = pd.Timestamp(row["created_at"]).to_pydatetime()
     stamp = RunStamp(row["run_id"], row["question"], row["model"], row["segmenter"], row["source"], created)
     return params, stamp

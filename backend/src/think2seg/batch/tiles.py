@@ -14,7 +14,7 @@ from think2seg.batch.grid import GridTile
 from think2seg.errors import RasterError
 from think2seg.geo.bands import StretchLimits
 from think2seg.geo.read import RasterSource
-from think2seg.prompt import make_view
+from think2seg.think2seg_rs.prompt import make_view
 from think2seg.tile import Tile
 from think2seg.timing import StageTimer
 

@@ -8,19 +8,20 @@ import signal
 import sys
 from pathlib import Path
 
-from think2seg.batch.options import DEFAULT_OVERLAP_PX, DEFAULT_TILE_SIZE_PX, BatchOptions, BatchSummary
+from think2seg.batch.options import BatchOptions, BatchSummary
 from think2seg.batch.runner import run_batch
 from think2seg.cli.options import (
     add_batch_size,
     add_bounds,
     add_gpkg_output,
     add_model_options,
-    add_positive_int,
+    add_option,
     add_raster_and_question,
     add_vector_options,
     model_spec,
 )
 from think2seg.cli.summary import format_area, format_timings
+from think2seg.options import OVERLAP_PX, PREFETCH, TILE_SIZE_PX
 
 log = logging.getLogger("think2seg")
 
@@ -39,14 +40,8 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     add_raster_and_question(parser, formats="GeoTIFF, COG, VRT...", example="every solar farm")
     add_gpkg_output(parser, required=True, help="GeoPackage holding the run and its results")
     grid = parser.add_argument_group("tiles")
-    add_positive_int(grid, "--tile-size-px", default=DEFAULT_TILE_SIZE_PX, help="tile side in full-resolution pixels")
-    grid.add_argument(
-        "--overlap-px",
-        type=int,
-        default=DEFAULT_OVERLAP_PX,
-        metavar="N",
-        help=f"overlap between neighbouring tiles (default {DEFAULT_OVERLAP_PX})",
-    )
+    add_option(grid, TILE_SIZE_PX)
+    add_option(grid, OVERLAP_PX)
     add_bounds(grid, help="only this window, in the raster's CRS")
     grid.add_argument(
         "--aoi",
@@ -63,13 +58,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         help="tiles sent through the LVLM and SAM at once; auto (default) fills the free GPU memory "
         "(1 on a CPU); halved when the GPU runs out of memory",
     )
-    run.add_argument(
-        "--prefetch",
-        type=int,
-        default=4,
-        metavar="N",
-        help="tiles read ahead in a background thread (default 4; 0 = none)",
-    )
+    add_option(run, PREFETCH)
     run.add_argument("--resume", action="store_true", help="continue the interrupted run in OUT.gpkg (same options)")
     run.add_argument(
         "--retry-failed", action="store_true", help="continue the run in OUT.gpkg and redo its failed tiles"

@@ -6,11 +6,18 @@ import argparse
 import sys
 from pathlib import Path
 
-from think2seg.cli.options import add_batch_size, add_model_options, model_spec, non_negative_int, positive_int
+from think2seg.cli.options import (
+    add_batch_size,
+    add_model_options,
+    model_spec,
+    non_negative_int,
+    positive_int,
+)
 from think2seg.eval.datasets import DATASETS, load_samples
 from think2seg.eval.predict import PROTOCOLS, EnginePredictor
 from think2seg.eval.report import markdown
 from think2seg.eval.runner import EvalParams, cache_folder, check_outputs, evaluate
+from think2seg.runs.policy import Continuation
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
@@ -35,6 +42,9 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         help="samples per model batch; auto (default) fills the free GPU memory (1 on a CPU)",
     )
     parser.add_argument("--resume", action="store_true", help="continue the run cached beside REPORT")
+    parser.add_argument(
+        "--retry-failed", action="store_true", help="continue it and redo the samples that failed (an error)"
+    )
     parser.add_argument("--overwrite", action="store_true", help="discard an earlier run and report")
     parser.add_argument(
         "--visualize", type=non_negative_int, default=0, metavar="N", help="PNGs of the N worst samples beside REPORT"
@@ -48,7 +58,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     """Check the dataset and the outputs, then load the models and evaluate."""
     samples = load_samples(args.dataset, args.root, args.split, seed=args.seed, limit=args.limit)
-    check_outputs(args.output, resume=args.resume, overwrite=args.overwrite)
+    check_outputs(args.output, Continuation(args.resume, args.retry_failed, args.overwrite))
     predictor = EnginePredictor(model_spec(args).load(), args.protocol)
     params = EvalParams(
         args.dataset, str(args.root.resolve()), args.split, args.protocol, args.seed, args.limit, predictor.name
@@ -61,6 +71,7 @@ def run(args: argparse.Namespace) -> int:
             params,
             batch_size=args.batch_size,
             resume=args.resume,
+            retry_failed=args.retry_failed,
             overwrite=args.overwrite,
             visualize=args.visualize,
             progress=not args.quiet,

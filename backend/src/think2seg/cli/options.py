@@ -6,20 +6,13 @@ import argparse
 from pathlib import Path
 
 from think2seg.batch.options import ModelSpec
-from think2seg.batching import AUTO, parse_batch_size
-from think2seg.geo.read import DEFAULT_MAX_SIDE_PX
 from think2seg.models.qwen import MAX_NEW_TOKENS
 from think2seg.models.registry import SEGMENTER_SYNTAX
 from think2seg.models.weights import DEFAULT_LVLM, DEFAULT_SEGMENTER
+from think2seg.options import MAX_SIDE_PX, MIN_AREA_M2, SIMPLIFY_PX, Option
+from think2seg.runs.microbatch import AUTO, parse_batch_size
 
 Container = argparse._ActionsContainer  # a parser or an argument group of one
-
-
-def non_negative(text: str) -> float:
-    value = float(text)
-    if not value >= 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text}")
-    return value
 
 
 class _IntAtLeast:
@@ -44,6 +37,18 @@ non_negative_int = _IntAtLeast(0, "non_negative_int")
 def add_positive_int(group: Container, flag: str, *, default: int, help: str) -> None:
     """An ``N`` option: an integer >= 1, its default said at the end of ``help``."""
     group.add_argument(flag, type=positive_int, default=default, metavar="N", help=f"{help} (default {default})")
+
+
+def add_option(group: Container, option: Option) -> None:
+    """The flag of ``option`` (``--simplify-px F``): its parsing, default and help come from the
+    :class:`~think2seg.options.Option`, so a bad value reads as in the Python and HTTP APIs."""
+    group.add_argument(
+        option.flag,
+        type=option.parse,
+        default=option.default,
+        metavar="N" if option.whole else "F",
+        help=f"{option.help} [{option.unit}, {option.span}; default {option.default:g}]",
+    )
 
 
 def add_batch_size(group: Container, *, help: str) -> None:
@@ -101,9 +106,7 @@ def model_spec(args: argparse.Namespace) -> ModelSpec:
 def add_raster_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("raster")
     add_bounds(group, help="window in the raster's CRS (default: whole raster)")
-    add_positive_int(
-        group, "--max-side-px", default=DEFAULT_MAX_SIDE_PX, help="windows with a longer side are read decimated"
-    )
+    add_option(group, MAX_SIDE_PX)
     group.add_argument(
         "--pixel-coords",
         action="store_true",
@@ -113,13 +116,5 @@ def add_raster_options(parser: argparse.ArgumentParser) -> None:
 
 def add_vector_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("polygons")
-    group.add_argument(
-        "--simplify-px",
-        type=non_negative,
-        default=0.0,
-        metavar="F",
-        help="simplification tolerance in pixels (default 0: exact pixel edges)",
-    )
-    group.add_argument(
-        "--min-area-m2", type=non_negative, default=0.0, metavar="F", help="drop polygons smaller than this (default 0)"
-    )
+    add_option(group, SIMPLIFY_PX)
+    add_option(group, MIN_AREA_M2)

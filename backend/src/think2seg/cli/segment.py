@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from think2seg.cli.options import (
@@ -20,12 +21,12 @@ from think2seg.cli.summary import format_summary
 from think2seg.engine import NO_DATA_MESSAGE
 from think2seg.errors import EmptyWindowError, InputError
 from think2seg.geo.read import read_tile
-from think2seg.geo.vectorize import check_min_area
+from think2seg.options import check_min_area
 from think2seg.output.atomic import check_output_path
 from think2seg.output.geojson import to_feature_collection
 from think2seg.output.gpkg import write_gpkg
 from think2seg.output.maskfile import write_mask_geotiff
-from think2seg.prompt import validate_question
+from think2seg.think2seg_rs.prompt import validate_question
 from think2seg.timing import StageTimer
 
 log = logging.getLogger("think2seg")
@@ -104,7 +105,7 @@ def _check_outputs(args: argparse.Namespace) -> tuple[Path | None, Path | None]:
     return output, mask_out
 
 
-def _reasoning_stream(args: argparse.Namespace):  # noqa: ANN202 - a callback or None
+def _reasoning_stream(args: argparse.Namespace) -> Callable[[str], None] | None:
     """Show the reasoning as it is generated when a person watches the terminal."""
     if args.json or not sys.stderr.isatty():
         return None

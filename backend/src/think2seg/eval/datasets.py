@@ -31,6 +31,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -154,11 +155,16 @@ def _earthreason(root: Path, split: str, seed: int) -> list[Sample]:
     if not qa_folder.is_dir():
         raise InputError(f"{qa_folder} is missing: EarthReason has {split}/images, {split}/labels and {split}/QAs")
     rng = random.Random(seed)
-    samples = []
+    samples: list[Sample] = []
     for qa_path in sorted(qa_folder.glob("*.json")):
         record = _json(qa_path)
         questions = record.get("questions") if isinstance(record, dict) else None
-        if not isinstance(questions, list) or not questions or not all(isinstance(q, str) for q in questions):
+        if (
+            not isinstance(record, dict)
+            or not isinstance(questions, list)
+            or not questions
+            or not all(isinstance(q, str) for q in questions)
+        ):
             raise InputError(f"{qa_path} has no list of questions under 'questions'")
         question = rng.choice(questions)
         mask = labels / f"{qa_path.stem}.png"
@@ -179,14 +185,14 @@ def _rrsisd(root: Path, split: str, seed: int) -> list[Sample]:
         raise InputError(f"{refs_path} is missing: RRSIS-D has rrsisd/refs(unc).p and rrsisd/instances.json") from exc
     except (OSError, pickle.UnpicklingError, EOFError) as exc:
         raise InputError(f"{refs_path} cannot be read: {exc}") from exc
-    coco = _json(instances_path)
+    coco: Any = _json(instances_path)  # any JSON: a wrong shape is a KeyError or TypeError below
     try:
         image_files = {img["id"]: (img["file_name"], img["height"], img["width"]) for img in coco["images"]}
         annotations = {ann["id"]: ann for ann in coco["annotations"]}
         categories = {cat["id"]: cat["name"] for cat in coco.get("categories", [])}
     except (KeyError, TypeError) as exc:
         raise InputError(f"{instances_path} is not a COCO instances file: missing {exc}") from exc
-    samples = []
+    samples: list[Sample] = []
     for ref in refs:
         if ref.get("split") != split:
             continue
@@ -270,7 +276,7 @@ def _file_sample(sample_id: str, image: Path, question: str, mask: Path, class_n
     return Sample(sample_id, image, question, lambda: mask_from_file(mask), class_name, mask_source=str(mask))
 
 
-def _coco_loader(segmentation: object, height: int, width: int) -> Callable[[], np.ndarray]:
+def _coco_loader(segmentation: Any, height: int, width: int) -> Callable[[], np.ndarray]:
     def load() -> np.ndarray:
         try:
             from pycocotools import mask as coco_mask
@@ -281,7 +287,8 @@ def _coco_loader(segmentation: object, height: int, width: int) -> Callable[[], 
             rles = coco_mask.frPyObjects(segmentation, height, width)
             rle = coco_mask.merge(rles)
         elif isinstance(segmentation, dict) and isinstance(segmentation.get("counts"), list):  # uncompressed RLE
-            rle = coco_mask.frPyObjects(segmentation, height, width)
+            # the stubs (types-pycocotools) lack this form: an uncompressed RLE, its counts a list
+            rle = coco_mask.frPyObjects(segmentation, height, width)  # type: ignore[call-overload]
         else:
             rle = segmentation
         return coco_mask.decode(rle).astype(bool)

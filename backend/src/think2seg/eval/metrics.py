@@ -1,7 +1,8 @@
 """The benchmark metrics, exactly as the paper defines them.
 
 Per sample: intersection I and union U of the predicted and true masks. The sample's IoU is I/U;
-an empty prediction on an empty target scores 1, a parse failure scores 0 (whatever the target).
+an empty prediction on an empty target scores 1, a parse failure scores 0 (whatever the target), and
+so does a sample that failed (its image could not be read, or the models raised on it).
 gIoU is the mean of the per-sample IoUs; cIoU is the sum of intersections over the sum of unions;
 Precision@t is the share of samples with IoU >= t.
 """
@@ -26,10 +27,12 @@ class SampleScore:
     new_tokens: int = 0
     seconds: float = 0.0
     class_name: str = ""
+    failed: bool = False
+    """The sample could not be read or predicted (an error, kept in the cache): IoU 0."""
 
     @property
     def iou(self) -> float:
-        if self.parse_failed:
+        if self.parse_failed or self.failed:
             return 0.0
         if self.union == 0:
             return 1.0
@@ -37,7 +40,15 @@ class SampleScore:
 
 
 def score(
-    sample_id: str, predicted: np.ndarray, target: np.ndarray, *, parse_failed: bool, **extra: object
+    sample_id: str,
+    predicted: np.ndarray,
+    target: np.ndarray,
+    *,
+    parse_failed: bool,
+    new_tokens: int = 0,
+    seconds: float = 0.0,
+    class_name: str = "",
+    failed: bool = False,
 ) -> SampleScore:
     """Score one sample; the masks must have the same shape."""
     if predicted.shape != target.shape:
@@ -46,7 +57,16 @@ def score(
     target = target.astype(bool)
     intersection = int(np.count_nonzero(predicted & target))
     union = int(np.count_nonzero(predicted | target))
-    return SampleScore(sample_id, intersection, union, parse_failed, **extra)  # type: ignore[arg-type]
+    return SampleScore(
+        sample_id,
+        intersection,
+        union,
+        parse_failed,
+        new_tokens=new_tokens,
+        seconds=seconds,
+        class_name=class_name,
+        failed=failed,
+    )
 
 
 def summarize(scores: Sequence[SampleScore]) -> dict:
@@ -72,6 +92,7 @@ def _metrics(scores: Sequence[SampleScore]) -> dict:
         "ciou": float(sum(s.intersection for s in scores) / unions) if unions else 1.0,
         "precision": {f"{t:.1f}": float(np.mean(ious >= t)) for t in THRESHOLDS},
         "parse_failure_rate": sum(s.parse_failed for s in scores) / count,
+        "failed": sum(s.failed for s in scores),
         "mean_new_tokens": float(np.mean([s.new_tokens for s in scores])),
         "seconds_per_sample": float(np.mean([s.seconds for s in scores])),
     }

@@ -19,14 +19,14 @@ import numpy as np
 from affine import Affine
 from PIL import Image
 
-from think2seg.answer import AnswerMode, InstancePrompt
 from think2seg.engine import Engine
 from think2seg.errors import InputError
 from think2seg.eval.datasets import Sample
 from think2seg.geo.arrays import tile_from_array
 from think2seg.geo.read import RasterSource
-from think2seg.prompt import VIEW_SIZE_PX, make_view
 from think2seg.result import ResultStatus
+from think2seg.think2seg_rs.answer import AnswerMode, InstancePrompt
+from think2seg.think2seg_rs.prompt import VIEW_SIZE_PX, make_view
 from think2seg.tile import Tile
 
 PROTOCOLS = ("paper", "native")

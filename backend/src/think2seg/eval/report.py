@@ -12,11 +12,19 @@ CLASS_SOURCES = {
 
 
 def notes(report: dict) -> list[str]:
-    """What a reader of the numbers must know: here, a per-class breakdown that is empty, and why."""
-    if report["metrics"].get("per_class") or not report["metrics"].get("samples"):
-        return []
-    source = CLASS_SOURCES.get(report["dataset"], "the dataset")
-    return [f"no per-class results: no sample has a class (taken from {source})"]
+    """What a reader of the numbers must know: samples that failed, and a per-class breakdown that
+    is empty, and why."""
+    metrics, found = report["metrics"], []
+    if metrics.get("failed"):
+        first = report["failed"][0]
+        found.append(
+            f"{metrics['failed']} sample(s) failed and scored IoU 0 (first: {first['sample_id']}: {first['error']}); "
+            "see 'failed' in the report, fix the cause and run again with --retry-failed"
+        )
+    if metrics.get("samples") and not metrics.get("per_class"):
+        source = CLASS_SOURCES.get(report["dataset"], "the dataset")
+        found.append(f"no per-class results: no sample has a class (taken from {source})")
+    return found
 
 
 def markdown(report: dict) -> str:

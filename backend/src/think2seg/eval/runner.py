@@ -1,77 +1,53 @@
 """Run an evaluation: predict every sample (cached, resumable), score, report.
 
-The cache beside the report (``REPORT.cache/``) holds the run's parameters, one JSON line per
-sample and each predicted mask as a PNG, appended and flushed as samples finish; ``resume``
-continues from it, so an interrupted run loses at most the batch in progress. A resumed run must
-have the same parameters, and each cached sample the same image, mask and question; otherwise it
-is refused rather than mixed.
+Predictions are cached beside the report (:mod:`think2seg.eval.cache`) as samples finish, so an
+interrupted run loses at most the batch in progress; ``resume`` continues from the cache, under the
+shared run policy (:mod:`think2seg.runs.policy`). Samples go through the models with the shared
+micro-batching (:func:`think2seg.runs.push.push`): a sample that cannot be read or predicted is
+recorded as a scored failure (IoU 0, its error in the report), never the end of the evaluation.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
-import shutil
+import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 from tqdm import tqdm
 
 from think2seg._version import __version__
-from think2seg.batching import AUTO, BatchSize, BatchSizer, check_batch_size
-from think2seg.errors import InputError, OutputExistsError
+from think2seg.errors import InputError
+from think2seg.eval.cache import EvalCache, EvalParams, cache_folder
 from think2seg.eval.datasets import Sample
-from think2seg.eval.metrics import SampleScore, score, summarize
-from think2seg.eval.predict import Loaded, Prediction, Predictor, load
+from think2seg.eval.metrics import SampleScore, summarize
+from think2seg.eval.predict import Loaded, Predictor, load
 from think2seg.eval.report import notes
 from think2seg.eval.visualize import save_worst
 from think2seg.output.atomic import atomic_output, check_output_path
+from think2seg.runs.microbatch import AUTO, BatchSize, BatchSizer, check_batch_size
+from think2seg.runs.policy import Continuation, open_run
+from think2seg.runs.push import batches, describe, push
+
+__all__ = ["EvalParams", "cache_folder", "check_outputs", "evaluate"]
+
+LISTED_FAILURES = 50
 
 
-@dataclass(frozen=True)
-class EvalParams:
-    """What defines the numbers; a resumed run must match it."""
-
-    dataset: str
-    root: str
-    split: str
-    protocol: str
-    seed: int
-    limit: int | None
-    model: str
-
-
-CACHE_FORMAT = 2  # 2: unique sample ids; each record names its image and mask
-
-
-def cache_folder(report_path: Path) -> Path:
-    """Where the per-sample predictions of the run writing ``report_path`` are cached."""
-    report_path = Path(report_path).expanduser().absolute()
-    return report_path.with_name(report_path.name + ".cache")
-
-
-def check_outputs(report_path: Path, *, resume: bool = False, overwrite: bool = False) -> Path:
-    """Refuse, before any work, a run that would clobber or cannot continue an earlier one.
+def check_outputs(report_path: Path, policy: Continuation) -> Path:
+    """Refuse, before any work, a run that would clobber an earlier one, or that cannot continue it.
 
     Returns the report's absolute path.
     """
     report_path = check_output_path(report_path, overwrite=True, suffixes=(".json",))
-    cache = cache_folder(report_path)
-    if overwrite:
-        return report_path
-    if not resume and report_path.exists():
-        raise OutputExistsError(
-            f"{report_path} exists: pass --resume to continue its run or --overwrite to start again"
-        )
-    if not resume and cache.exists():
-        raise OutputExistsError(f"{cache} holds an earlier run: pass --resume to continue it or --overwrite")
-    if resume and cache.exists() and not (cache / "params.json").is_file():
-        raise InputError(f"{cache} has no params.json, so it cannot be resumed: pass --overwrite to start again")
+    cache = EvalCache(report_path, EvalParams("", "", "", "", 0, None, ""))
+    exists = cache.exists()
+    policy.check_start(report_path, exists=exists)
+    if exists and policy.continues:
+        cache.stored_params(policy)  # a cache that cannot be continued is refused now, not after loading
     return report_path
 
 
@@ -81,8 +57,9 @@ def evaluate(
     report_path: Path,
     params: EvalParams,
     *,
-    batch_size: BatchSize = 1,
+    batch_size: BatchSize = AUTO,
     resume: bool = False,
+    retry_failed: bool = False,
     overwrite: bool = False,
     visualize: int = 0,
     progress: bool = False,
@@ -90,32 +67,23 @@ def evaluate(
     """Predict and score ``samples``; write the JSON report; return it.
 
     ``batch_size`` ``auto`` sizes batches on the predictor's ``engine`` (1 without one); a batch
-    that runs out of GPU memory is split, and the size stays halved.
+    that runs out of GPU memory is split, and the size stays halved. ``retry_failed`` continues the
+    cached run and redoes the samples that failed.
     """
     if visualize < 0:
         raise InputError(f"visualize must be 0 or more, not {visualize}")
-    report_path = check_outputs(report_path, resume=resume, overwrite=overwrite)
-    cache = _Cache(cache_folder(report_path), params, resume=resume, overwrite=overwrite)
+    report_path = check_output_path(report_path, overwrite=True, suffixes=(".json",))
+    cache = EvalCache(report_path, params)
+    open_run(cache, asdict(params), Continuation(resume, retry_failed, overwrite))
     cache.check(samples)
     todo = [s for s in samples if s.sample_id not in cache.scores]
     with tqdm(total=len(samples), initial=len(samples) - len(todo), unit="sample", disable=not progress) as bar:
         sizer = _sizer(batch_size, predictor)
-        while todo:
-            batch = [load(sample) for sample in todo[: sizer.size]]
-            todo = todo[len(batch) :]
-            for item, prediction in zip(batch, sizer.run(batch, predictor.predict)):
-                cache.add(item, prediction)
-                bar.update(1)
+        for chunk in batches(todo, sizer):
+            _predict(chunk, predictor, sizer, cache)
+            bar.update(len(chunk))
     scores = [cache.scores[s.sample_id] for s in samples]
-    report = {
-        **asdict(params),
-        "samples": len(samples),
-        "think2seg_version": __version__,
-        "created_at": datetime.now(timezone.utc).isoformat(),
-        "metrics": summarize(scores),
-        "worst": [s.sample_id for s in sorted(scores, key=lambda s: (s.iou, s.sample_id))[: max(visualize, 10)]],
-    }
-    report["notes"] = notes(report)
+    report = _report(scores, cache, params, visualize)
     if visualize:
         folder = report_path.with_name(report_path.stem + "_worst")
         report["visualized"] = save_worst(samples, scores, cache, folder, visualize)
@@ -124,105 +92,46 @@ def evaluate(
     return report
 
 
+def _predict(chunk: list[Sample], predictor: Predictor, sizer: BatchSizer, cache: EvalCache) -> None:
+    """Read and predict a chunk of samples; each is cached as it ends, failures as scored failures."""
+    loaded: list[Loaded] = []
+    for sample in chunk:
+        start = time.perf_counter()
+        try:
+            loaded.append(load(sample))
+        except Exception as exc:  # the sample fails alone, scored
+            cache.add_failure(sample, describe(exc), _target_or_none(sample), time.perf_counter() - start)
+    for outcome in push(loaded, predictor.predict, sizer):
+        if outcome.result is None:
+            cache.add_failure(outcome.item.sample, outcome.message, outcome.item.target, outcome.seconds)
+        else:
+            cache.add(outcome.item.sample, outcome.result)
+
+
+def _target_or_none(sample: Sample) -> np.ndarray | None:
+    try:
+        return sample.load_mask()
+    except Exception:  # the mask is what failed: no target area to count
+        return None
+
+
+def _report(scores: list[SampleScore], cache: EvalCache, params: EvalParams, visualize: int) -> dict:
+    failed = [s.sample_id for s in scores if s.failed]
+    report = {
+        **asdict(params),
+        "samples": len(scores),
+        "think2seg_version": __version__,
+        "created_at": datetime.now(timezone.utc).isoformat(),
+        "metrics": summarize(scores),
+        "worst": [s.sample_id for s in sorted(scores, key=lambda s: (s.iou, s.sample_id))[: max(visualize, 10)]],
+        "failed": [{"sample_id": i, "error": cache.records[i].get("error", "")} for i in failed[:LISTED_FAILURES]],
+    }
+    report["notes"] = notes(report)
+    return report
+
+
 def _sizer(batch_size: BatchSize, predictor: Predictor) -> BatchSizer:
     engine = getattr(predictor, "engine", None)
     if check_batch_size(batch_size) == AUTO and engine is None:
         return BatchSizer(1, requested=AUTO)
     return BatchSizer.plan(batch_size, engine)
-
-
-class _Cache:
-    """Per-sample results on disk: params.json, predictions.jsonl and masks/<id>.png."""
-
-    def __init__(self, folder: Path, params: EvalParams, *, resume: bool, overwrite: bool) -> None:
-        self.folder, self.params = folder, params
-        self.scores: dict[str, SampleScore] = {}
-        self.records: dict[str, dict] = {}
-        if folder.exists() and overwrite:
-            shutil.rmtree(folder)
-        if folder.exists() and resume:
-            self._load()
-        elif folder.exists():
-            raise OutputExistsError(f"{folder} holds an earlier run: pass --resume to continue it or --overwrite")
-        (folder / "masks").mkdir(parents=True, exist_ok=True)
-        stored = {**asdict(params), "cache_format": CACHE_FORMAT}
-        (folder / "params.json").write_text(json.dumps(stored, indent=2), encoding="utf-8")
-
-    def _load(self) -> None:
-        path = self.folder / "params.json"
-        try:
-            stored = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise InputError(f"{path} cannot be read ({exc}), so the run cannot be resumed: use --overwrite") from exc
-        if not isinstance(stored, dict) or stored.get("cache_format") != CACHE_FORMAT:
-            raise InputError(
-                f"the cached run in {self.folder} was written by another think2seg version, which named samples "
-                "differently: use --overwrite to start again"
-            )
-        changed = [f"{k}: {stored.get(k)!r} -> {v!r}" for k, v in asdict(self.params).items() if stored.get(k) != v]
-        if changed:
-            raise InputError(
-                f"the cached run in {self.folder} used other parameters ({'; '.join(changed)}): use --overwrite"
-            )
-        lines = (
-            (self.folder / "predictions.jsonl").read_text(encoding="utf-8").splitlines()
-            if (self.folder / "predictions.jsonl").exists()
-            else []
-        )
-        for line in lines:
-            try:
-                record = json.loads(line)
-            except ValueError:
-                continue  # a line cut off by an interruption: that sample is redone
-            self._remember(record)
-
-    def check(self, samples: Sequence[Sample]) -> None:
-        """Refuse cached predictions made for another image, mask or question under the same id."""
-        for sample in samples:
-            record = self.records.get(sample.sample_id)
-            if record is None:
-                continue
-            for key, now in (("question", sample.question), ("image", str(sample.image)), ("mask", sample.mask_source)):
-                if record.get(key) != now:
-                    raise InputError(
-                        f"the cached run in {self.folder} has another {key} for sample {sample.sample_id} "
-                        f"({record.get(key)!r}, now {now!r}): the dataset changed; use --overwrite to start again"
-                    )
-
-    def _remember(self, record: dict) -> None:
-        self.records[record["sample_id"]] = record
-        fields = ("sample_id", "intersection", "union", "parse_failed", "new_tokens", "seconds", "class_name")
-        self.scores[record["sample_id"]] = SampleScore(**{k: record[k] for k in fields})
-
-    def add(self, item: Loaded, prediction: Prediction) -> None:
-        sample = item.sample
-        result = score(
-            sample.sample_id,
-            prediction.mask,
-            prediction.target,
-            parse_failed=prediction.parse_failed,
-            new_tokens=prediction.new_tokens,
-            seconds=prediction.seconds,
-            class_name=sample.class_name,
-        )
-        Image.fromarray(prediction.mask.astype(np.uint8) * 255).save(self.mask_path(sample.sample_id))
-        record = {
-            **asdict(result),
-            "question": sample.question,
-            "image": str(sample.image),
-            "mask": sample.mask_source,
-            "status": prediction.status,
-            "raw_answer": prediction.raw_answer,
-            "prompts": [[p.box_xyxy, p.points_xy] for p in prediction.prompts],
-        }
-        with (self.folder / "predictions.jsonl").open("a", encoding="utf-8") as handle:
-            handle.write(json.dumps(record) + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        self._remember(record)
-
-    def mask_path(self, sample_id: str) -> Path:
-        """A file name per id: the id made safe, plus a hash of it, as ``a/b`` and ``a_b`` both give ``a_b``."""
-        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in sample_id)[-80:]
-        digest = hashlib.blake2s(sample_id.encode("utf-8"), digest_size=4).hexdigest()
-        return self.folder / "masks" / f"{safe}-{digest}.png"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -11,18 +12,24 @@ from PIL import Image, ImageDraw
 from think2seg.eval.datasets import Sample
 from think2seg.eval.metrics import SampleScore
 from think2seg.eval.predict import load, resize_mask
-from think2seg.prompt import make_view
+from think2seg.think2seg_rs.prompt import make_view
+
+if TYPE_CHECKING:
+    from think2seg.eval.cache import EvalCache
 
 PANEL_PX = 420
 GREEN, ORANGE, BLUE = (40, 200, 60), (255, 140, 0), (30, 120, 255)
 
 
-def save_worst(samples: Sequence[Sample], scores: Sequence[SampleScore], cache, folder: Path, count: int) -> list[str]:  # noqa: ANN001
+def save_worst(
+    samples: Sequence[Sample], scores: Sequence[SampleScore], cache: EvalCache, folder: Path, count: int
+) -> list[str]:
     """Write ``count`` PNGs for the lowest-IoU samples into ``folder``; returns their file names."""
     folder.mkdir(parents=True, exist_ok=True)
     by_id = {s.sample_id: s for s in samples}
     names = []
-    for rank, item in enumerate(sorted(scores, key=lambda s: (s.iou, s.sample_id))[:count], 1):
+    scored = [s for s in scores if not s.failed]  # a failed sample has no prediction to draw
+    for rank, item in enumerate(sorted(scored, key=lambda s: (s.iou, s.sample_id))[:count], 1):
         sample = by_id[item.sample_id]
         name = f"{rank:02d}_{cache.mask_path(item.sample_id).stem}.png"
         _figure(sample, item, cache.records[item.sample_id], cache.mask_path(item.sample_id)).save(folder / name)

@@ -28,8 +28,9 @@ def areas_m2(geometries: Sequence[BaseGeometry], crs: CRS | None) -> list[float]
     proj_crs = ProjCRS.from_user_input(crs.to_wkt())
     if proj_crs.is_geographic:
         return _geodesic(geometries, proj_crs)
-    if _is_mercator(proj_crs):
-        return _geodesic(_to_lonlat(geometries, proj_crs), proj_crs.geodetic_crs)
+    geodetic = proj_crs.geodetic_crs  # a projected CRS always has one
+    if _is_mercator(proj_crs) and geodetic is not None:
+        return _geodesic(_to_lonlat(geometries, proj_crs), geodetic)
     factor = proj_crs.axis_info[0].unit_conversion_factor if proj_crs.axis_info else 1.0
     return [float(g.area) * factor * factor for g in geometries]
 

@@ -22,9 +22,10 @@ from rasterio.windows import Window
 
 from think2seg.errors import BoundsError, InputError, MissingCRSError, RasterError, RasterNotFoundError
 from think2seg.geo.bands import StretchLimits, choose_bands, finite_mask, stretch_limits, to_rgb
+from think2seg.options import MAX_SIDE_PX
 from think2seg.tile import Tile
 
-DEFAULT_MAX_SIDE_PX = 2048
+DEFAULT_MAX_SIDE_PX = MAX_SIDE_PX.default
 _SNAP_TOLERANCE_PX = 1e-6
 
 
@@ -144,7 +145,7 @@ class RasterSource:
 def _read_env() -> rasterio.Env:
     """Decode blocks on all cores; keep GDAL's block cache small (tiles are read about once), so
     memory does not grow with the raster. An explicit GDAL_CACHEMAX in the environment wins."""
-    options = {"GDAL_NUM_THREADS": "ALL_CPUS"}
+    options: dict[str, str | int] = {"GDAL_NUM_THREADS": "ALL_CPUS"}
     if "GDAL_CACHEMAX" not in os.environ:
         options["GDAL_CACHEMAX"] = READ_CACHE_BYTES
     return rasterio.Env(**options)
@@ -173,7 +174,7 @@ def window_for_bounds(
             f"bounds {list(bounds)} lie outside {name}, whose extent is {_extent(transform, width, height)} "
             "in its CRS: give bounds that overlap the raster"
         )
-    notes = ()
+    notes: tuple[str, ...] = ()
     if (c0, r0, c1, r1) != (col0, row0, col1, row1):
         notes = ("the bounds reach past the raster's edge; the window was clipped to the raster",)
     return Window(c0, r0, c1 - c0, r1 - r0), notes

@@ -8,10 +8,10 @@ import shapely
 from affine import Affine
 from rasterio import features
 from rasterio.crs import CRS
-from shapely.geometry import Polygon
+from shapely.geometry import LinearRing, Polygon
 
-from think2seg.errors import InputError
 from think2seg.geo.areas import areas_m2
+from think2seg.options import check_min_area
 
 
 def mask_to_polygons(
@@ -33,7 +33,7 @@ def mask_to_polygons(
         keep &= valid
     polygons = pixel_polygons(keep)
     if simplify_px > 0 and len(polygons):
-        polygons = _repaired(shapely.simplify(polygons, simplify_px, preserve_topology=True))
+        polygons, _ = repaired(shapely.simplify(polygons, simplify_px, preserve_topology=True))
     return list(georeference(polygons, transform))
 
 
@@ -71,39 +71,26 @@ def georeference(polygons: np.ndarray, transform: Affine) -> np.ndarray:
     return shapely.orient_polygons(shapely.transform(polygons, to_map), exterior_cw=False)
 
 
-def to_pixel_corners(polygons: np.ndarray, transform: Affine) -> np.ndarray:
-    """The inverse of :func:`georeference` for polygons whose vertices are pixel corners: the
-    whole-pixel coordinates they came from, exactly (rounded; other vertices are left as computed)."""
-    if not len(polygons):
-        return polygons
-    inverse = ~transform
-
-    def to_pixels(xy: np.ndarray) -> np.ndarray:
-        col = xy[:, 0] * inverse.a + xy[:, 1] * inverse.b + inverse.xoff
-        row = xy[:, 0] * inverse.d + xy[:, 1] * inverse.e + inverse.yoff
-        pixels = np.column_stack([col, row])
-        whole = np.round(pixels)
-        return np.where(np.abs(pixels - whole) < 1e-6, whole, pixels)
-
-    return shapely.transform(polygons, to_pixels)
-
-
 def _polygon(rings: list) -> Polygon:
-    shell, *holes = (shapely.linearrings(np.asarray(ring, dtype=np.float64)) for ring in rings)
+    shell, *holes = (LinearRing(np.asarray(ring, dtype=np.float64)) for ring in rings)
     return shapely.polygons(shell, holes=holes or None)
 
 
-def _repaired(polygons: np.ndarray) -> np.ndarray:
+def repaired(polygons: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Repair the rare invalid result of simplification and drop what collapsed.
 
-    Polygons straight from the 4-connected polygonizer are valid by construction, so only
-    simplified ones are checked.
+    Only the invalid polygons go through ``make_valid``; the parts of what it returns that are
+    polygons are kept and the rest (lines, points, empties) dropped. Returns the polygons and, for
+    each, the index in ``polygons`` it came from. Polygons straight from the 4-connected
+    polygonizer (or unions of them) are valid by construction, so only simplified ones need this.
     """
+    polygons = np.array(polygons, dtype=object)  # a copy: the caller's array is left as it was
     invalid = ~shapely.is_valid(polygons)
     if invalid.any():
         polygons[invalid] = shapely.make_valid(polygons[invalid])
-    parts = shapely.get_parts(polygons)
-    return parts[(shapely.get_type_id(parts) == shapely.GeometryType.POLYGON) & ~shapely.is_empty(parts)]
+    parts, index = shapely.get_parts(polygons, return_index=True)
+    keep = (shapely.get_type_id(parts) == shapely.GeometryType.POLYGON) & ~shapely.is_empty(parts)
+    return parts[keep], index[keep]
 
 
 def polygons_frame(
@@ -129,11 +116,3 @@ def polygons_frame(
         {"area_m2": np.asarray(areas, dtype=np.float64)},
         geometry=gpd.GeoSeries(polygons, crs=crs),
     )
-
-
-def check_min_area(min_area_m2: float, crs: CRS | None) -> None:
-    """A minimum area in m² means nothing in pixel coordinates: refuse it there."""
-    if min_area_m2 > 0 and crs is None:
-        raise InputError(
-            "a minimum area in m² needs a georeferenced raster: drop the minimum area in pixel coordinates"
-        )

@@ -15,7 +15,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 from PIL import Image
 
-from think2seg.answer import InstancePrompt
+from think2seg.think2seg_rs.answer import InstancePrompt
 
 ENCODE_CHUNK = 16
 """Images per SAM encoder call: enough to fill a GPU, few enough to bound its activations."""

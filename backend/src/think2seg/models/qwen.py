@@ -24,7 +24,7 @@ from think2seg.models.base import Generation
 from think2seg.models.device import DevicePlan
 from think2seg.models.stop_check import deferred_stop_check
 from think2seg.models.weights import resolve_model_dir
-from think2seg.prompt import VIEW_SIZE_PX, build_messages
+from think2seg.think2seg_rs.prompt import VIEW_SIZE_PX, build_messages
 
 MAX_NEW_TOKENS = 2048
 """The reference evaluation's budget for one answer (reasoning included)."""
@@ -78,7 +78,7 @@ class QwenPrompter:
             processor = AutoProcessor.from_pretrained(folder, local_files_only=True)
         except (OSError, ValueError) as exc:
             raise ModelError(f"cannot load the LVLM from {folder}: {exc}") from exc
-        model.to(device.device).eval()
+        model.to(device.device).eval()  # type: ignore[arg-type]  # transformers types to() as the unbound Module.to
         return cls(model, processor, name=source, max_new_tokens=max_new_tokens, static_cache=device.compile)
 
     @property

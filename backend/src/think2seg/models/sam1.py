@@ -10,9 +10,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from think2seg.answer import InstancePrompt
 from think2seg.errors import ModelError, WeightsUnavailableError
 from think2seg.models.device import DevicePlan
+from think2seg.think2seg_rs.answer import InstancePrompt
 
 SAM1_VARIANTS = {"sam1-vit-b": "vit_b", "sam1-vit-l": "vit_l", "sam1-vit-h": "vit_h"}
 

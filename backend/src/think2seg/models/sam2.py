@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import torch
 from transformers import AutoConfig, Sam2Model, Sam2Processor
 
-from think2seg.answer import InstancePrompt
 from think2seg.errors import ModelError
 from think2seg.models.device import DevicePlan
 from think2seg.models.weights import resolve_model_dir
+from think2seg.think2seg_rs.answer import InstancePrompt
 
 ACTIVATIONS_PER_TOKEN = 16
 """Token-width tensors alive at once in a Hiera block (q, k, v, attention, 4x MLP, residuals)."""
@@ -53,7 +54,7 @@ class Sam2Segmenter:
             processor = Sam2Processor.from_pretrained(folder, local_files_only=True)
         except (OSError, ValueError) as exc:
             raise ModelError(f"cannot load the segmenter from {folder}: {exc}") from exc
-        model.to(device.device).eval()
+        model.to(device.device).eval()  # type: ignore[arg-type]  # transformers types to() as the unbound Module.to
         return cls(model, processor, name=source)
 
     @property
@@ -98,7 +99,13 @@ class Sam2Segmenter:
         """
         return self._predict(embedding, prompts, lambda logits: logits, np.float32)
 
-    def _predict(self, embedding: Sam2Embedding, prompts: Sequence[InstancePrompt], finish, dtype) -> np.ndarray:  # noqa: ANN001
+    def _predict(
+        self,
+        embedding: Sam2Embedding,
+        prompts: Sequence[InstancePrompt],
+        finish: Callable[[torch.Tensor], torch.Tensor],
+        dtype: npt.DTypeLike,
+    ) -> np.ndarray:
         """Decode, upsample to the image's size and ``finish`` (e.g. threshold) on the model's device."""
         height, width = embedding.original_size
         out = np.zeros((len(prompts), height, width), dtype=dtype)
@@ -109,11 +116,14 @@ class Sam2Segmenter:
     def _decode(self, embedding: Sam2Embedding, prompts: list[InstancePrompt]) -> torch.Tensor:
         """(N, H, W) float32 logits at the image's size, on the model's device."""
         kwargs: dict[str, Any] = {}
-        if prompts[0].box_xyxy is not None:
-            kwargs["input_boxes"] = [[list(p.box_xyxy) for p in prompts]]
-        if prompts[0].points_xy is not None:
-            kwargs["input_points"] = [[[list(point) for point in p.points_xy] for p in prompts]]
-            kwargs["input_labels"] = [[[1] * len(p.points_xy) for p in prompts]]
+        # one group of _groups_by_shape: all the prompts have a box or none has; all have as many points
+        boxes = [p.box_xyxy for p in prompts if p.box_xyxy is not None]
+        points = [p.points_xy for p in prompts if p.points_xy is not None]
+        if boxes:
+            kwargs["input_boxes"] = [[list(box) for box in boxes]]
+        if points:
+            kwargs["input_points"] = [[[list(point) for point in p] for p in points]]
+            kwargs["input_labels"] = [[[1] * len(p) for p in points]]
         inputs = self.processor(original_sizes=[list(embedding.original_size)], return_tensors="pt", **kwargs)
         tensors = {k: inputs[k].to(self.device) for k in ("input_boxes", "input_points", "input_labels") if k in inputs}
         for key in ("input_boxes", "input_points"):

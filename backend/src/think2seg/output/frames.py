@@ -26,6 +26,13 @@ class RunStamp:
 
     def columns(self, count: int, *, status: str, tags: Mapping[str, object] | None = None) -> dict[str, object]:
         """Column data for ``count`` features; ``tags`` adds constant columns (int, float or str)."""
+        return dict(self._series(count, status=status, tags=tags))
+
+    def row(self, *, status: str) -> dict[str, object]:
+        """The attributes' values for one row (of a ``runs`` table)."""
+        return {name: values[0] for name, values in self._series(1, status=status).items()}
+
+    def _series(self, count: int, *, status: str, tags: Mapping[str, object] | None = None) -> dict[str, pd.Series]:
         texts = {
             "run_id": self.run_id,
             "question": self.question,
@@ -34,7 +41,7 @@ class RunStamp:
             "segmenter": self.segmenter,
             "source": self.source,
         }
-        columns: dict[str, object] = {name: pd.Series([value] * count, dtype="object") for name, value in texts.items()}
+        columns = {name: pd.Series([value] * count, dtype="object") for name, value in texts.items()}
         columns["created_at"] = pd.Series([pd.Timestamp(self.created_at)] * count, dtype="datetime64[ms, UTC]")
         for name, value in (tags or {}).items():
             columns[name] = pd.Series([value] * count, dtype=_dtype(value))
@@ -61,14 +68,18 @@ def boxes_frame(
     tags: Mapping[str, object] | None = None,
 ) -> gpd.GeoDataFrame:
     """One box per instance that has one: 840-view and tile-pixel corners, reasoning."""
-    boxed = [i for i in instances if i.box_map is not None]
+    boxed = []  # (instance, view box, pixel box, map box): the view box is the pixel box scaled
+    for instance in instances:
+        box_map, view, pixel = instance.box_map, instance.view.box_xyxy, instance.pixel.box_xyxy
+        if box_map is not None and view is not None and pixel is not None:
+            boxed.append((instance.index, view, pixel, box_map))
     columns = stamp.columns(len(boxed), status=status, tags=tags)
-    columns["instance"] = pd.Series([i.index for i in boxed], dtype="int32")
+    columns["instance"] = pd.Series([index for index, _, _, _ in boxed], dtype="int32")
     for axis, position in (("x1", 0), ("y1", 1), ("x2", 2), ("y2", 3)):
-        columns[f"view_{axis}"] = pd.Series([i.view.box_xyxy[position] for i in boxed], dtype="float64")
-        columns[f"px_{axis}"] = pd.Series([i.pixel.box_xyxy[position] for i in boxed], dtype="float64")
+        columns[f"view_{axis}"] = pd.Series([view[position] for _, view, _, _ in boxed], dtype="float64")
+        columns[f"px_{axis}"] = pd.Series([pixel[position] for _, _, pixel, _ in boxed], dtype="float64")
     columns["reasoning"] = pd.Series([reasoning] * len(boxed), dtype="object")
-    return gpd.GeoDataFrame(columns, geometry=gpd.GeoSeries([i.box_map for i in boxed], crs=crs))
+    return gpd.GeoDataFrame(columns, geometry=gpd.GeoSeries([box for _, _, _, box in boxed], crs=crs))
 
 
 def points_frame(

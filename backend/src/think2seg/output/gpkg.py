@@ -119,7 +119,7 @@ def segments_frame(result: SegmentationResult) -> gpd.GeoDataFrame:
 def runs_frame(result: SegmentationResult) -> pd.DataFrame:
     tile = result.tile
     window = tile.window
-    row = {key: values[0] for key, values in stamp(result).columns(1, status=result.status.value).items()}
+    row = stamp(result).row(status=result.status.value)
     row.update(
         message=result.message,
         reasoning=result.reasoning,

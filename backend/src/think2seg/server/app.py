@@ -37,6 +37,7 @@ from think2seg.server.schemas import (
     SegmentReply,
     UploadMeta,
 )
+from think2seg.server.serving import ServingEngine
 from think2seg.server.settings import API_VERSION, ServerSettings
 from think2seg.server.state import ModelState
 from think2seg.server.tiles import tile_by_reference, tile_from_upload
@@ -61,7 +62,7 @@ _bearer = HTTPBearer(auto_error=False, description="the token from the file `thi
 
 
 def create_app(
-    settings: ServerSettings | None = None, engine: Any | None = None, *, token: str | None = None
+    settings: ServerSettings | None = None, engine: ServingEngine | None = None, *, token: str | None = None
 ) -> FastAPI:
     """The API app. ``engine`` skips model loading; ``token`` skips the token file (tests)."""
     settings = settings or ServerSettings()
@@ -95,7 +96,7 @@ def create_app(
     install_handlers(app)
     install_api_error_handler(app)
     _routes(app, state, jobs, settings)
-    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]  # FastAPI's documented way to customise the schema
 
     @app.get("/openapi.json", dependencies=[Depends(require_token)], include_in_schema=False)
     def openapi() -> JSONResponse:
@@ -137,7 +138,7 @@ def _routes(app: FastAPI, state: ModelState, jobs: JobManager, settings: ServerS
         """Status of the models (no token needed): ``loading``, ``ready`` or ``error``."""
         device, gpu = _device(settings.device)
         return HealthReply(
-            status=state.status,  # type: ignore[arg-type]
+            status=state.status,
             message=state.message,
             api_version=API_VERSION,
             version=__version__,
@@ -177,11 +178,17 @@ def _routes(app: FastAPI, state: ModelState, jobs: JobManager, settings: ServerS
             future = segment.submit(state, tile, options, prompts_crs, timer)
             try:
                 inference = await asyncio.wrap_future(future)
-                return JSONResponse(await run_in_threadpool(segment.reply, state.engine, inference, options, timer))
+                engine = state.require_engine()  # there is one: it answered
+                return JSONResponse(await run_in_threadpool(segment.reply, engine, inference, options, timer))
             except Exception as exc:  # model failures (out of memory...) become the envelope
                 raise to_api_error(exc) from exc
-        loop, chunks = asyncio.get_running_loop(), asyncio.Queue()
-        on_text = (lambda text: loop.call_soon_threadsafe(chunks.put_nowait, text)) if options.question else None
+        loop = asyncio.get_running_loop()
+        chunks: asyncio.Queue[str | None] = asyncio.Queue()
+
+        def forward(text: str) -> None:
+            loop.call_soon_threadsafe(chunks.put_nowait, text)
+
+        on_text = forward if options.question else None
         future = segment.submit(state, tile, options, prompts_crs, timer, on_text=on_text)
         future.add_done_callback(lambda _: loop.call_soon_threadsafe(chunks.put_nowait, None))
         return StreamingResponse(_events(state, future, chunks, options, timer), media_type="text/event-stream")
@@ -228,10 +235,10 @@ async def _tile_and_options(request: Request, settings: ServerSettings, timer: S
                 raise ApiError(
                     422, "invalid_input", "a multipart request needs a 'file' part and a 'request' part (JSON options)"
                 )
-            options = UploadMeta.model_validate_json(meta_text)
+            meta = UploadMeta.model_validate_json(meta_text)
             with timer.stage("read"):
-                tile = await run_in_threadpool(tile_from_upload, await upload.read(), options, settings)
-            return tile, tile.crs, options
+                tile = await run_in_threadpool(tile_from_upload, await upload.read(), meta, settings)
+            return tile, tile.crs, meta
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in exc.errors()[:5])
         raise ApiError(422, "invalid_input", f"the request does not fit the API: {problems}") from exc
@@ -247,13 +254,13 @@ async def _tile_and_options(request: Request, settings: ServerSettings, timer: S
 
 
 async def _events(
-    state: ModelState, future: Any, chunks: asyncio.Queue, options: Any, timer: StageTimer
+    state: ModelState, future: Any, chunks: asyncio.Queue[str | None], options: Any, timer: StageTimer
 ) -> AsyncIterator[str]:
     while (text := await chunks.get()) is not None:
         yield _sse("reasoning", {"text": text})
     try:
         inference = future.result()
-        body = await run_in_threadpool(segment.reply, state.engine, inference, options, timer)
+        body = await run_in_threadpool(segment.reply, state.require_engine(), inference, options, timer)
         yield _sse("result", body)
     except Exception as exc:  # the stream has started: report the error as an event
         error = to_api_error(exc)

@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from think2seg import errors
+from think2seg.runs.microbatch import is_out_of_memory
 from think2seg.server.guards import BodyTooLarge
 
 log = logging.getLogger(__name__)
@@ -48,7 +49,7 @@ def to_api_error(exc: Exception) -> ApiError:
         return exc
     if isinstance(exc, BodyTooLarge):
         return ApiError(413, "payload_too_large", str(exc.detail))
-    if _is_out_of_memory(exc):
+    if is_out_of_memory(exc):
         return ApiError(
             503,
             "out_of_memory",
@@ -62,10 +63,6 @@ def to_api_error(exc: Exception) -> ApiError:
         return ApiError(500, "error", str(exc))
     log.exception("unexpected error while serving a request", exc_info=exc)
     return ApiError(500, "internal_error", f"{type(exc).__name__}: {exc}; the server keeps running, see its log")
-
-
-def _is_out_of_memory(exc: Exception) -> bool:
-    return type(exc).__name__ == "OutOfMemoryError" or "out of memory" in str(exc).lower()
 
 
 def envelope(error: ApiError) -> JSONResponse:
@@ -103,3 +100,7 @@ def install_api_error_handler(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api(request: Request, exc: ApiError) -> JSONResponse:
         return envelope(exc)
+
+    @app.exception_handler(errors.Think2SegError)
+    async def _ours(request: Request, exc: errors.Think2SegError) -> JSONResponse:
+        return envelope(to_api_error(exc))  # e.g. an existing output refused by the run policy: 409

@@ -21,6 +21,8 @@ from think2seg.batch.options import BatchOptions, BatchProgress, BatchSummary
 from think2seg.batch.runner import run_batch
 from think2seg.errors import Cancelled, Think2SegError
 from think2seg.geo.read import RasterSource
+from think2seg.runs.policy import HTTP_TERMS, Continuation
+from think2seg.runs.states import JobState
 from think2seg.server.errors import ApiError, to_api_error
 from think2seg.server.paths import allowed_path
 from think2seg.server.schemas import JobRequest, JobStatus
@@ -41,7 +43,7 @@ class Job:
     output: Path
     options: BatchOptions
     id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
-    state: str = "running"
+    state: JobState = JobState.RUNNING
     message: str = "waiting for the first tile"
     progress: BatchProgress | None = None
     summary: BatchSummary | None = None
@@ -54,7 +56,7 @@ class Job:
         progress, summary = self.progress, self.summary
         return JobStatus(
             id=self.id,
-            state=self.state,  # type: ignore[arg-type]
+            state=self.state.value,
             message=self.message,
             question=self.request.question,
             raster_path=str(self.raster),
@@ -64,7 +66,7 @@ class Job:
             failures=summary.failed + summary.previously_failed if summary else (progress.failed if progress else 0),
             polygons=summary.polygons if summary else None,
             total_area_m2=summary.total_area_m2 if summary else None,
-            eta_s=progress.eta_s if progress and self.state == "running" else None,
+            eta_s=progress.eta_s if progress and self.state is JobState.RUNNING else None,
             created_at=self.created_at.isoformat(),
             finished_at=self.finished_at.isoformat() if self.finished_at else None,
         )
@@ -78,7 +80,7 @@ class JobManager:
 
     @property
     def running(self) -> int:
-        return sum(job.state == "running" for job in self._jobs.values())
+        return sum(job.state is JobState.RUNNING for job in self._jobs.values())
 
     def start(self, request: JobRequest) -> Job:
         """Check the request now (paths, output, bounds) and run the job in its own thread."""
@@ -91,7 +93,7 @@ class JobManager:
                     f"{self.running} jobs are running, the most this server runs at once: retry later",
                     retry_after_s=30,
                 )
-            if any(j.state == "running" and j.output == job.output for j in self._jobs.values()):
+            if any(j.state is JobState.RUNNING and j.output == job.output for j in self._jobs.values()):
                 raise ApiError(
                     409,
                     "output_busy",
@@ -114,7 +116,7 @@ class JobManager:
 
     def cancel(self, job_id: str) -> Job:
         job = self.get(job_id)
-        if job.state == "running":
+        if job.state is JobState.RUNNING:
             job.stop.set()
             job.message = "cancelling after the tile in progress"
         return job
@@ -133,17 +135,15 @@ class JobManager:
         aoi = allowed_path(request.aoi_path, self.settings, what="aoi_path") if request.aoi_path else None
         if output.suffix.lower() != ".gpkg":
             raise ApiError(422, "invalid_input", f"output_path must end in .gpkg, got {output.name}")
-        if output.exists() and not (request.resume or request.retry_failed or request.overwrite):
-            raise ApiError(
-                409, "output_exists", f"{output} exists: set resume (continue it) or overwrite (start again)"
-            )
+        continuation = Continuation(request.resume, request.retry_failed, request.overwrite, HTTP_TERMS)
+        continuation.check_start(output, exists=output.exists())  # now, not once the job runs: 409
         bounds = request.bounds
         if bounds is not None and request.bounds_crs:
             with RasterSource(raster) as source:
                 bounds = list(
                     transform_bounds(parse_crs(request.bounds_crs, "bounds_crs"), source.crs, *bounds, densify_pts=21)
                 )
-        options = BatchOptions.named_like(request, bounds=bounds, aoi=aoi)  # prefetch: the default
+        options = BatchOptions.named_like(request, bounds=bounds, aoi=aoi, terms=HTTP_TERMS)  # prefetch: the default
         return Job(request=request, raster=raster, output=output, options=options)
 
     def _run(self, job: Job) -> None:
@@ -158,15 +158,15 @@ class JobManager:
                 on_progress=lambda progress: self._progress(job, progress),
                 stop=job.stop,
             )
-            job.state, job.message = "done", _done_message(job.summary)
+            job.state, job.message = JobState.DONE, _done_message(job.summary)
         except Cancelled as exc:
-            job.state = "cancelled"
+            job.state = JobState.CANCELLED
             job.message = f"{exc}; the GeoPackage is resumable: POST /v1/jobs again with resume=true"
         except (ApiError, Think2SegError, OSError) as exc:
-            job.state, job.message = "failed", to_api_error(exc).message
+            job.state, job.message = JobState.FAILED, to_api_error(exc).message
         except Exception as exc:  # a bug: the job fails, the server keeps serving
             log.exception("job %s failed", job.id)
-            job.state, job.message = "failed", f"{type(exc).__name__}: {exc}"
+            job.state, job.message = JobState.FAILED, f"{type(exc).__name__}: {exc}"
         finally:
             job.finished_at = datetime.now(timezone.utc)
 
@@ -176,7 +176,7 @@ class JobManager:
         job.message = f"{progress.done} of {progress.total} tiles"
 
     def _forget_old(self) -> None:
-        finished = [j.id for j in self._jobs.values() if j.state != "running"]
+        finished = [j.id for j in self._jobs.values() if j.state is not JobState.RUNNING]
         for job_id in finished[: max(0, len(finished) - KEEP_FINISHED)]:
             del self._jobs[job_id]
 

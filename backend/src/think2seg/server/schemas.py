@@ -10,8 +10,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from think2seg.batching import MAX_BATCH_SIZE
-from think2seg.prompt import MAX_QUESTION_CHARS
+from think2seg.options import MAX_SIDE_PX, MIN_AREA_M2, OVERLAP_PX, SIMPLIFY_PX, TILE_SIZE_PX
+from think2seg.runs.microbatch import MAX_BATCH_SIZE
+from think2seg.think2seg_rs.prompt import MAX_QUESTION_CHARS
 
 CrsIn = Annotated[str, Field(max_length=10000)] | Annotated[int, Field(ge=1)]
 """A CRS as a request gives it: an EPSG code (32633, "32633" or "EPSG:32633") or WKT."""
@@ -36,8 +37,11 @@ class GpuInfo(_Strict):
     memory_free_mb: int
 
 
+ModelStatus = Literal["loading", "ready", "error"]
+
+
 class HealthReply(_Strict):
-    status: Literal["loading", "ready", "error"]
+    status: ModelStatus
     message: str = Field(description="what is loading, or why loading failed")
     api_version: str
     version: str
@@ -71,9 +75,9 @@ class SegmentOptions(_Strict):
 
     question: str | None = Field(None, max_length=MAX_QUESTION_CHARS)
     prompts: list[PromptIn] | None = Field(None, min_length=1, max_length=64)
-    max_side_px: int = Field(2048, ge=16, description="windows with a longer side are read decimated")
-    simplify_px: float = Field(0.0, ge=0, le=1000)
-    min_area_m2: float = Field(0.0, ge=0)
+    max_side_px: int = MAX_SIDE_PX.field()
+    simplify_px: float = SIMPLIFY_PX.field()
+    min_area_m2: float = MIN_AREA_M2.field()
     include_mask: bool = Field(False, description="add the mask as a base64 PNG with its transform")
 
     @model_validator(mode="after")
@@ -142,8 +146,8 @@ class JobRequest(_Strict):
     raster_path: str = Field(min_length=1)
     output_path: str = Field(min_length=1, description="the GeoPackage to write (.gpkg)")
     question: str = Field(min_length=1, max_length=MAX_QUESTION_CHARS)
-    tile_size_px: int = Field(1024, ge=64, le=8192)
-    overlap_px: int = Field(128, ge=0, le=4096)
+    tile_size_px: int = TILE_SIZE_PX.field()
+    overlap_px: int = OVERLAP_PX.field()
     bounds: list[float] | None = Field(None, min_length=4, max_length=4)
     bounds_crs: CrsIn | None = Field(None, description="CRS of bounds (EPSG code or WKT); default the raster's")
     aoi_path: str | None = None
@@ -153,8 +157,8 @@ class JobRequest(_Strict):
     resume: bool = False
     retry_failed: bool = False
     overwrite: bool = False
-    simplify_px: float = Field(0.0, ge=0, le=1000)
-    min_area_m2: float = Field(0.0, ge=0)
+    simplify_px: float = SIMPLIFY_PX.field()
+    min_area_m2: float = MIN_AREA_M2.field()
 
     @field_validator("question")
     @classmethod

@@ -12,12 +12,13 @@ import numpy as np
 from PIL import Image
 from rasterio.crs import CRS
 
-from think2seg.engine import Engine, Inference, check_vector_options
+from think2seg.engine import Inference, check_vector_options
 from think2seg.output.geojson import to_feature_collection
 from think2seg.output.maskfile import MASK_NODATA
 from think2seg.result import SegmentationResult
 from think2seg.server.errors import RETRY_AFTER_S, ApiError
 from think2seg.server.schemas import SegmentOptions
+from think2seg.server.serving import ServingEngine
 from think2seg.server.settings import API_VERSION
 from think2seg.server.state import ModelState
 from think2seg.server.tiles import pixel_prompts
@@ -57,7 +58,7 @@ def _queue(submit: Callable[[], Future[Inference]]) -> Future[Inference]:
         raise ApiError(429, "busy", f"the server is busy ({exc}): retry shortly", retry_after_s=RETRY_AFTER_S) from exc
 
 
-def reply(engine: Engine, inference: Inference, options: SegmentOptions, timer: StageTimer) -> dict[str, Any]:
+def reply(engine: ServingEngine, inference: Inference, options: SegmentOptions, timer: StageTimer) -> dict[str, Any]:
     """Vectorize an inference and build the JSON reply (see schemas.SegmentReply)."""
     result = engine.vectorize(inference, simplify_px=options.simplify_px, min_area_m2=options.min_area_m2, timer=timer)
     body = to_feature_collection(result)

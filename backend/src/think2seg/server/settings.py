@@ -7,9 +7,9 @@ from pathlib import Path
 
 import platformdirs
 
-from think2seg.batching import AUTO, BatchSize
 from think2seg.models.qwen import MAX_NEW_TOKENS
 from think2seg.models.weights import DEFAULT_LVLM, DEFAULT_SEGMENTER
+from think2seg.runs.microbatch import AUTO, BatchSize
 
 API_VERSION = "1"
 DEFAULT_PORT = 8765
@@ -31,7 +31,7 @@ class ServerSettings:
     ``allowed_hosts`` widen the default policy, which refuses any browser ``Origin`` and any
     ``Host`` but this machine's names.
     ``batch_size``: how many waiting questions may share one model batch (``auto``: see
-    :mod:`think2seg.batching`).
+    :mod:`think2seg.runs.microbatch`).
     """
 
     host: str = "127.0.0.1"

@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Any
+from typing import TYPE_CHECKING
 
 from think2seg.batch.options import ModelSpec
-from think2seg.batching import BatchSizer
+from think2seg.runs.microbatch import BatchSizer
 from think2seg.server.errors import RETRY_AFTER_S, ApiError
+from think2seg.server.schemas import ModelStatus
+from think2seg.server.serving import ServingEngine
 from think2seg.server.settings import ServerSettings
 from think2seg.server.worker import Group, ModelWorker
 from think2seg.tile import Tile
 from think2seg.timing import StageTimer
+
+if TYPE_CHECKING:
+    from think2seg.engine import Inference
 
 log = logging.getLogger(__name__)
 
@@ -20,13 +25,13 @@ log = logging.getLogger(__name__)
 class ModelState:
     """``loading`` until the engine is ready (or ``error`` with the reason); owns the model worker."""
 
-    def __init__(self, settings: ServerSettings, engine: Any | None = None) -> None:
+    def __init__(self, settings: ServerSettings, engine: ServingEngine | None = None) -> None:
         self.settings = settings
         self.worker = ModelWorker(max_waiting=settings.queue_size)
-        self.questions = Group("question", self._infer_questions, self._group_limit)
-        self._limit: int | None = None
-        self.engine = engine
-        self.status = "ready" if engine is not None else "loading"
+        self.questions = Group("question", self._infer_questions, self._group_sizer)
+        self._sizer: BatchSizer | None = None
+        self.engine: ServingEngine | None = engine
+        self.status: ModelStatus = "ready" if engine is not None else "loading"
         self.message = "" if engine is not None else f"loading {settings.lvlm} and {settings.segmenter}"
         self._ready = threading.Event()
         if engine is not None:
@@ -61,7 +66,7 @@ class ModelState:
         finally:
             self._ready.set()
 
-    def require_engine(self) -> Any:
+    def require_engine(self) -> ServingEngine:
         """The engine, or a 503 saying why there is none yet."""
         if self.status == "loading":
             raise ApiError(
@@ -70,22 +75,23 @@ class ModelState:
                 f"the models are still loading ({self.message}): retry shortly",
                 retry_after_s=RETRY_AFTER_S,
             )
-        if self.status == "error":
+        if self.status == "error" or self.engine is None:
             raise ApiError(503, "model_unavailable", f"the models could not be loaded: {self.message}")
         return self.engine
 
-    def _infer_questions(self, items: list[tuple[Tile, str, StageTimer]]) -> list[Any]:
+    def _infer_questions(self, items: list[tuple[Tile, str, StageTimer]]) -> list[Inference]:
         """Several waiting questions (each with its tile and timer) as one model batch."""
         tiles, questions, timers = zip(*items)
-        return self.engine.infer_batch(list(tiles), list(questions), timers=list(timers))
+        return self.require_engine().infer_batch(list(tiles), list(questions), timers=list(timers))
 
-    def _group_limit(self) -> int:
-        """How many waiting questions share a batch (sized once, on the worker, when first needed)."""
-        if self._limit is None:
-            self._limit = BatchSizer.plan(self.settings.batch_size, self.engine).size
-        return self._limit
+    def _group_sizer(self) -> BatchSizer:
+        """How many waiting questions share a batch (planned once, on the worker, when first needed;
+        halved for good after an out-of-memory error)."""
+        if self._sizer is None:
+            self._sizer = BatchSizer.plan(self.settings.batch_size, self.require_engine())
+        return self._sizer
 
-    def wait_engine(self) -> Any:
+    def wait_engine(self) -> ServingEngine:
         """Block until loading ends; the engine or the 503 of :meth:`require_engine`."""
         self._ready.wait()
         return self.require_engine()

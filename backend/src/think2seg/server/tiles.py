@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -17,13 +17,13 @@ from rasterio.errors import CRSError
 from rasterio.warp import transform_bounds
 from rasterio.windows import Window
 
-from think2seg.answer import InstancePrompt
 from think2seg.geo.arrays import tile_from_array
 from think2seg.geo.read import RasterSource, decimated_shape, decimation_note
 from think2seg.server.errors import ApiError
 from think2seg.server.paths import allowed_path
 from think2seg.server.schemas import PromptIn, SegmentByReference, UploadMeta
 from think2seg.server.settings import ServerSettings
+from think2seg.think2seg_rs.answer import InstancePrompt
 from think2seg.tile import Tile
 
 TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
@@ -68,7 +68,7 @@ def tile_from_upload(data: bytes, meta: UploadMeta, settings: ServerSettings) ->
     if data[:4] in TIFF_MAGIC:
         return _geotiff(data, meta, settings)
     try:
-        image = Image.open(io.BytesIO(data))
+        image: Image.Image = Image.open(io.BytesIO(data))
     except Image.DecompressionBombError as exc:
         raise ApiError(413, "image_too_large", f"{exc}: send a smaller tile, or start a job for big areas") from exc
     except (UnidentifiedImageError, OSError) as exc:
@@ -134,7 +134,7 @@ def _check_side(max_side_px: int, settings: ServerSettings) -> None:
 def pixel_prompts(prompts: Sequence[PromptIn], tile: Tile, prompts_crs: CRS | None) -> list[InstancePrompt]:
     """Map-coordinate prompts (in ``prompts_crs``) as tile-pixel prompts, clamped to the tile."""
     to_tile = _transformer(prompts_crs, tile.crs)
-    inverse = ~tile.transform
+    inverse: Affine = ~tile.transform
     result = []
     for prompt in prompts:
         box = None
@@ -150,7 +150,7 @@ def pixel_prompts(prompts: Sequence[PromptIn], tile: Tile, prompts_crs: CRS | No
     return result
 
 
-def _transformer(source: CRS | None, target: CRS | None):  # noqa: ANN202 - a function (x, y) -> (x, y)
+def _transformer(source: CRS | None, target: CRS | None) -> Callable[[float, float], tuple[float, float]]:
     if source is None or target is None or source == target:
         return lambda x, y: (x, y)
     transformer = pyproj.Transformer.from_crs(source.to_wkt(), target.to_wkt(), always_xy=True)

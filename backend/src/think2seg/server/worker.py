@@ -20,6 +20,10 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from think2seg.runs.microbatch import BatchSizer
+from think2seg.runs.push import push
+from think2seg.server.serving import ServingEngine
+
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
@@ -34,11 +38,12 @@ class Busy(Exception):
 
 @dataclass(frozen=True)
 class Group:
-    """Work that can run together: ``run_many(items)`` returns one result per item, in order."""
+    """Work that can run together: ``run_many(items)`` returns one result per item, in order;
+    ``sizer()`` plans how many at once (called on the worker, so it may measure the GPU)."""
 
     key: Hashable
     run_many: Callable[[list[Any]], Sequence[Any]]
-    limit: Callable[[], int]
+    sizer: Callable[[], BatchSizer]
 
 
 @dataclass(order=True)
@@ -46,7 +51,7 @@ class _Job:
     priority: int
     order: int
     work: Any = field(compare=False)  # a callable, or the item of a group
-    future: Future | None = field(compare=False)
+    future: Future[Any] = field(compare=False)
     group: Group | None = field(compare=False, default=None)
 
 
@@ -77,7 +82,7 @@ class ModelWorker:
 
     def stop(self) -> None:
         with self._ready:
-            heapq.heappush(self._heap, _Job(_STOP, next(self._order), None, None))
+            heapq.heappush(self._heap, _Job(_STOP, next(self._order), None, Future()))
             self._ready.notify()
         self._thread.join(timeout=30)
 
@@ -89,18 +94,18 @@ class ModelWorker:
                 self._waiting += 1
             heapq.heappush(self._heap, job)
             self._ready.notify()
-        return job.future  # type: ignore[return-value]
+        return job.future
 
     def _run(self) -> None:
         while True:
             jobs = self._next()
             if jobs[0].priority == _STOP:
                 return
-            jobs = [job for job in jobs if job.future.set_running_or_notify_cancel()]  # type: ignore[union-attr]
+            jobs = [job for job in jobs if job.future.set_running_or_notify_cancel()]
             if not jobs:
                 continue
             if jobs[0].group is None:
-                _settle(jobs[0].future, jobs[0].work)  # type: ignore[arg-type]
+                _settle(jobs[0].future, jobs[0].work)
             else:
                 _run_group(jobs[0].group, jobs)
 
@@ -112,7 +117,7 @@ class ModelWorker:
             first = heapq.heappop(self._heap)
             jobs = [first]
             if first.group is not None:
-                limit = max(1, first.group.limit())
+                limit = first.group.sizer().size
                 same = [j for j in sorted(self._heap) if j.group is not None and j.group.key == first.group.key]
                 jobs += same[: limit - 1]
                 if len(jobs) > 1:
@@ -131,26 +136,18 @@ def _settle(future: Future, work: Callable[[], Any]) -> None:
 
 
 def _run_group(group: Group, jobs: list[_Job]) -> None:
-    """One call for all; if it fails, each alone, so one bad request fails alone."""
-    if len(jobs) > 1:
-        try:
-            results = list(group.run_many([job.work for job in jobs]))
-        except Exception as exc:  # retried one by one below
-            log.info("a group of %d requests failed together (%s): running them one by one", len(jobs), exc)
+    """One call for all (split on out-of-memory); if it fails, each alone, so one bad request fails alone."""
+    for job, outcome in zip(jobs, push([job.work for job in jobs], group.run_many, group.sizer())):
+        if outcome.error is not None:
+            job.future.set_exception(outcome.error)
         else:
-            if len(results) == len(jobs):
-                for job, result in zip(jobs, results):
-                    job.future.set_result(result)  # type: ignore[union-attr]
-                return
-            log.error("a group of %d requests gave %d results: running them one by one", len(jobs), len(results))
-    for job in jobs:
-        _settle(job.future, lambda item=job.work: group.run_many([item])[0])  # type: ignore[arg-type]
+            job.future.set_result(outcome.result)
 
 
 class QueuedEngine:
     """An engine for batch jobs whose model calls run on the worker at batch priority."""
 
-    def __init__(self, engine: Any, worker: ModelWorker) -> None:
+    def __init__(self, engine: ServingEngine, worker: ModelWorker) -> None:
         self._engine, self._worker = engine, worker
         self.prompter, self.segmenter = engine.prompter, engine.segmenter
 

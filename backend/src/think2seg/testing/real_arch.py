@@ -87,7 +87,7 @@ def random_qwen25vl_3b(device: DevicePlan, *, new_tokens: int) -> QwenPrompter:
     config = qwen25vl_3b_config(ids)
     config._attn_implementation = device.attn_implementation
     with torch.device(device.device):
-        model = Qwen2_5_VLForConditionalGeneration(config).to(device.dtype).eval()
+        model = Qwen2_5_VLForConditionalGeneration(config).to(device.dtype).eval()  # type: ignore[arg-type]  # transformers types to() as the unbound Module.to
     return QwenPrompter(
         model, processor, name="random Qwen2.5-VL-3B", max_new_tokens=new_tokens, min_new_tokens=new_tokens
     )
@@ -95,5 +95,5 @@ def random_qwen25vl_3b(device: DevicePlan, *, new_tokens: int) -> QwenPrompter:
 
 def random_sam21_small(device: DevicePlan) -> Sam2Segmenter:
     with torch.device(device.device):
-        model = Sam2Model(sam21_small_config()).to(device.dtype).eval()
+        model = Sam2Model(sam21_small_config()).to(device.dtype).eval()  # type: ignore[arg-type]  # transformers types to() as the unbound Module.to
     return Sam2Segmenter(model, Sam2Processor(image_processor=Sam2ImageProcessor()), name="random SAM 2.1 hiera-small")

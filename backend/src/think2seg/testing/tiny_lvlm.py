@@ -29,7 +29,7 @@ from transformers import (
     Qwen2VLVideoProcessor,
 )
 
-from think2seg.prompt import VIEW_SIZE_PX, build_messages
+from think2seg.think2seg_rs.prompt import VIEW_SIZE_PX, build_messages
 
 BUILDER_VERSION = 1
 
@@ -124,7 +124,7 @@ def _processor(triggers: list[str]) -> Qwen2_5_VLProcessor:
     tokenizer = Qwen2Tokenizer(
         vocab={ch: i for i, ch in enumerate(alphabet)},
         merges=[],
-        unk_token=None,
+        unk_token=None,  # type: ignore[arg-type]  # typed str in transformers, but None (no unknown token) works
         eos_token="<|im_end|>",
         pad_token="<|endoftext|>",
     )

@@ -17,7 +17,7 @@ One pure function, :func:`parse_answer`, with two sets of rules and one result t
    0.5 with a larger kept box).
 
 ``reference`` reproduces the verdicts and instances of the reference test-time parser of
-Think2Seg-RS, values as written (:mod:`think2seg.answer_reference`); ``think2seg eval --protocol
+Think2Seg-RS, values as written (:mod:`think2seg.think2seg_rs.reference`); ``think2seg eval --protocol
 paper`` uses it. The README's table "Where we differ from the reference parser, and why" lists
 the differences. An unparseable answer is a normal outcome (status ``unparseable`` with a
 reason), never an exception.
@@ -31,7 +31,9 @@ import re
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
-from think2seg.answer_reference import (
+from think2seg.errors import InputError
+from think2seg.think2seg_rs.prompt import VIEW_SIZE_PX
+from think2seg.think2seg_rs.reference import (
     ANSWER_CLOSE,
     ANSWER_OPEN,
     DUPLICATE_IOU,
@@ -40,8 +42,6 @@ from think2seg.answer_reference import (
     load_json,
     reference_items,
 )
-from think2seg.errors import InputError
-from think2seg.prompt import VIEW_SIZE_PX
 
 AnswerMode = Literal["product", "reference"]
 ANSWER_MODES: tuple[AnswerMode, ...] = ("product", "reference")
@@ -150,11 +150,14 @@ def _product_answer(text: str, reasoning: str, view_size_px: int) -> ParsedAnswe
 
 
 def _numeric(instance: InstancePrompt) -> InstancePrompt:
-    box = tuple(_finite_float(v) for v in instance.box_xyxy) if instance.box_xyxy is not None else None
+    box = None
+    if instance.box_xyxy is not None:
+        x1, y1, x2, y2 = (_finite_float(v) for v in instance.box_xyxy)
+        box = (x1, y1, x2, y2)
     points = None
     if instance.points_xy is not None:
         points = tuple((_finite_float(x), _finite_float(y)) for x, y in instance.points_xy)
-    return InstancePrompt(box_xyxy=box, points_xy=points)  # type: ignore[arg-type]
+    return InstancePrompt(box_xyxy=box, points_xy=points)
 
 
 def _finite_float(value: Any) -> float:
@@ -255,8 +258,8 @@ def _number(value: Any) -> float | None:
 def _numbers(value: Any, count: int) -> list[float] | None:
     if not isinstance(value, (list, tuple)) or len(value) != count:
         return None
-    numbers = [_number(v) for v in value]
-    return None if any(n is None for n in numbers) else numbers  # type: ignore[return-value]
+    numbers = [n for n in (_number(v) for v in value) if n is not None]
+    return numbers if len(numbers) == count else None
 
 
 def _clamp(value: float, size: int) -> float:
@@ -278,10 +281,10 @@ def _box(value: Any, size: int) -> tuple[float, float, float, float] | None:
 def _points(value: Any, size: int) -> tuple[tuple[float, float], ...] | None:
     if not isinstance(value, (list, tuple)) or len(value) != 2:
         return None
-    pairs = [_numbers(p, 2) for p in value]
-    if any(p is None for p in pairs):
+    pairs = [pair for pair in (_numbers(p, 2) for p in value) if pair is not None]
+    if len(pairs) != len(value):
         return None
-    return tuple((_clamp(x, size), _clamp(y, size)) for x, y in pairs)  # type: ignore[misc]
+    return tuple((_clamp(x, size), _clamp(y, size)) for x, y in pairs)
 
 
 def _area(box: tuple[float, float, float, float]) -> float:
@@ -298,14 +301,12 @@ def _iou(a: tuple[float, float, float, float], b: tuple[float, float, float, flo
 
 def _drop_duplicates(instances: list[InstancePrompt]) -> tuple[InstancePrompt, ...]:
     """Drop instances whose box overlaps a larger kept box with IoU > 0.5; keep the answer's order."""
-    by_area = sorted(
-        range(len(instances)),
-        key=lambda i: -_area(instances[i].box_xyxy) if instances[i].box_xyxy else 0.0,
-    )
+    boxes = [instance.box_xyxy for instance in instances]
+    by_area = sorted(range(len(instances)), key=lambda i: -_area(b) if (b := boxes[i]) else 0.0)
     kept: list[int] = []
     for index in by_area:
-        box = instances[index].box_xyxy
-        kept_boxes = [instances[k].box_xyxy for k in kept if instances[k].box_xyxy is not None]
+        box = boxes[index]
+        kept_boxes = [kept_box for k in kept if (kept_box := boxes[k]) is not None]
         if box is not None and any(_iou(box, other) > DUPLICATE_IOU for other in kept_boxes):
             continue
         kept.append(index)

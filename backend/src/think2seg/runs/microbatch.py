@@ -53,10 +53,12 @@ def check_batch_size(size: object) -> BatchSize:
 
 
 def is_out_of_memory(exc: BaseException) -> bool:
-    """Whether ``exc`` is an allocator running out of memory (CUDA, or the CPU allocator)."""
-    import torch
+    """Whether ``exc`` is an allocator running out of memory: CUDA's (``torch.OutOfMemoryError``),
+    the CPU's (``MemoryError``), or a runtime error that says so (also when a model error wraps it).
 
-    if isinstance(exc, torch.cuda.OutOfMemoryError | MemoryError):
+    The one test of every driver and of the server's 503 reply; it needs no torch import.
+    """
+    if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":
         return True
     text = str(exc).lower()
     return isinstance(exc, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
@@ -94,7 +96,7 @@ class BatchSizer:
         log.warning("out of GPU memory with %d tiles at once: continuing with batches of %d", failed, self.size)
         return self.size
 
-    def run(self, items: Sequence[Item], infer: Callable[[list[Item]], list[Result]]) -> list[Result]:
+    def run(self, items: Sequence[Item], infer: Callable[[list[Item]], Sequence[Result]]) -> list[Result]:
         """``infer(items)``, split into smaller batches on out-of-memory; results in ``items`` order.
 
         An out-of-memory error of a single item is raised (to be recorded as that item's failure).
@@ -110,13 +112,14 @@ class BatchSizer:
         else:
             if len(results) != len(items):
                 raise RuntimeError(f"{len(items)} items in, {len(results)} results out")
-            return results
-        results, start = [], 0
+            return list(results)
+        gathered: list[Result] = []
+        start = 0
         while start < len(items):  # at the size of the moment, which may shrink again
             chunk = items[start : start + self.size]
-            results.extend(self.run(chunk, infer))
+            gathered.extend(self.run(chunk, infer))
             start += len(chunk)
-        return results
+        return gathered
 
 
 def auto_batch_size(engine: Any, *, free_bytes: int | None = None, cap: int = AUTO_CAP) -> int:

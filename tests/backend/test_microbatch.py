@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from think2seg.batching import (
+from think2seg.errors import InputError
+from think2seg.runs.microbatch import (
     AUTO,
     AUTO_CAP,
     MEMORY_HEADROOM,
@@ -19,7 +20,6 @@ from think2seg.batching import (
     is_out_of_memory,
     parse_batch_size,
 )
-from think2seg.errors import InputError
 
 OOM = "CUDA out of memory. Tried to allocate 2.00 GiB (simulated)"
 
