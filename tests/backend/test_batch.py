@@ -489,7 +489,8 @@ def _committed_tiles(path: Path) -> int:
 
 @pytest.mark.slow
 def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path, tiny_lvlm_dir, tiny_sam2_dir):
-    raster = write_raster(tmp_path / "scene.tif", np.stack([scene_mask(640, 640).astype(np.uint8) * 200 + 20] * 3))
+    # 4x4 tiles: enough to be killed mid-way and resumed (every tile costs a tiny-model answer)
+    raster = write_raster(tmp_path / "scene.tif", np.stack([scene_mask(448, 448).astype(np.uint8) * 200 + 20] * 3))
     common = [
         "--tile-size-px",
         "160",
