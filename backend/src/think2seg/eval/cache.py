@@ -54,7 +54,8 @@ def cache_folder(report_path: Path) -> Path:
 class EvalCache:
     """Per-sample results on disk; a :class:`~think2seg.runs.policy.RunStore` whose ``where`` is the report."""
 
-    def __init__(self, report_path: Path, params: EvalParams) -> None:
+    def __init__(self, report_path: Path, params: EvalParams | None = None) -> None:
+        """``params`` may be left out to look at what is there (a new cache needs them)."""
         self.where, self.folder, self.params = report_path, cache_folder(report_path), params
         self.scores: dict[str, SampleScore] = {}
         self.records: dict[str, dict] = {}
@@ -86,6 +87,8 @@ class EvalCache:
             shutil.rmtree(self.folder)
 
     def create(self) -> None:
+        if self.params is None:
+            raise ValueError("a new evaluation cache needs its EvalParams")
         (self.folder / "masks").mkdir(parents=True, exist_ok=True)
         stored = {**asdict(self.params), "cache_format": CACHE_FORMAT}
         (self.folder / "params.json").write_text(json.dumps(stored, indent=2), encoding="utf-8")

@@ -43,7 +43,7 @@ def check_outputs(report_path: Path, policy: Continuation) -> Path:
     Returns the report's absolute path.
     """
     report_path = check_output_path(report_path, overwrite=True, suffixes=(".json",))
-    cache = EvalCache(report_path, EvalParams("", "", "", "", 0, None, ""))
+    cache = EvalCache(report_path)  # only to look at what is there
     exists = cache.exists()
     policy.check_start(report_path, exists=exists)
     if exists and policy.continues:
