@@ -24,7 +24,7 @@ setup: $(STAMP)
 $(STAMP): backend/pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e "backend[test,sam1,eval]"
+	$(BIN)/python -m pip install --quiet -e "backend[test,sam1,eval,ray]"
 	@touch $(STAMP)
 
 # QGIS (Debian's packages) and pytest-qgis in a venv that sees QGIS's own Python packages.

@@ -1,6 +1,6 @@
 """The Batch… dialog: one question over every tile of a raster, the whole of it, the visible part
-or inside an area of interest. It remembers its values, shows how many tiles the run has, and
-only gathers values (the plugin starts the job)."""
+or inside an area of interest, on the backend's models or on Ray model workers. It remembers its
+values, shows how many tiles the run has, and only gathers values (the plugin starts the job)."""
 
 from __future__ import annotations
 
@@ -37,6 +37,13 @@ from .tile import local_file, pixel_window
 from .wording import plural
 
 WHOLE, VISIBLE, AOI = "whole", "visible", "aoi"
+MAX_WORKERS = 64  # as the backend's JobRequest allows
+WORKERS_TOOLTIP = (
+    "Ray model workers for this job: each loads its own copy of the models (one GPU each) and the "
+    "backend sends tiles to all of them at once. None runs the job on the backend's own models (or on "
+    "the workers it was started with, think2seg serve --workers N). Workers need Ray on the backend: "
+    "install think2seg[ray] there (pip install 'think2seg[ray]')."
+)
 
 
 @dataclass
@@ -52,6 +59,7 @@ class BatchChoice:
     retry_failed: bool = False
     bounds: list[float] | None = None  # in the raster's CRS
     aoi_path: str | None = None
+    workers: int = 0  # Ray model workers on the backend; 0: its own models
 
 
 def tile_count(width_px: int, height_px: int, tile_size_px: int, overlap_px: int) -> int:
@@ -65,7 +73,7 @@ def tile_count(width_px: int, height_px: int, tile_size_px: int, overlap_px: int
 
 
 class BatchDialog(QDialog):
-    """Layer, question, area, tile size, overlap and output of a batch job."""
+    """Layer, question, area, tile size, overlap, workers and output of a batch job."""
 
     def __init__(
         self,
@@ -90,6 +98,11 @@ class BatchDialog(QDialog):
         self.overlap = _spin(
             0, 4096, settings.batch_overlap_px, "pixels shared by neighbouring tiles (at most half a tile)"
         )
+        self.workers = QSpinBox()
+        self.workers.setRange(0, MAX_WORKERS)
+        self.workers.setValue(min(max(settings.batch_workers, 0), MAX_WORKERS))
+        self.workers.setSpecialValueText("none: the backend's own models")
+        self.workers.setToolTip(WORKERS_TOOLTIP)
         self._area_buttons(form)
         self.aoi_box = QgsMapLayerComboBox()
         self.aoi_box.setFilters(QgsMapLayerProxyModel.Filter.PolygonLayer)
@@ -111,6 +124,7 @@ class BatchDialog(QDialog):
         form.addRow("Tile size", self.tile_size)
         form.addRow("Overlap", self.overlap)
         form.addRow("Tiles", self.tiles)
+        form.addRow("Workers", self.workers)
         form.addRow("Output GeoPackage", self.output)
         for box in (self.resume, self.retry, self.overwrite):
             form.addRow(box)
@@ -214,12 +228,14 @@ class BatchDialog(QDialog):
             self.retry.isChecked(),
             bounds,
             aoi,
+            self.workers.value(),
         )
 
     def _remember(self, output: str) -> None:
         self.settings.batch_tile_size_px = self.tile_size.value()
         self.settings.batch_overlap_px = self.overlap.value()
         self.settings.batch_output_folder = str(Path(output).parent)
+        self.settings.batch_workers = self.workers.value()
 
 
 def aoi_file(layer: object) -> str:

@@ -43,6 +43,7 @@ class BatchJobs:
             bounds=choice.bounds,
             bounds_crs=crs_text(choice.layer.crs()) if choice.bounds else None,
             aoi_path=choice.aoi_path,
+            workers=choice.workers,
             settings=self.settings,
         )
         if choice.overwrite:

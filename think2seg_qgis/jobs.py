@@ -44,15 +44,25 @@ def percent(status: dict) -> float:
 
 
 def progress_text(status: dict) -> str:
-    """“12 of 40 tiles, 1 failed, about 3 min left”."""
+    """“12 of 40 tiles, 3.2 tiles/s, 1 failed, about 3 min left, 2 of 2 workers”: the workers'
+    figures only for a job on Ray workers, the pace and time left once the first tiles are done."""
     total = status.get("tiles_total")
-    text = f"{status.get('tiles_done', 0)} of {total} tiles" if total else "preparing the tiles"
+    parts = [f"{status.get('tiles_done', 0)} of {total} tiles" if total else "preparing the tiles"]
+    pace = status.get("tiles_per_s")
+    if pace:
+        parts.append(f"{pace:.1f} tiles/s" if pace >= 0.1 else f"{pace:.2g} tiles/s")
     if status.get("failures"):
-        text += f", {status['failures']} failed"
+        parts.append(f"{status['failures']} failed")
     eta = status.get("eta_s")
-    if eta is not None and status.get("state") == "running":
-        text += f", about {eta / 60:.0f} min left" if eta >= 90 else f", about {max(1, round(eta))} s left"
-    return text
+    running = status.get("state") == "running"
+    if eta is not None and running:
+        parts.append(f"about {eta / 60:.0f} min left" if eta >= 90 else f"about {max(1, round(eta))} s left")
+    workers, alive = status.get("workers") or 0, status.get("workers_alive")
+    if workers and alive is not None and running:
+        parts.append(f"{alive} of {plural(workers, 'worker')}")
+    if status.get("retries"):
+        parts.append(f"{plural(status['retries'], 'tile')} re-run after a worker stopped")
+    return ", ".join(parts)
 
 
 def end_text(status: dict) -> str:
@@ -88,11 +98,14 @@ def job_request(
     bounds: list[float] | None = None,
     bounds_crs: str | None = None,
     aoi_path: str | None = None,
+    workers: int = 0,
     settings: Settings,
 ) -> dict:
     """The JobRequest body; ``resume`` continues the run in ``output_path``, ``overwrite`` starts it
     again, ``retry_failed`` continues it and redoes its failed tiles; ``bounds`` (in ``bounds_crs``)
-    or ``aoi_path`` limit it to part of the raster."""
+    or ``aoi_path`` limit it to part of the raster. ``workers`` > 0 runs it on that many Ray model
+    workers (the backend needs think2seg[ray]); 0 sends none, leaving it to the backend's default (its
+    own models, unless `think2seg serve --workers N` says otherwise)."""
     request = {
         "raster_path": raster_path,
         "output_path": output_path,
@@ -109,24 +122,29 @@ def job_request(
         request.update({"bounds": bounds, "bounds_crs": bounds_crs})
     if aoi_path:
         request["aoi_path"] = aoi_path
+    if workers > 0:
+        request["workers"] = workers
     return request
 
 
 class BatchJobTask(QgsTask):
     """Runs and watches one backend job; ``done(status | None, error)`` is called on the GUI thread.
 
-    ``statusUpdated(status)`` follows the job (tiles done, failures, ETA). A job the user stopped
-    ends *complete*, not failed: it is resumable, and QGIS should not report a failure.
+    ``statusUpdated(status)`` follows the job (tiles done, pace, failures, ETA, workers), and so does
+    the task's description in QGIS's task manager. A job the user stopped ends *complete*, not failed:
+    it is resumable, and QGIS should not report a failure.
     """
 
     statusUpdated = pyqtSignal(dict)
 
     def __init__(self, settings: Settings, request: dict, done: Callable[[dict | None, str], None]) -> None:
-        super().__init__(f"Think2Seg batch: {request['question']}", QgsTask.Flag.CanCancel)
+        self.title = f"Think2Seg batch: {request['question']}"
+        super().__init__(self.title, QgsTask.Flag.CanCancel)
         self.settings, self.request, self.done = settings, request, done
         self.job_status: dict | None = None  # not `status`: QgsTask.status() is the task's own state
         self.last_status: dict | None = None  # the newest status while the job runs
         self.error = ""
+        self.statusUpdated.connect(self._describe)  # queued: the task object lives on the GUI thread
 
     def run(self) -> bool:
         try:
@@ -142,6 +160,11 @@ class BatchJobTask(QgsTask):
         self.last_status = status
         self.setProgress(percent(status))
         self.statusUpdated.emit(status)
+
+    @guard_slot
+    def _describe(self, status: dict) -> None:
+        if status.get("state") == "running":
+            self.setDescription(f"{self.title} — {progress_text(status)}")
 
     @guard_slot
     def finished(self, result: bool) -> None:  # QgsTask's signature

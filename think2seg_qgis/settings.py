@@ -38,6 +38,7 @@ class Settings:
         "batch_tile_size_px": 1024,
         "batch_overlap_px": 128,
         "batch_output_folder": "",
+        "batch_workers": 0,
     }
 
     def __init__(self, store: QgsSettings | None = None) -> None:
@@ -155,6 +156,15 @@ class Settings:
     @batch_output_folder.setter
     def batch_output_folder(self, value: str) -> None:
         self._set("batch_output_folder", value)
+
+    @property
+    def batch_workers(self) -> int:
+        """The Batch… dialog's last number of Ray model workers (0: the backend's own models)."""
+        return int(self._get("batch_workers"))
+
+    @batch_workers.setter
+    def batch_workers(self, value: int) -> None:
+        self._set("batch_workers", int(value))
 
     @property
     def history(self) -> list[str]:

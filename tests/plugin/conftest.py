@@ -24,7 +24,7 @@ def fake_backend():
 @pytest.fixture
 def plugin(qgis_iface, project, fake_backend, tmp_path, slot_errors):
     """The plugin, loaded, talking to the fake backend; its settings are reset afterwards."""
-    from qgis.core import QgsSettings
+    from qgis.core import QgsApplication, QgsSettings
 
     import think2seg_qgis
 
@@ -38,8 +38,11 @@ def plugin(qgis_iface, project, fake_backend, tmp_path, slot_errors):
     yield plugin
     if not plugin.unloaded:
         plugin.unload()
+    # A batch task still running would talk to the next test's backend (the URL is read per request).
+    assert wait_until(lambda: QgsApplication.taskManager().countActiveTasks() == 0, 20)
     QgsSettings().remove("think2seg")
     qgis_iface.messageBar().clear_messages()
+    qgis_iface.messageBar().clearWidgets()  # no item left for the next test's messageBar().items()
     assert not slot_errors, [record.getMessage() for record in slot_errors]
 
 

@@ -19,7 +19,8 @@ class FakeBackend:
     """Records every request as (method, path, JSON body) and every upload as (request part, file
     bytes); ``reply``, ``delay_s`` and ``silent`` decide how /v1/segment answers (``silent``: accept
     and never answer); ``refuse_paths`` answers a raster sent by reference with 403 path_not_allowed,
-    as a backend does for a folder outside its data roots."""
+    as a backend does for a folder outside its data roots. A job runs on the ``workers`` its request
+    asks for, ``job_workers_alive`` of them ready (all by default), ``job_retries`` tiles re-run."""
 
     def __init__(self) -> None:
         self.requests: list[tuple[str, str, dict]] = []
@@ -30,6 +31,9 @@ class FakeBackend:
         self.refuse_paths = False
         self.job_state = "running"
         self.job_message = "1 of 4 tiles"
+        self.job_workers = 0
+        self.job_workers_alive: int | None = None
+        self.job_retries = 0
         self.release = threading.Event()  # ends every wait when the server stops
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
         self.server.daemon_threads = True
@@ -56,7 +60,7 @@ class FakeBackend:
         if path == "/v1/segment":
             return 200, None
         if path == "/v1/jobs" and method == "POST":
-            self.job_state = "running"
+            self.job_state, self.job_workers = "running", int(body.get("workers") or 0)
             return 201, self._job()
         if path == f"/v1/jobs/{JOB_ID}":
             if method == "DELETE":
@@ -74,7 +78,17 @@ class FakeBackend:
             "tiles_done": 1,
             "tiles_total": 4,
             "eta_s": 30.0,
+            "tiles_per_s": 0.1,
+            "workers": self.job_workers,
+            "workers_alive": self._workers_alive(),
+            "retries": self.job_retries,
         }
+
+    def _workers_alive(self) -> int | None:
+        """As the backend says it: None without workers or once the job has ended."""
+        if not self.job_workers or self.job_state != "running":
+            return None
+        return self.job_workers if self.job_workers_alive is None else self.job_workers_alive
 
 
 def _handler(fake: FakeBackend) -> type[BaseHTTPRequestHandler]:

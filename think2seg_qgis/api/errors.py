@@ -31,6 +31,10 @@ QGIS_TERMS = (
         "(Stop, then Start: a backend started there may use any folder), or start it yourself with --data-root FOLDER",
     ),
     ("or start a job (POST /v1/jobs) for big areas", "or use Batch… for big areas"),
+    (
+        "or send workers=0 to run the job on the server's own models",
+        "or set Workers to none in the Batch… dialog to run the job on the backend's own models",
+    ),
     ("start a job (POST /v1/jobs)", "use Batch…"),
     # the backend's option messages ("simplify_px must be a number from 0 to 1000 (pixels), got -1")
     ("tile_size_px must", "the tile size must"),

@@ -22,7 +22,7 @@ from qgis.PyQt.QtGui import QIcon
 from .. import compat
 from ..api.client import BlockingClient
 from ..api.errors import ApiError
-from ..jobs import end_text, job_request, percent, run_job
+from ..jobs import end_text, job_request, percent, progress_text, run_job
 from ..settings import Settings
 from ..tile import local_file
 
@@ -127,7 +127,7 @@ class SegmentRasterByQuestion(QgsProcessingAlgorithm):
                 BlockingClient(settings),
                 request,
                 canceled=feedback.isCanceled,
-                progress=lambda status: feedback.setProgress(percent(status)),
+                progress=lambda status: _show_progress(feedback, status),
             )
         except ApiError as exc:
             raise QgsProcessingException(exc.message) from exc
@@ -138,3 +138,9 @@ class SegmentRasterByQuestion(QgsProcessingAlgorithm):
         details = QgsProcessingContext.LayerDetails(f"Think2Seg: {question}", context.project(), self.SEGMENTS)
         context.addLayerToLoadOnCompletion(segments, details)
         return {self.OUTPUT: output, self.SEGMENTS: segments}
+
+
+def _show_progress(feedback: QgsProcessingFeedback, status: dict) -> None:
+    """The job's figures in the algorithm's dialog: the bar, and the tiles, pace, ETA and workers."""
+    feedback.setProgress(percent(status))
+    feedback.setProgressText(progress_text(status))

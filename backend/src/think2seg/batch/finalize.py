@@ -4,13 +4,17 @@ The pieces are in whole-pixel coordinates of the raster (see ``store``). Pieces 
 are final as they are and are streamed through in chunks; pieces that touch a seam are merged
 across tiles first, still in pixels. Then, per polygon: simplification in pixels (as ``segment``
 does it: ``simplify_px`` is a tolerance in pixels whatever the geotransform), georeferencing,
-clipping to the AOI, areas, and the minimum area. Running it again gives the same layer, so a run
-interrupted while finalizing simply finalizes again when resumed.
+clipping to the AOI, areas (in the raster's own CRS), the minimum area, and last the explicit
+reprojection into a target CRS. Each raster of a run is finalized on its own: its rows of
+``segments`` are replaced and the other rasters' rows stay. Running it again gives the same layer,
+so a run interrupted while finalizing simply finalizes again when resumed.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import sqlite3
+from contextlib import closing
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import geopandas as gpd
@@ -24,6 +28,7 @@ from shapely.geometry.base import BaseGeometry
 
 from think2seg.batch.stitch import merge_seam_pieces
 from think2seg.geo.areas import areas_m2
+from think2seg.geo.reproject import Reprojection
 from think2seg.geo.vectorize import georeference, repaired
 from think2seg.output.frames import RunStamp
 from think2seg.output.gpkg import write_layer
@@ -34,13 +39,15 @@ _COMMITTED = "FROM tile_pieces p JOIN tiles t ON p.attempt = t.attempt"
 
 @dataclass(frozen=True)
 class Finishing:
-    """How pieces become final polygons."""
+    """How one raster's pieces become final polygons: ``crs`` and ``transform`` are the raster's,
+    ``reproject`` maps them into the output CRS."""
 
     crs: CRS | None
     transform: Affine
     aoi: BaseGeometry | None = None
     simplify_px: float = 0.0
     min_area_m2: float = 0.0
+    reproject: Reprojection = field(default_factory=lambda: Reprojection(None, None))
 
 
 @dataclass(frozen=True)
@@ -49,14 +56,16 @@ class FinalStats:
     total_area_m2: float
 
 
-def finalize(path: Path, stamp: RunStamp, finishing: Finishing) -> FinalStats:
-    """(Re)write ``segments`` in ``path`` from the pieces of its finished tiles."""
-    writer = _SegmentsWriter(path, stamp, finishing.crs)
+def finalize(path: Path, stamp: RunStamp, finishing: Finishing, *, crs: CRS | None) -> FinalStats:
+    """(Re)write the ``segments`` rows of ``stamp.source`` in ``path`` (output CRS ``crs``) from the
+    pieces of its finished tiles."""
+    writer = _SegmentsWriter(path, stamp, crs)
+    source = "'" + stamp.source.replace("'", "''") + "'"
     last_fid = -1
     while True:
         chunk = pyogrio.read_dataframe(
             path,
-            sql=f"SELECT p.fid, p.geom {_COMMITTED} WHERE p.seam = 0 AND p.fid > {last_fid} "
+            sql=f"SELECT p.fid, p.geom {_COMMITTED} WHERE p.source = {source} AND p.seam = 0 AND p.fid > {last_fid} "
             f"ORDER BY p.fid LIMIT {CHUNK_PIECES}",
             fid_as_index=True,
         )
@@ -64,7 +73,9 @@ def finalize(path: Path, stamp: RunStamp, finishing: Finishing) -> FinalStats:
             break
         last_fid = int(chunk.index[-1])
         writer.write(*_finish(chunk.geometry.to_numpy(), np.ones(len(chunk), dtype=np.int32), finishing))
-    seams = pyogrio.read_dataframe(path, sql=f"SELECT p.tile_id, p.geom {_COMMITTED} WHERE p.seam = 1 ORDER BY p.fid")
+    seams = pyogrio.read_dataframe(
+        path, sql=f"SELECT p.tile_id, p.geom {_COMMITTED} WHERE p.source = {source} AND p.seam = 1 ORDER BY p.fid"
+    )
     # Merged in whole-pixel coordinates, where seam edges are exactly collinear whatever the
     # transform (a rotated one would make them cross in floating point).
     merged = merge_seam_pieces(list(seams.geometry.to_numpy()), seams["tile_id"].tolist())
@@ -91,19 +102,23 @@ def _finish(
     keep = (shapely.get_type_id(parts) == shapely.GeometryType.POLYGON) & ~shapely.is_empty(parts)
     parts, tiles = parts[keep], tiles[index[keep]]
     parts = shapely.orient_polygons(parts, exterior_cw=False)
-    areas = np.asarray(areas_m2(list(parts), finishing.crs), dtype=np.float64)
+    areas = np.asarray(areas_m2(list(parts), finishing.crs), dtype=np.float64)  # in the raster's CRS
     if finishing.min_area_m2 > 0:
         big = areas >= finishing.min_area_m2
         parts, tiles, areas = parts[big], tiles[big], areas[big]
+    if not finishing.reproject.identity:
+        parts = shapely.orient_polygons(finishing.reproject(parts), exterior_cw=False)
     return parts, tiles, areas
 
 
 class _SegmentsWriter:
-    """Writes ``segments`` chunk by chunk, replacing any earlier version of the layer."""
+    """Writes one raster's ``segments`` rows chunk by chunk, replacing its earlier rows (the layer
+    is created by the first raster that has none)."""
 
     def __init__(self, path: Path, stamp: RunStamp, crs: CRS | None) -> None:
         self.path, self.stamp, self.crs = path, stamp, crs
-        self.count, self.area, self._started = 0, 0.0, False
+        self.count, self.area = 0, 0.0
+        self._started = _delete_rows(path, stamp.source)  # False: the layer is created by the first write
 
     def write(self, polygons: np.ndarray, tiles: np.ndarray, areas: np.ndarray) -> None:
         if not len(polygons) and self._started:
@@ -121,3 +136,12 @@ class _SegmentsWriter:
     def close(self) -> None:
         if not self._started:
             self.write(np.array([], dtype=object), np.array([], dtype=np.int32), np.array([], dtype=np.float64))
+
+
+def _delete_rows(path: Path, source: str) -> bool:
+    """Delete ``source``'s rows of ``segments``; False when the layer does not exist yet."""
+    with closing(sqlite3.connect(path)) as connection, connection:
+        found = connection.execute("SELECT 1 FROM gpkg_contents WHERE table_name = 'segments'").fetchone()
+        if found is not None:
+            connection.execute("DELETE FROM segments WHERE source = ?", (source,))
+    return found is not None

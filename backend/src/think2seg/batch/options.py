@@ -7,6 +7,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from think2seg.errors import InputError
 from think2seg.models.base import Prompter, Segmenter
 from think2seg.models.qwen import MAX_NEW_TOKENS
 from think2seg.models.weights import DEFAULT_LVLM, DEFAULT_SEGMENTER
@@ -47,6 +48,12 @@ class BatchOptions:
     pixel_coords: bool = False
     terms: Terms = CLI_TERMS
     """How messages name resume/overwrite (the CLI's flags, or the HTTP API's fields)."""
+    target_crs: str | None = None
+    """Reproject the output polygons into this CRS (EPSG code, WKT...); needed when rasters' CRSs differ."""
+    workers: int = 0
+    """Model workers on Ray (:mod:`think2seg.batch.workers`); 0 runs the models in this process."""
+    ray_address: str | None = None
+    """The Ray cluster the workers join (else ``RAY_ADDRESS``, else a local instance)."""
 
     @property
     def continuation(self) -> Continuation:
@@ -55,6 +62,8 @@ class BatchOptions:
 
     def __post_init__(self) -> None:
         check_batch_size(self.batch_size)
+        if isinstance(self.workers, bool) or not isinstance(self.workers, int) or self.workers < 0:
+            raise InputError(f"workers must be a whole number of Ray workers (0 = none), not {self.workers!r}")
         for option in _CHECKED:  # stored as checked: ints for the whole options, floats for the others
             object.__setattr__(self, option.name, option.check(getattr(self, option.name)))
 
@@ -102,9 +111,10 @@ class BatchEngine(Protocol):
 
 @dataclass(frozen=True)
 class BatchSummary:
-    """What a run did. ``counts`` holds this execution's tiles per status (ok, no_target,
-    unparseable, failed, no_data, outside_aoi); ``tiles_before`` were finished by earlier ones.
-    ``batch_size`` is the size the run ended with, after ``oom_splits`` halvings on out-of-memory."""
+    """What a run did, over all its rasters. ``counts`` holds this execution's tiles per status (ok,
+    no_target, unparseable, failed, no_data, outside_aoi); ``tiles_before`` were finished by earlier
+    ones. ``batch_size`` is the size the run ended with, after ``oom_splits`` halvings on
+    out-of-memory (in this process; with workers, the first worker's planned size)."""
 
     output: Path
     tiles_total: int
@@ -118,6 +128,15 @@ class BatchSummary:
     georeferenced: bool = True
     batch_size: int = 1
     oom_splits: int = 0
+    rasters: int = 1
+    skipped_rasters: tuple[str, ...] = ()
+    """Rasters the bounds or the AOI miss, each with the reason."""
+    workers: int = 0
+    retries: int = 0
+    """Tiles sent again because the worker that held them died."""
+    output_crs: str = ""
+    reprojected: bool = False
+    """Whether the polygons were reprojected into ``output_crs`` (``--target-crs``)."""
 
     @property
     def processed(self) -> int:
@@ -141,10 +160,22 @@ class BatchProgress:
     total: int
     counts: dict[str, int]
     elapsed_s: float
+    workers: int = 0
+    """Model workers asked for (0: the models run in this process)."""
+    workers_alive: int = 0
+    """Workers ready to take tiles now (one being restarted after a fault is not)."""
+    retries: int = 0
+    """Tiles sent again because the worker holding them died."""
 
     @property
     def failed(self) -> int:
         return self.counts.get("failed", 0) + self.counts.get("unparseable", 0)
+
+    @property
+    def tiles_per_s(self) -> float | None:
+        """This execution's pace (tiles finished per second); None before the first tile."""
+        finished_now = sum(self.counts.values())
+        return finished_now / self.elapsed_s if finished_now and self.elapsed_s > 0 else None
 
     @property
     def eta_s(self) -> float | None:

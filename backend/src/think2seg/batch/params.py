@@ -13,6 +13,23 @@ PIECES = "pixel"
 """How this think2seg stores tile pieces: in whole-pixel coordinates of the raster (x = column, y = row)."""
 LEGACY_PIECES = "map"
 """How think2seg stored them before ``pieces`` was recorded: in map coordinates."""
+LAYOUT = 2
+"""The tables' layout: 2 = any number of rasters per file, every row keyed by its ``source``."""
+RUN_KEYS = (
+    "question",
+    "tile_size_px",
+    "overlap_px",
+    "model",
+    "segmenter",
+    "max_new_tokens",
+    "simplify_px",
+    "min_area_m2",
+    "pixel_coords",
+    "target_crs",
+    "pieces",
+    "layout",
+)
+"""The parameters every raster of one run shares; the others (source, raster, region, AOI, stretch) are per raster."""
 
 
 @dataclass(frozen=True)
@@ -33,8 +50,12 @@ class BatchParams:
     min_area_m2: float
     pixel_coords: bool
     stretch: dict[str, list[float]]
+    target_crs: str | None = None
+    """The CRS the output polygons were reprojected into (None: the rasters' own CRS)."""
     pieces: str = PIECES
     """The coordinates of the ``tile_pieces`` layer (a format marker, not an option)."""
+    layout: int = LAYOUT
+    """The tables' layout (a format marker, not an option)."""
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -44,19 +65,30 @@ class BatchParams:
         values = json.loads(text)
         values["region"] = tuple(values["region"])
         values.setdefault("pieces", LEGACY_PIECES)  # written before the marker existed
+        values.setdefault("layout", 1)  # one raster per file, before the layout was recorded
+        values.setdefault("target_crs", None)
         return cls(**{f.name: values[f.name] for f in fields(cls)})
 
     def format_problem(self) -> str | None:
         """Why this think2seg cannot continue a run stored with these parameters (None if it can)."""
-        if self.pieces == PIECES:
-            return None
         if self.pieces == LEGACY_PIECES:
             return "was written by an older think2seg (map-coordinate tile pieces)"
-        return f"was written by another think2seg (tile pieces in {self.pieces!r} coordinates)"
+        if self.pieces != PIECES:
+            return f"was written by another think2seg (tile pieces in {self.pieces!r} coordinates)"
+        if self.layout < LAYOUT:
+            return "was written by an older think2seg (one raster per file, rows without their source)"
+        if self.layout > LAYOUT:
+            return "was written by a newer think2seg"
+        return None
 
     def as_dict(self) -> dict[str, Any]:
         """The parameters as stored (JSON types), for :func:`~think2seg.runs.policy.differences`."""
         return json.loads(self.to_json())
+
+    def run_level(self) -> dict[str, Any]:
+        """The parameters all rasters of the run share (:data:`RUN_KEYS`)."""
+        values = self.as_dict()
+        return {key: values[key] for key in RUN_KEYS}
 
 
 def raster_fingerprint(source: RasterSource) -> dict[str, Any]:

@@ -1,11 +1,12 @@
-"""Run one question over every tile of a raster: plan, read ahead, infer, record, stitch.
+"""Run one question over every tile of one or more rasters: plan, infer, record, stitch.
 
-    grid ─▶ (reader thread) read + 840 view ─▶ engine.infer_batch ─▶ core pieces ─▶ GeoPackage
-                                                       └──────── per tile ────────┘
-    finished tiles ─▶ stitch seams ─▶ segments
+    rasters ─▶ grids ─▶ segment_tiles (here, or on Ray workers) ─▶ outcomes ─▶ GeoPackage (this process only)
+    finished tiles of each raster ─▶ stitch seams ─▶ segments
 
-Memory stays flat in the raster's size: tiles are read one window at a time, results go to the
-GeoPackage as tiles finish, and stitching keeps only the pieces that touch a seam.
+Memory stays flat in the rasters' size: tiles are read one window at a time, results go to the
+GeoPackage as tiles finish, and stitching keeps only the pieces that touch a seam. Every raster is
+checked before any model loads; with ``options.workers`` the models run on Ray workers
+(:mod:`think2seg.batch.workers`) and this process stays the only writer.
 """
 
 from __future__ import annotations
@@ -16,12 +17,15 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 import shapely
+from affine import Affine
+from rasterio.crs import CRS
 from rasterio.windows import Window
 from shapely.geometry import Polygon, box
 from shapely.geometry.base import BaseGeometry
@@ -29,28 +33,31 @@ from tqdm import tqdm
 
 from think2seg.batch.finalize import FinalStats, Finishing, finalize
 from think2seg.batch.grid import GridTile, TileGrid
+from think2seg.batch.inputs import check_one_crs, check_rasters
 from think2seg.batch.options import BatchEngine, BatchOptions, BatchProgress, BatchSummary, ModelSpec
 from think2seg.batch.params import BatchParams, raster_fingerprint
 from think2seg.batch.region import aoi_fingerprint, batch_region, load_aoi
-from think2seg.batch.store import BatchStore, TileRecord
-from think2seg.batch.tiles import Prefetcher, ReadTile, read_tiles
-from think2seg.engine import Inference
-from think2seg.errors import Cancelled
+from think2seg.batch.store import BatchStore, RasterEntry, TileRecord
+from think2seg.batch.work import RasterTiles, TileOutcome, segment_tiles
+from think2seg.batch.workers import require_ray, run_on_workers
+from think2seg.errors import BoundsError, Cancelled, InputError
 from think2seg.geo.read import RasterSource
-from think2seg.geo.vectorize import georeference, pixel_polygons
+from think2seg.geo.reproject import crs_label
+from think2seg.geo.vectorize import georeference
 from think2seg.options import check_min_area
 from think2seg.output.frames import RunStamp
 from think2seg.runs.microbatch import BatchSizer
-from think2seg.runs.push import push
 from think2seg.runs.states import RETRY_STATUSES, TileStatus
 from think2seg.think2seg_rs.prompt import validate_question
 from think2seg.timing import StageTimer
 
 log = logging.getLogger(__name__)
 
+Rasters = str | os.PathLike[str] | Sequence[str | os.PathLike[str]]
+
 
 def run_batch(
-    raster: str | os.PathLike[str],
+    rasters: Rasters,
     question: str,
     output: str | os.PathLike[str],
     *,
@@ -60,32 +67,120 @@ def run_batch(
     on_progress: Callable[[BatchProgress], None] | None = None,
     stop: threading.Event | None = None,
 ) -> BatchSummary:
-    """Segment ``question`` over the whole raster (or its bounds/AOI) into the GeoPackage ``output``.
+    """Segment ``question`` over the whole of each raster (or its bounds/AOI) into the GeoPackage ``output``.
 
-    ``models`` is a :class:`ModelSpec` (loaded only if unfinished tiles remain) or an engine: anything with
-    ``infer_batch`` and ``prompter``/``segmenter`` names, like :class:`Engine`. ``progress`` shows
-    a progress bar; ``on_progress`` is called after every tile. Setting ``stop`` ends the run
-    between tiles with :class:`Cancelled`, leaving a resumable output. Returns the run's summary;
-    raises only for bad input (a tile's failure is recorded instead).
+    ``rasters`` is one path or several (see :func:`~think2seg.batch.inputs.expand_rasters` for
+    globs and folders). ``models`` is a :class:`ModelSpec` (loaded only if unfinished tiles remain;
+    required with ``options.workers``) or an engine: anything with ``infer_batch`` and
+    ``prompter``/``segmenter`` names, like :class:`Engine`. ``progress`` shows a progress bar;
+    ``on_progress`` is called after every tile. Setting ``stop`` ends the run between batches with
+    :class:`Cancelled`, leaving a resumable output. Returns the run's summary; raises only for bad
+    input (a tile's failure is recorded instead).
     """
     started = time.perf_counter()
     question = validate_question(question)
-    with RasterSource(raster, pixel_coords=options.pixel_coords) as source:
+    paths = [Path(rasters)] if isinstance(rasters, (str, os.PathLike)) else [Path(r) for r in rasters]
+    infos = check_rasters(paths, pixel_coords=options.pixel_coords)  # every problem at once, before any model
+    out_crs = check_one_crs(infos, target_crs=options.target_crs)
+    if options.workers:
+        if not isinstance(models, ModelSpec):
+            raise InputError("Ray workers load their own models: give a ModelSpec, not a loaded engine")
+        require_ray()  # the missing extra is said before anything is written
+    run_id = uuid.uuid4().hex
+    plans, skipped = _plan_all(paths, question, models, options, out_crs, run_id)
+    store = BatchStore.open(Path(output), [p.entry for p in plans], out_crs, options.continuation)
+    run = _Run(plans, store, models, options, on_progress, stop)
+    run.execute(progress)
+    with run.timer.stage("finalize"):
+        stats = [finalize(store.path, plan.entry.stamp, plan.finishing(options, store), crs=out_crs) for plan in plans]
+    return run.summary(stats, skipped, time.perf_counter() - started)
+
+
+@dataclass
+class _Raster:
+    """One raster of the run: where its tiles are, and how its results are georeferenced."""
+
+    path: Path
+    transform: Affine
+    crs: CRS | None
+    grid: TileGrid
+    aoi: BaseGeometry | None
+    entry: RasterEntry
+
+    @property
+    def source(self) -> str:
+        return self.entry.source
+
+    def finishing(self, options: BatchOptions, store: BatchStore) -> Finishing:
+        return Finishing(
+            self.crs,
+            self.transform,
+            self.aoi,
+            options.simplify_px,
+            options.min_area_m2,
+            store.reprojection(self.source),
+        )
+
+    def footprint(self, window: Window) -> Polygon:
+        """The window's outline in the raster's CRS."""
+        x0, y0 = int(window.col_off), int(window.row_off)
+        square = box(x0, y0, x0 + int(window.width), y0 + int(window.height))
+        return georeference(np.array([square], dtype=object), self.transform)[0]
+
+    def seams(self, grid_tile: GridTile, pieces: np.ndarray) -> np.ndarray:
+        """Whether each core piece touches a core edge shared with a neighbouring tile."""
+        if not len(pieces):
+            return np.array([], dtype=bool)
+        core = grid_tile.core
+        minx, miny, maxx, maxy = shapely.bounds(pieces).T
+        left, top, right, bottom = grid_tile.core_edges_with_neighbours(self.grid)
+        return (
+            (left & (minx <= core.col_off))
+            | (top & (miny <= core.row_off))
+            | (right & (maxx >= core.col_off + core.width))
+            | (bottom & (maxy >= core.row_off + core.height))
+        )
+
+
+def _plan_all(
+    paths: list[Path],
+    question: str,
+    models: ModelSpec | BatchEngine,
+    options: BatchOptions,
+    out_crs: CRS | None,
+    run_id: str,
+) -> tuple[list[_Raster], list[str]]:
+    """The plan of every raster; with several, one that the bounds or the AOI miss is skipped (named)."""
+    plans, skipped, errors = [], [], []
+    for path in paths:
+        try:
+            plans.append(_plan(path, question, models, options, out_crs, run_id))
+        except BoundsError as exc:
+            if len(paths) == 1:
+                raise
+            skipped.append(f"{path.name}: {exc}")
+            errors.append(exc)
+    if not plans:
+        raise BoundsError(f"the bounds or AOI miss every raster ({errors[0]})")
+    return plans, skipped
+
+
+def _plan(
+    path: Path,
+    question: str,
+    models: ModelSpec | BatchEngine,
+    options: BatchOptions,
+    out_crs: CRS | None,
+    run_id: str,
+) -> _Raster:
+    with RasterSource(path, pixel_coords=options.pixel_coords) as source:
         check_min_area(options.min_area_m2, source.crs)
         aoi = load_aoi(options.aoi, source.crs) if options.aoi else None
         region = batch_region(source, bounds=options.bounds, aoi=aoi)
         grid = TileGrid(region, options.tile_size_px, options.overlap_px)
-        params = _params(source, question, region, aoi, models, options)
-        stamp = RunStamp(
-            uuid.uuid4().hex, question, params.model, params.segmenter, params.source, datetime.now(timezone.utc)
-        )
-        store = BatchStore.open(Path(output), params, stamp, source.crs, options.continuation)
-        run = _Run(source, grid, aoi, store, question, models, options, on_progress, stop)
-    run.execute(progress)
-    finishing = Finishing(source.crs, source.transform, aoi, options.simplify_px, options.min_area_m2)
-    with run.timer.stage("finalize"):
-        stats = finalize(store.path, store.stamp, finishing)
-    return run.summary(stats, time.perf_counter() - started)
+        params = _params(source, question, region, aoi, models, options, out_crs)
+        stamp = RunStamp(run_id, question, params.model, params.segmenter, params.source, datetime.now(timezone.utc))
+        return _Raster(source.path, source.transform, source.crs, grid, aoi, RasterEntry(params, stamp, source.crs))
 
 
 def _params(
@@ -95,6 +190,7 @@ def _params(
     aoi: BaseGeometry | None,
     models: ModelSpec | BatchEngine,
     options: BatchOptions,
+    out_crs: CRS | None,
 ) -> BatchParams:
     model, segmenter, max_new_tokens = _model_names(models)
     limits = source.stretch_limits(region)
@@ -113,6 +209,7 @@ def _params(
         min_area_m2=float(options.min_area_m2),
         pixel_coords=options.pixel_coords,
         stretch={str(k): [float(lo), float(hi)] for k, (lo, hi) in limits.items()},
+        target_crs=crs_label(out_crs) if options.target_crs else None,
     )
 
 
@@ -123,180 +220,180 @@ def _model_names(models: ModelSpec | BatchEngine) -> tuple[str, str, int | None]
 
 
 class _Run:
-    """The mutable state of one execution: plan, engine, counters and timings."""
+    """The mutable state of one execution: plans, engine, counters and timings."""
 
     def __init__(
         self,
-        source: RasterSource,
-        grid: TileGrid,
-        aoi: BaseGeometry | None,
+        rasters: list[_Raster],
         store: BatchStore,
-        question: str,
         models: ModelSpec | BatchEngine,
         options: BatchOptions,
         on_progress: Callable[[BatchProgress], None] | None = None,
         stop: threading.Event | None = None,
     ) -> None:
-        self.path, self.transform, self.pixel_coords = Path(source.path), source.transform, options.pixel_coords
-        self.limits = {int(k): (lo, hi) for k, (lo, hi) in store.params.stretch.items()}
-        self.grid, self.aoi, self.store, self.question = grid, aoi, store, question
-        self.models, self.options = models, options  # a ModelSpec until _engine() loads it
+        self.rasters = {r.source: r for r in rasters}
+        self.store, self.models, self.options = store, models, options  # models: a ModelSpec until loaded
         self.sizer = BatchSizer(1, requested=1)
         self.on_progress, self.stop = on_progress, stop
-        self.finished_before = store.finished()
+        self.finished_before = {source: store.finished(source) for source in self.rasters}
+        self.total = sum(len(r.grid) for r in rasters)
+        self.before = sum(len(done) for done in self.finished_before.values())
         self.counts: Counter[str] = Counter()
+        self.workers_alive, self.retries = 0, 0
         self.timer = StageTimer()
         self.started = time.perf_counter()
 
     def execute(self, progress: bool) -> None:
-        todo = [t for t in self.grid if t.tile_id not in self.finished_before]
-        if todo:
-            try:
-                # before the progress bar, so loading messages do not break it
-                self.sizer = BatchSizer.plan(self.options.batch_size, self._engine())
-            except BaseException:
-                self.store.discard()  # a new, empty output would only block the next attempt
-                raise
-        self.bar = tqdm(
-            total=len(self.grid), initial=len(self.finished_before), unit="tile", disable=not progress, smoothing=0.1
-        )
+        works, outside = self._split()
+        self.bar: tqdm | None = None
         try:
-            inside = [t for t in todo if self._in_aoi(t) or self._record_outside(t)]
-            for batch in self._batches(inside):
-                if self.stop is not None and self.stop.is_set():
-                    raise Cancelled(f"stopped after {len(self.finished_before) + sum(self.counts.values())} tiles")
-                self._process(batch)
+            if works and not self.options.workers:
+                self._load()  # before the progress bar, so loading messages do not break it
+            self.bar = tqdm(
+                total=self.total,
+                initial=self.before,
+                unit="tile",
+                disable=not progress,
+                smoothing=0.1,
+                dynamic_ncols=True,
+            )
+            for source, tile in outside:
+                self._record_outside(source, tile)
+            if self.options.workers and works:
+                self._on_workers(works)
+            else:
+                self._in_process(works)
+        except BaseException:
+            self.store.discard()  # a new output that holds no finished tile would only block the next attempt
+            raise
         finally:
             self.store.flush()
-            self.bar.close()
+            if self.bar is not None:
+                self.bar.close()
             self.timer.add("write", self.store.write_s)
 
-    def summary(self, stats: FinalStats, wall_s: float) -> BatchSummary:
-        return BatchSummary(
-            output=self.store.path,
-            tiles_total=len(self.grid),
-            tiles_before=len(self.finished_before),
-            counts=dict(self.counts),
-            previously_failed=sum(s.is_failure for s in self.finished_before.values()),
-            polygons=stats.polygons,
-            total_area_m2=stats.total_area_m2,
-            seconds=dict(self.timer.seconds),
-            wall_s=wall_s,
-            georeferenced=not self.pixel_coords,
-            batch_size=self.sizer.size,
-            oom_splits=self.sizer.shrinks,
-        )
-
-    def _in_aoi(self, grid_tile: GridTile) -> bool:
-        return self.aoi is None or bool(shapely.intersects(self._footprint(grid_tile.core), self.aoi))
-
-    def _record_outside(self, grid_tile: GridTile) -> bool:
-        footprint = self._footprint(grid_tile.window)
-        self._record(TileRecord(grid_tile, footprint, TileStatus.OUTSIDE_AOI, "the tile misses the AOI"))
-        return False
-
-    def _batches(self, plan: list[GridTile]) -> Iterator[list[ReadTile]]:
-        """Tiles with data, in groups of the current batch size; the others are recorded on the way.
-
-        The reader keeps the next batch (and ``prefetch`` tiles more) ready while the models work.
-        """
-        items = read_tiles(self.path, plan, limits=self.limits, pixel_coords=self.pixel_coords)
-        depth = self.options.prefetch + self.sizer.size
-        prefetcher = Prefetcher(items, depth) if self.options.prefetch > 0 else None
-        batch: list[ReadTile] = []
-        try:
-            for item in prefetcher if prefetcher is not None else items:
-                self.timer.merge(item.timer.seconds)
-                if not item.error and item.tile is not None and item.tile.has_data:
-                    batch.append(item)
-                    if len(batch) >= self.sizer.size:
-                        yield batch
-                        batch = []
+    def _split(self) -> tuple[list[RasterTiles], list[tuple[str, GridTile]]]:
+        """The unfinished tiles: per raster, those to segment; and those outside the AOI."""
+        works, outside = [], []
+        for source, raster in self.rasters.items():
+            done = self.finished_before[source]
+            inside = []
+            for tile in raster.grid:
+                if tile.tile_id in done:
+                    continue
+                if raster.aoi is None or shapely.intersects(raster.footprint(tile.core), raster.aoi):
+                    inside.append(tile)
                 else:
-                    self._record_unread(item)
-            if batch:
-                yield batch
-        finally:
-            if prefetcher is not None:
-                prefetcher.close()
+                    outside.append((source, tile))
+            if inside:
+                limits = {int(k): (lo, hi) for k, (lo, hi) in raster.entry.params.stretch.items()}
+                question = raster.entry.params.question
+                works.append(
+                    RasterTiles(source, raster.path, question, tuple(inside), limits, self.options.pixel_coords)
+                )
+        return works, outside
 
-    def _record_unread(self, item: ReadTile) -> None:
-        footprint = self._footprint(item.grid_tile.window)
-        if item.error:
-            record = TileRecord(item.grid_tile, footprint, TileStatus.FAILED, item.error)
-        else:
-            record = TileRecord(item.grid_tile, footprint, TileStatus.NO_DATA, "the tile holds only nodata pixels")
-        self._record(record)
-
-    def _process(self, batch: list[ReadTile]) -> None:
-        engine = self._engine()
-
-        def infer(items: list[ReadTile]) -> list[Inference]:
-            tiles = [i.tile for i in items if i.tile is not None]  # all: _batches keeps the tiles read
-            return engine.infer_batch(tiles, self.question, views=[i.view for i in items])
-
-        for outcome in push(batch, infer, self.sizer):
-            item, inference = outcome.item, outcome.result
-            footprint = self._footprint(item.grid_tile.window)
-            if inference is None:
-                log.warning("tile %d failed: %s", item.grid_tile.tile_id, outcome.message)
-                self._record(TileRecord(item.grid_tile, footprint, TileStatus.FAILED, outcome.message, outcome.seconds))
-                continue
-            with self.timer.stage("vectorize"):
-                pieces, seams = self._core_pieces(item.grid_tile, inference)
-            self.timer.merge(inference.timings_s)
-            record = TileRecord(
-                item.grid_tile,
-                footprint,
-                TileStatus.from_result(inference.status),
-                inference.message,
-                outcome.seconds + item.timer.total,
-                inference.instances,
-                inference.reasoning,
-                inference.raw_answer,
-                pieces,
-                seams,
-            )
-            self._record(record)
-
-    def _engine(self) -> BatchEngine:
+    def _load(self) -> None:
         if isinstance(self.models, ModelSpec):
             with self.timer.stage("load"):
                 self.models = self.models.load()
-        return self.models
+        self.sizer = BatchSizer.plan(self.options.batch_size, self.models)
 
-    def _core_pieces(self, grid_tile: GridTile, inference: Inference) -> tuple[np.ndarray, np.ndarray]:
-        """The core's polygons in whole-pixel coordinates of the raster (georeferenced only when
-        finalizing) and whether each touches a seam."""
-        window, core = grid_tile.window, grid_tile.core
-        row0, col0 = int(core.row_off - window.row_off), int(core.col_off - window.col_off)
-        mask = inference.mask[row0 : row0 + int(core.height), col0 : col0 + int(core.width)]
-        polygons = pixel_polygons(mask, origin_px=(int(core.col_off), int(core.row_off)))
-        if not len(polygons):
-            return polygons, np.array([], dtype=bool)
-        minx, miny, maxx, maxy = shapely.bounds(polygons).T
-        left, top, right, bottom = grid_tile.core_edges_with_neighbours(self.grid)
-        seams = (
-            (left & (minx <= core.col_off))
-            | (top & (miny <= core.row_off))
-            | (right & (maxx >= core.col_off + core.width))
-            | (bottom & (maxy >= core.row_off + core.height))
+    def _in_process(self, works: list[RasterTiles]) -> None:
+        for work in works:
+            assert not isinstance(self.models, ModelSpec)  # noqa: S101 (loaded by execute)
+            for outcome in segment_tiles(self.models, work, self.sizer, prefetch=self.options.prefetch, stop=self.stop):
+                self.record(work.source, outcome)
+            self._check_stop()
+
+    def _on_workers(self, works: list[RasterTiles]) -> None:
+        assert isinstance(self.models, ModelSpec)  # noqa: S101 (run_batch checked it)
+        report = run_on_workers(
+            works, self.models, self.options, record=self.record, status=self._status, stop=self.stop
         )
-        return polygons, seams
+        self.sizer = BatchSizer(report.batch_size, requested=report.batch_size)
+        self._check_stop()
 
-    def _footprint(self, window: Window) -> Polygon:
-        x0, y0 = int(window.col_off), int(window.row_off)
-        square = box(x0, y0, x0 + int(window.width), y0 + int(window.height))
-        return georeference(np.array([square], dtype=object), self.transform)[0]
+    def _check_stop(self) -> None:
+        if self.stop is not None and self.stop.is_set():
+            raise Cancelled(f"stopped after {self.before + sum(self.counts.values())} tiles")
+
+    def _status(self, alive: int, retries: int) -> None:
+        """The workers' state, from :func:`~think2seg.batch.workers.run_on_workers`."""
+        self.workers_alive, self.retries = alive, retries
+        if self.bar is not None:
+            self._postfix()
+            self.bar.refresh()
+
+    def summary(self, stats: list[FinalStats], skipped: list[str], wall_s: float) -> BatchSummary:
+        return BatchSummary(
+            output=self.store.path,
+            tiles_total=self.total,
+            tiles_before=self.before,
+            counts=dict(self.counts),
+            previously_failed=sum(s.is_failure for done in self.finished_before.values() for s in done.values()),
+            polygons=sum(s.polygons for s in stats),
+            total_area_m2=sum(s.total_area_m2 for s in stats),
+            seconds=dict(self.timer.seconds),
+            wall_s=wall_s,
+            georeferenced=not self.options.pixel_coords,
+            batch_size=self.sizer.size,
+            oom_splits=self.sizer.shrinks,
+            rasters=len(self.rasters),
+            skipped_rasters=tuple(skipped),
+            workers=self.options.workers,
+            retries=self.retries,
+            output_crs=crs_label(self.store.crs),
+            reprojected=self.options.target_crs is not None,
+        )
+
+    def _record_outside(self, source: str, grid_tile: GridTile) -> None:
+        footprint = self.rasters[source].footprint(grid_tile.window)
+        self._record(TileRecord(source, grid_tile, footprint, TileStatus.OUTSIDE_AOI, "the tile misses the AOI"))
+
+    def record(self, source: str, outcome: TileOutcome) -> None:
+        """Record a finished tile of ``source`` (from this process or a worker)."""
+        raster = self.rasters[source]
+        grid_tile = outcome.grid_tile
+        self.timer.merge(outcome.timings)
+        record = TileRecord(
+            source,
+            grid_tile,
+            raster.footprint(grid_tile.window),
+            outcome.status,
+            outcome.message,
+            outcome.seconds,
+            outcome.instances,
+            outcome.reasoning,
+            outcome.raw_answer,
+            outcome.pieces,
+            raster.seams(grid_tile, outcome.pieces),
+        )
+        self._record(record)
 
     def _record(self, record: TileRecord) -> None:
         self.store.add(record)
         self.counts[record.status.value] += 1
-        self.bar.update(1)
+        if self.bar is not None:
+            self.bar.update(1)
+            self._postfix()
+        if self.on_progress is not None:
+            elapsed = time.perf_counter() - self.started
+            done = self.before + sum(self.counts.values())
+            figures = BatchProgress(
+                done, self.total, dict(self.counts), elapsed, self.options.workers, self.workers_alive, self.retries
+            )
+            self.on_progress(figures)
+
+    def _postfix(self) -> None:
+        assert self.bar is not None  # noqa: S101
+        figures: dict[str, object] = {}
         failed = sum(self.counts[s] for s in RETRY_STATUSES)
         if failed:
-            self.bar.set_postfix(failed=failed, refresh=False)
-        if self.on_progress is not None:
-            done = len(self.finished_before) + sum(self.counts.values())
-            elapsed = time.perf_counter() - self.started
-            self.on_progress(BatchProgress(done, len(self.grid), dict(self.counts), elapsed))
+            figures["failed"] = failed
+        if self.options.workers:
+            figures["workers"] = f"{self.workers_alive}/{self.options.workers}"
+            if self.retries:
+                figures["retried"] = self.retries
+        if figures:
+            self.bar.set_postfix(figures, refresh=False)

@@ -1,14 +1,17 @@
 """The batch run's GeoPackage: parameters, per-tile status and results, written as tiles finish.
 
-Layers: ``runs`` (the parameters, one row), ``tiles`` (one row per finished tile: footprint,
-status, time, instances, reasoning), ``tile_pieces`` (each tile's core polygons, the raw material
-of ``segments``), ``prompt_boxes``, ``prompt_points`` and, once the run ends, ``segments``.
+Layers: ``runs`` (the parameters, one row per raster), ``tiles`` (one row per finished tile:
+footprint, status, time, instances, reasoning), ``tile_pieces`` (each tile's core polygons, the raw
+material of ``segments``), ``prompt_boxes``, ``prompt_points`` and, once the run ends, ``segments``.
+One file holds any number of rasters: every row says its ``source`` raster, and tiles are keyed by
+(source, tile_id).
 
-``tile_pieces`` is in whole-pixel coordinates of the raster (x = column, y = row, y down; vertices
+``tile_pieces`` is in whole-pixel coordinates of its raster (x = column, y = row, y down; vertices
 are pixel corners), so it has no CRS: pieces of one object from neighbouring tiles share their seam
 edges exactly whatever the geotransform, and ``finalize`` simplifies them in pixels before it
-georeferences them, as ``segment`` does. Every other layer is in the raster's CRS. The ``runs``
-parameters record this (``pieces``); a file from before it held map coordinates and is not resumed.
+georeferences them, as ``segment`` does. Every other layer is in the output CRS: the rasters' own,
+or the ``--target-crs`` they were explicitly reprojected into (recorded in ``runs``). The ``runs``
+parameters record the format (``pieces``, ``layout``); a file of an older format is not resumed.
 
 Every row of a tile attempt carries the attempt's id, and the ``tiles`` row is written last, so a
 run killed at any instant leaves a file whose ``tiles`` rows are exactly the finished tiles. Rows of
@@ -23,7 +26,7 @@ import uuid
 import warnings
 from collections.abc import Sequence
 from contextlib import closing
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -39,12 +42,13 @@ from shapely.geometry import Polygon
 from think2seg._version import __version__
 from think2seg.batch.grid import GridTile
 from think2seg.batch.params import BatchParams
-from think2seg.errors import OutputError
+from think2seg.errors import InputError, OutputError
+from think2seg.geo.reproject import Reprojection, crs_label
 from think2seg.output.atomic import check_output_path
 from think2seg.output.frames import RunStamp, boxes_frame, points_frame
 from think2seg.output.gpkg import write_layer
 from think2seg.result import InstanceResult
-from think2seg.runs.policy import Continuation, Opened, open_run
+from think2seg.runs.policy import Continuation, Opened, differences, open_run
 from think2seg.runs.states import RETRY_STATUSES, TileStatus
 
 STAGED_LAYERS = ("tile_pieces", "prompt_boxes", "prompt_points")
@@ -53,9 +57,24 @@ FLUSH_EVERY_TILES = 64
 
 
 @dataclass
-class TileRecord:
-    """What one tile attempt produced; ``pieces`` are its core's polygons in whole-pixel coordinates."""
+class RasterEntry:
+    """One raster of the run: its parameters, the stamp its features carry, and its own CRS."""
 
+    params: BatchParams
+    stamp: RunStamp
+    crs: CRS | None
+
+    @property
+    def source(self) -> str:
+        return self.params.source
+
+
+@dataclass
+class TileRecord:
+    """What one tile attempt produced; ``pieces`` are its core's polygons in whole-pixel coordinates,
+    and ``footprint`` is in the raster's own CRS."""
+
+    source: str
     tile: GridTile
     footprint: Polygon
     status: TileStatus
@@ -70,27 +89,35 @@ class TileRecord:
 
 
 class BatchStore:
-    """Opens or creates the output GeoPackage and appends tile records in committed batches."""
+    """Opens or creates the output GeoPackage and appends tile records in committed batches.
 
-    def __init__(self, path: Path, params: BatchParams, stamp: RunStamp, crs: CRS | None) -> None:
-        self.path, self.params, self.stamp, self.crs = path, params, stamp, crs
+    ``crs`` is the output CRS; each entry's geometries are reprojected into it (only when a target
+    CRS was asked for: otherwise every raster has this CRS).
+    """
+
+    def __init__(self, path: Path, entries: Sequence[RasterEntry], crs: CRS | None) -> None:
+        self.path, self.crs = path, crs
+        self.entries = {entry.source: entry for entry in entries}
         self._pending: list[TileRecord] = []
         self._last_flush = time.monotonic()
         self.write_s = 0.0
         self.created = False
-        self._stored: tuple[BatchParams, RunStamp] | None = None
+        self._stored: dict[str, RasterEntry] = {}
+        self._reprojections: dict[str, Reprojection] = {}
 
     @classmethod
-    def open(
-        cls, path: Path, params: BatchParams, stamp: RunStamp, crs: CRS | None, policy: Continuation
-    ) -> BatchStore:
+    def open(cls, path: Path, entries: Sequence[RasterEntry], crs: CRS | None, policy: Continuation) -> BatchStore:
         """Start a new run at ``path``, or continue the one there, as ``policy`` says
-        (:func:`~think2seg.runs.policy.open_run`); a continued run keeps its stored stamp."""
+        (:func:`~think2seg.runs.policy.open_run`). A continued run keeps the stored stamps of its
+        rasters and adds the rasters it did not hold yet."""
         path = check_output_path(path, overwrite=True, suffixes=(".gpkg",))
-        store = cls(path, params, stamp, crs)
-        if open_run(store, params.as_dict(), policy) is Opened.CONTINUED and store._stored is not None:
-            store.params, store.stamp = store._stored
+        store = cls(path, entries, crs)
+        if open_run(store, entries[0].params.run_level(), policy) is Opened.CONTINUED:
+            store._continue()
         return store
+
+    def entry(self, source: str) -> RasterEntry:
+        return self.entries[source]
 
     # The RunStore protocol (think2seg.runs.policy), used by open().
     @property
@@ -101,8 +128,11 @@ class BatchStore:
         return self.path.exists()
 
     def stored_params(self, policy: Continuation) -> dict[str, Any]:
-        self._stored = _read_run(self.path, policy)
-        return self._stored[0].as_dict()
+        """The stored run's shared parameters; a raster it holds must also have its own unchanged."""
+        self._stored = _read_runs(self.path, policy)
+        for source, entry in self.entries.items():
+            self._check_raster(entry, self._stored.get(source), policy)
+        return next(iter(self._stored.values())).params.run_level()
 
     def complete(self) -> bool:
         return _has_all_layers(self.path)
@@ -111,26 +141,69 @@ class BatchStore:
         _remove(self.path)
 
     def create(self) -> None:
-        self._create()
+        self._write("runs", self._runs_frame(list(self.entries.values())), None)
+        self._write("tiles", self._tiles_frame([]), "Polygon")
+        self._write("tile_pieces", self._pieces_frame([]), "Polygon")
+        self._write("prompt_boxes", self._boxes_frame([]), "Polygon")
+        self._write("prompt_points", self._points_frame([]), "Point")
         self.created = True
 
     def clean(self, *, retry_failed: bool) -> None:
-        """Delete rows of unfinished attempts (and, to retry them, of failed tiles)."""
+        """Delete rows of unfinished attempts (and, to retry them, the failed tiles of this run's rasters)."""
         with closing(sqlite3.connect(self.path)) as connection, connection:
             if retry_failed:
-                marks = ",".join("?" * len(RETRY_STATUSES))
-                connection.execute(f"DELETE FROM tiles WHERE status IN ({marks})", RETRY_STATUSES)
+                statuses, sources = ",".join("?" * len(RETRY_STATUSES)), ",".join("?" * len(self.entries))
+                connection.execute(
+                    f"DELETE FROM tiles WHERE status IN ({statuses}) AND source IN ({sources})",
+                    (*RETRY_STATUSES, *self.entries),
+                )
             for layer in STAGED_LAYERS:
                 connection.execute(f'DELETE FROM "{layer}" WHERE attempt NOT IN (SELECT attempt FROM tiles)')
 
+    def _check_raster(self, entry: RasterEntry, stored: RasterEntry | None, policy: Continuation) -> None:
+        """Refuse a raster whose stored parameters differ, or one that does not fit the stored CRS."""
+        name = Path(entry.source).name
+        if stored is not None:
+            own = {k: v for k, v in entry.params.as_dict().items() if k not in entry.params.run_level()}
+            changes = differences(stored.params.as_dict(), own)
+            if changes:
+                raise InputError(policy.differs_message(self.path, [f"{name}: {c}" for c in changes]))
+            return
+        first = next(iter(self._stored.values()))
+        if entry.params.target_crs is None and first.crs != entry.crs:
+            raise InputError(
+                f"{name} is in {crs_label(entry.crs)} but {self.path} holds rasters in {crs_label(first.crs)}: "
+                f"write it to another output, or {policy.terms.overwrite} and give --target-crs for them all"
+            )
+
+    def _continue(self) -> None:
+        """Adopt the stored stamps and record the rasters the file did not hold yet."""
+        run_id = next(iter(self._stored.values())).stamp.run_id
+        added = []
+        for source, entry in self.entries.items():
+            stored = self._stored.get(source)
+            if stored is not None:
+                entry.params, entry.stamp = stored.params, stored.stamp
+            else:
+                entry.stamp = replace(entry.stamp, run_id=run_id)
+                added.append(entry)
+        if added:
+            self._write("runs", self._runs_frame(added), None, append=True)
+
     def discard(self) -> None:
         """Delete a file this run created and that holds no finished tile (e.g. the models failed to load)."""
-        if self.created and not self._pending and not self.finished():
+        if self.created and not self._pending and not any(self.finished(s) for s in self.entries):
             _remove(self.path)
 
-    def finished(self) -> dict[int, TileStatus]:
-        """tile_id -> status of every tile with a committed result."""
-        frame = pyogrio.read_dataframe(self.path, layer="tiles", columns=["tile_id", "status"], read_geometry=False)
+    def finished(self, source: str) -> dict[int, TileStatus]:
+        """tile_id -> status of every tile of ``source`` with a committed result."""
+        frame = pyogrio.read_dataframe(
+            self.path,
+            layer="tiles",
+            columns=["tile_id", "status"],
+            read_geometry=False,
+            where=f"source = {_quoted(source)}",
+        )
         return dict(zip(frame["tile_id"].astype(int), map(TileStatus, frame["status"])))
 
     def add(self, record: TileRecord) -> None:
@@ -153,13 +226,6 @@ class BatchStore:
         self._last_flush = time.monotonic()
         self.write_s += time.perf_counter() - start
 
-    def _create(self) -> None:
-        self._write("runs", self._runs_frame(), None)
-        self._write("tiles", self._tiles_frame([]), "Polygon")
-        self._write("tile_pieces", self._pieces_frame([]), "Polygon")
-        self._write("prompt_boxes", self._boxes_frame([]), "Polygon")
-        self._write("prompt_points", self._points_frame([]), "Point")
-
     def _write(self, layer: str, frame: pd.DataFrame, geometry_type: str | None, *, append: bool = False) -> None:
         try:
             with warnings.catch_warnings():
@@ -173,12 +239,34 @@ class BatchStore:
         if len(frame):
             self._write(layer, frame, geometry_type, append=True)
 
-    def _runs_frame(self) -> pd.DataFrame:
-        row = self.stamp.row(status="batch")
-        row.update(kind="batch", params=self.params.to_json(), think2seg_version=__version__)
-        frame = pd.DataFrame([row])
+    def _runs_frame(self, entries: Sequence[RasterEntry]) -> pd.DataFrame:
+        rows = []
+        for entry in entries:
+            row = entry.stamp.row(status="batch")
+            row.update(
+                kind="batch",
+                params=entry.params.to_json(),
+                raster_crs=crs_label(entry.crs),
+                output_crs=crs_label(self.crs),
+                think2seg_version=__version__,
+            )
+            rows.append(row)
+        frame = pd.DataFrame(rows)
         frame["created_at"] = frame["created_at"].astype("datetime64[ms, UTC]")
         return frame
+
+    def _reprojected(self, records: Sequence[TileRecord], geometries: list[Any]) -> list[Any]:
+        """Each record's geometry in the output CRS (from its raster's CRS)."""
+        return [
+            self.reprojection(record.source)(np.array([geometry], dtype=object))[0]
+            for record, geometry in zip(records, geometries)
+        ]
+
+    def reprojection(self, source: str) -> Reprojection:
+        """From ``source``'s CRS to the output CRS (the identity without a target CRS)."""
+        if source not in self._reprojections:
+            self._reprojections[source] = Reprojection(self.entries[source].crs, self.crs)
+        return self._reprojections[source]
 
     def _tiles_frame(self, records: Sequence[TileRecord]) -> gpd.GeoDataFrame:
         def ints(values: list[int]) -> pd.Series:
@@ -189,6 +277,7 @@ class BatchStore:
 
         windows = [(r.tile.window, r.tile.core) for r in records]
         columns = {
+            "source": texts([r.source for r in records]),
             "tile_id": ints([r.tile.tile_id for r in records]),
             "row": ints([r.tile.row for r in records]),
             "col": ints([r.tile.col for r in records]),
@@ -212,11 +301,13 @@ class BatchStore:
                 [pd.Timestamp(datetime.now(timezone.utc))] * len(records), dtype="datetime64[ms, UTC]"
             ),
         }
-        return gpd.GeoDataFrame(columns, geometry=gpd.GeoSeries([r.footprint for r in records], crs=self.crs))
+        footprints = self._reprojected(records, [r.footprint for r in records])
+        return gpd.GeoDataFrame(columns, geometry=gpd.GeoSeries(footprints, crs=self.crs))
 
     def _pieces_frame(self, records: Sequence[TileRecord]) -> gpd.GeoDataFrame:
         counts = [len(r.pieces) for r in records]
         columns = {
+            "source": pd.Series(np.repeat([r.source for r in records], counts), dtype="object"),
             "tile_id": pd.Series(np.repeat([r.tile.tile_id for r in records], counts), dtype="int32"),
             "attempt": pd.Series(np.repeat([r.attempt for r in records], counts), dtype="object"),
             "seam": pd.Series(np.concatenate([r.seams for r in records] or [np.array([], dtype=bool)]), dtype="int32"),
@@ -225,21 +316,34 @@ class BatchStore:
         return gpd.GeoDataFrame(columns, geometry=gpd.GeoSeries(geometry, crs=None))  # pixel coordinates
 
     def _boxes_frame(self, records: Sequence[TileRecord]) -> gpd.GeoDataFrame:
+        frames = []
+        for r in records:
+            entry = self.entries[r.source]
+            frame = boxes_frame(
+                r.instances, entry.stamp, status=r.status.value, reasoning=r.reasoning, crs=entry.crs, tags=_tags(r)
+            )
+            frames.append(self._in_output_crs(frame, entry))
         return _concat(
-            [
-                boxes_frame(
-                    r.instances, self.stamp, status=r.status.value, reasoning=r.reasoning, crs=self.crs, tags=_tags(r)
-                )
-                for r in records
-            ]
-            or [boxes_frame((), self.stamp, status="", reasoning="", crs=self.crs, tags=EMPTY_TAGS)]
+            frames or [boxes_frame((), self._any_stamp(), status="", reasoning="", crs=self.crs, tags=EMPTY_TAGS)]
         )
 
     def _points_frame(self, records: Sequence[TileRecord]) -> gpd.GeoDataFrame:
-        return _concat(
-            [points_frame(r.instances, self.stamp, status=r.status.value, crs=self.crs, tags=_tags(r)) for r in records]
-            or [points_frame((), self.stamp, status="", crs=self.crs, tags=EMPTY_TAGS)]
-        )
+        frames = []
+        for r in records:
+            entry = self.entries[r.source]
+            frame = points_frame(r.instances, entry.stamp, status=r.status.value, crs=entry.crs, tags=_tags(r))
+            frames.append(self._in_output_crs(frame, entry))
+        return _concat(frames or [points_frame((), self._any_stamp(), status="", crs=self.crs, tags=EMPTY_TAGS)])
+
+    def _in_output_crs(self, frame: gpd.GeoDataFrame, entry: RasterEntry) -> gpd.GeoDataFrame:
+        reprojection = self.reprojection(entry.source)
+        if reprojection.identity or not len(frame):
+            return frame
+        geometry = reprojection(frame.geometry.to_numpy())
+        return gpd.GeoDataFrame(frame.drop(columns="geometry"), geometry=gpd.GeoSeries(geometry, crs=self.crs))
+
+    def _any_stamp(self) -> RunStamp:
+        return next(iter(self.entries.values())).stamp
 
 
 EMPTY_TAGS = {"tile_id": 0, "attempt": ""}
@@ -268,17 +372,27 @@ def _has_all_layers(path: Path) -> bool:
     return set(LAYERS) <= {str(name) for name, _ in pyogrio.list_layers(path)}
 
 
-def _read_run(path: Path, policy: Continuation) -> tuple[BatchParams, RunStamp]:
-    """The stored parameters and run stamp, or a clear error when ``path`` is no batch output."""
+def _quoted(text: str) -> str:
+    """``text`` as an SQL string literal."""
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _read_runs(path: Path, policy: Continuation) -> dict[str, RasterEntry]:
+    """source -> stored entry for every raster of the run, or a clear error when ``path`` is no batch output."""
     try:
         runs = pyogrio.read_dataframe(path, layer="runs", read_geometry=False)
-        row = runs.iloc[0]
-        params = BatchParams.from_json(row["params"])
+        all_params = [BatchParams.from_json(text) for text in runs["params"]]
+        if not all_params:
+            raise IndexError("no runs row")
     except (DataSourceError, DataLayerError, KeyError, IndexError, ValueError, TypeError) as exc:
         raise OutputError(policy.unreadable_message(path, "is not a think2seg batch output")) from exc
-    problem = params.format_problem()  # e.g. map-coordinate tile pieces, which cannot be mixed with ours
+    problem = all_params[0].format_problem()  # e.g. map-coordinate tile pieces, which cannot be mixed with ours
     if problem:
         raise OutputError(policy.unreadable_message(path, problem))
-    created = pd.Timestamp(row["created_at"]).to_pydatetime()
-    stamp = RunStamp(row["run_id"], row["question"], row["model"], row["segmenter"], row["source"], created)
-    return params, stamp
+    entries = {}
+    for (_, row), params in zip(runs.iterrows(), all_params):
+        created = pd.Timestamp(row["created_at"]).to_pydatetime()
+        stamp = RunStamp(row["run_id"], row["question"], row["model"], row["segmenter"], row["source"], created)
+        crs_wkt = params.raster.get("crs")
+        entries[params.source] = RasterEntry(params, stamp, CRS.from_wkt(crs_wkt) if crs_wkt else None)
+    return entries

@@ -1,4 +1,9 @@
-"""``think2seg batch RASTER QUESTION -o OUT.gpkg``: one question over every tile of a raster."""
+"""``think2seg batch RASTER [RASTER ...] QUESTION -o OUT.gpkg``: one question over every tile of the rasters.
+
+Exit status: 0 done; 1 bad input or an error (nothing is written, or the output keeps what was
+finished); 2 bad usage; 3 done but some tiles failed (``--retry-failed`` redoes them); 130 interrupted
+(``--resume`` continues).
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,7 @@ import signal
 import sys
 from pathlib import Path
 
+from think2seg.batch.inputs import expand_rasters
 from think2seg.batch.options import BatchOptions, BatchSummary
 from think2seg.batch.runner import run_batch
 from think2seg.cli.options import (
@@ -16,7 +22,6 @@ from think2seg.cli.options import (
     add_gpkg_output,
     add_model_options,
     add_option,
-    add_raster_and_question,
     add_vector_options,
     model_spec,
 )
@@ -31,13 +36,23 @@ EXIT_SOME_TILES_FAILED = 3
 def add_parser(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser(
         "batch",
-        help="segment every tile of a raster of any size",
+        help="segment every tile of one or many rasters of any size",
         description=(
-            "Ask one question over every tile of a raster (or of --bounds / --aoi) and write stitched polygons "
-            "to a GeoPackage as tiles finish. Interrupted runs continue with --resume."
+            "Ask one question over every tile of one or many rasters (or of --bounds / --aoi) and write stitched "
+            "polygons to one GeoPackage as tiles finish; every row names its source raster. Interrupted runs "
+            "continue with --resume. --workers N runs the models on N Ray workers (GPUs or CPU shares)."
         ),
     )
-    add_raster_and_question(parser, formats="GeoTIFF, COG, VRT...", example="every solar farm")
+    parser.add_argument(
+        "rasters",
+        nargs="*",
+        metavar="RASTER",
+        help="rasters GDAL reads (GeoTIFF, COG, VRT...): files, folders (their rasters) or quoted globs like 'tiles/*.tif'",
+    )
+    parser.add_argument("question", help='what to segment, e.g. "every solar farm"')
+    parser.add_argument(
+        "--from-list", type=Path, metavar="FILE", help="also the rasters listed in FILE (one path or glob per line)"
+    )
     add_gpkg_output(parser, required=True, help="GeoPackage holding the run and its results")
     grid = parser.add_argument_group("tiles")
     add_option(grid, TILE_SIZE_PX)
@@ -52,6 +67,12 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     grid.add_argument(
         "--pixel-coords", action="store_true", help="accept a raster without CRS: output in pixel coordinates"
     )
+    grid.add_argument(
+        "--target-crs",
+        metavar="EPSG:XXXX",
+        help="reproject the output polygons into this CRS (needed when the rasters' CRSs differ; areas are "
+        "still measured in each raster's own CRS)",
+    )
     run = parser.add_argument_group("run")
     add_batch_size(
         run,
@@ -65,6 +86,18 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     )
     run.add_argument("--overwrite", action="store_true", help="replace OUT.gpkg and start again")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
+    run.add_argument(
+        "--workers",
+        type=_workers,
+        default=0,
+        metavar="N",
+        help="run the models on N Ray workers: one GPU each, or a share of the CPUs (needs think2seg[ray])",
+    )
+    run.add_argument(
+        "--ray-address",
+        metavar="ADDR",
+        help="the Ray cluster the workers join (default RAY_ADDRESS, else a local Ray instance)",
+    )
     add_vector_options(parser)
     add_model_options(parser)
     parser.set_defaults(run=run_command)
@@ -73,10 +106,11 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 def run_command(args: argparse.Namespace) -> int:
     options = BatchOptions.named_like(args)
     models = model_spec(args)
+    rasters = expand_rasters(args.rasters, from_list=args.from_list)
     previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
         summary = run_batch(
-            args.raster, args.question, args.output, models=models, options=options, progress=not args.quiet
+            rasters, args.question, args.output, models=models, options=options, progress=not args.quiet
         )
     except KeyboardInterrupt:
         print(
@@ -95,6 +129,16 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
+def _workers(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"--workers takes a whole number of workers (0 = none), not {text!r}")
+    return value
+
+
 def format_batch_summary(summary: BatchSummary) -> str:
     counts = summary.counts
     done_now = ", ".join(
@@ -102,7 +146,9 @@ def format_batch_summary(summary: BatchSummary) -> str:
     )
     skipped = ", ".join(f"{status} {counts[status]}" for status in ("no_data", "outside_aoi") if counts.get(status))
     lines = [
-        f"output     {summary.output}",
+        f"output     {summary.output}"
+        + (f" ({summary.rasters} rasters)" if summary.rasters > 1 else "")
+        + (f", reprojected into {summary.output_crs}" if summary.reprojected else ""),
         f"tiles      {summary.tiles_total} in the grid; segmented now {summary.processed}"
         + (f" ({done_now})" if done_now else "")
         + f"; skipped {summary.skipped}"
@@ -111,8 +157,13 @@ def format_batch_summary(summary: BatchSummary) -> str:
         f"polygons   {summary.polygons}, total area {format_area(summary.total_area_m2, summary.georeferenced)}",
         f"time       wall {summary.wall_s:.1f}s; {format_timings(summary.seconds)}",
         f"batches    {summary.batch_size} tile(s) at once"
-        + (f" (halved {summary.oom_splits}x on out-of-memory)" if summary.oom_splits else ""),
+        + (f" (halved {summary.oom_splits}x on out-of-memory)" if summary.oom_splits else "")
+        + (f" on each of {summary.workers} workers" if summary.workers else ""),
     ]
+    if summary.workers:
+        lines.append(f"workers    {summary.workers}; tiles sent again after a worker died: {summary.retries}")
+    for skipped in summary.skipped_rasters:
+        lines.append(f"skipped    {skipped}")
     if summary.failed or summary.previously_failed:
         now = f"{summary.failed} tile(s) now" if summary.failed else ""
         earlier = f"{summary.previously_failed} in earlier runs" if summary.previously_failed else ""

@@ -5,9 +5,16 @@ from __future__ import annotations
 import argparse
 import logging
 from collections.abc import Sequence
+from importlib.util import find_spec
 from pathlib import Path
 
-from think2seg.cli.options import add_batch_size, add_model_options, add_positive_int, positive_int
+from think2seg.cli.options import (
+    add_batch_size,
+    add_model_options,
+    add_positive_int,
+    non_negative_int,
+    positive_int,
+)
 from think2seg.server.access_log import quiet_health_polls
 from think2seg.server.settings import DEFAULT_PORT, LOOPBACK_HOSTS, ServerSettings, default_token_file
 
@@ -71,6 +78,21 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         "free GPU memory, 1 on a CPU; 1 never groups)",
     )
     add_positive_int(limits, "--max-upload-mb", default=256, help="largest request body")
+    jobs = parser.add_argument_group("batch jobs on Ray (needs think2seg[ray])")
+    jobs.add_argument(
+        "--workers",
+        type=non_negative_int,
+        default=0,
+        metavar="N",
+        help="Ray model workers for each batch job whose request does not say (each loads its own models, "
+        "one GPU each; default 0: jobs run on the server's own models)",
+    )
+    jobs.add_argument(
+        "--ray-address",
+        default=None,
+        metavar="ADDR",
+        help="the Ray cluster the workers join (default RAY_ADDRESS, else a local Ray instance)",
+    )
     add_model_options(parser)
     parser.set_defaults(run=run, usage_error=parser.error)
 
@@ -85,6 +107,9 @@ def run(args: argparse.Namespace) -> int:
     log.info("serving on http://%s:%d (API v1); health: /v1/health", settings.host, settings.port)
     log.info("token file: %s (send 'Authorization: Bearer TOKEN')", settings.token_file)
     log.info("data roots: %s", _roots_line(settings))
+    if settings.job_workers:
+        where = settings.ray_address or "RAY_ADDRESS or a local Ray instance"
+        log.info("batch jobs: %d Ray model workers each unless a request says (on %s)", settings.job_workers, where)
     if settings.any_path and args.data_root:
         log.warning("--any-path given: clients may use any path, so --data-root %s is ignored", _listed(args.data_root))
     if settings.host not in LOOPBACK_HOSTS and not settings.allowed_hosts:
@@ -111,6 +136,11 @@ def settings_from_args(args: argparse.Namespace) -> ServerSettings:
             f"this machine alone ({', '.join(LOOPBACK_HOSTS)}), not {args.host}: for a server that others "
             "reach, drop --any-path and name the folders they may use with --data-root DIR"
         )
+    if args.workers and find_spec("ray") is None:
+        args.usage_error(
+            f"--workers {args.workers} runs batch jobs on Ray model workers, but Ray is not installed: "
+            "install think2seg[ray] (pip install 'think2seg[ray]'), or drop --workers"
+        )
     return ServerSettings(
         host=args.host,
         port=args.port,
@@ -128,4 +158,6 @@ def settings_from_args(args: argparse.Namespace) -> ServerSettings:
         max_jobs=args.max_jobs,
         batch_size=args.batch_size,
         max_upload_mb=args.max_upload_mb,
+        job_workers=args.workers,
+        ray_address=args.ray_address,
     )

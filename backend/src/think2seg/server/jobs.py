@@ -1,8 +1,10 @@
 """Batch jobs: `think2seg batch` runs inside the server, one thread each, sharing the model worker.
 
 Jobs outlive the client that started them. Their model calls go through the worker at batch
-priority, so interactive requests are answered between tiles. Cancelling (or stopping the server)
-ends a job between tiles and leaves its GeoPackage resumable.
+priority, so interactive requests are answered between tiles. A job with ``workers`` (or, by
+default, ``serve --workers``) runs its models on that many Ray workers instead, each loading the
+server's models itself; the job's thread stays the only writer of its GeoPackage. Cancelling (or
+stopping the server) ends a job between tiles and leaves its GeoPackage resumable.
 """
 
 from __future__ import annotations
@@ -13,11 +15,12 @@ import uuid
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from importlib.util import find_spec
 from pathlib import Path
 
 from rasterio.warp import transform_bounds
 
-from think2seg.batch.options import BatchOptions, BatchProgress, BatchSummary
+from think2seg.batch.options import BatchEngine, BatchOptions, BatchProgress, BatchSummary, ModelSpec
 from think2seg.batch.runner import run_batch
 from think2seg.errors import Cancelled, Think2SegError
 from think2seg.geo.read import RasterSource
@@ -54,6 +57,7 @@ class Job:
 
     def status(self) -> JobStatus:
         progress, summary = self.progress, self.summary
+        running, workers = self.state is JobState.RUNNING, self.options.workers
         return JobStatus(
             id=self.id,
             state=self.state.value,
@@ -66,7 +70,11 @@ class Job:
             failures=summary.failed + summary.previously_failed if summary else (progress.failed if progress else 0),
             polygons=summary.polygons if summary else None,
             total_area_m2=summary.total_area_m2 if summary else None,
-            eta_s=progress.eta_s if progress and self.state is JobState.RUNNING else None,
+            eta_s=progress.eta_s if progress and running else None,
+            tiles_per_s=progress.tiles_per_s if progress else None,
+            workers=workers,
+            workers_alive=(progress.workers_alive if progress else 0) if workers and running else None,
+            retries=progress.retries if progress else 0,
             created_at=self.created_at.isoformat(),
             finished_at=self.finished_at.isoformat() if self.finished_at else None,
         )
@@ -130,6 +138,9 @@ class JobManager:
                 job.thread.join(timeout=timeout_s)
 
     def _prepare(self, request: JobRequest) -> Job:
+        workers = self.settings.job_workers if request.workers is None else request.workers
+        if workers and find_spec("ray") is None:
+            raise ApiError(422, "ray_not_installed", _no_ray_message(workers, asked=request.workers is not None))
         raster = allowed_path(request.raster_path, self.settings, what="raster_path")
         output = allowed_path(request.output_path, self.settings, what="output_path")
         aoi = allowed_path(request.aoi_path, self.settings, what="aoi_path") if request.aoi_path else None
@@ -143,17 +154,21 @@ class JobManager:
                 bounds = list(
                     transform_bounds(parse_crs(request.bounds_crs, "bounds_crs"), source.crs, *bounds, densify_pts=21)
                 )
-        options = BatchOptions.named_like(request, bounds=bounds, aoi=aoi, terms=HTTP_TERMS)  # prefetch: the default
-        return Job(request=request, raster=raster, output=output, options=options)
+        options = BatchOptions.named_like(  # prefetch: the default
+            request, bounds=bounds, aoi=aoi, terms=HTTP_TERMS, workers=workers, ray_address=self.settings.ray_address
+        )
+        job = Job(request=request, raster=raster, output=output, options=options)
+        if workers:
+            job.message = f"starting {workers} Ray model worker{'s' if workers > 1 else ''}"
+        return job
 
     def _run(self, job: Job) -> None:
         try:
-            engine = QueuedEngine(self.state.wait_engine(), self.state.worker)
             job.summary = run_batch(
                 job.raster,
                 job.request.question,
                 job.output,
-                models=engine,
+                models=self._models(job),
                 options=job.options,
                 on_progress=lambda progress: self._progress(job, progress),
                 stop=job.stop,
@@ -170,15 +185,55 @@ class JobManager:
         finally:
             job.finished_at = datetime.now(timezone.utc)
 
+    def _models(self, job: Job) -> ModelSpec | BatchEngine:
+        """What the job's tiles run on: the models Ray workers load (from the server's model options),
+        or the server's own models, through the model worker at batch priority."""
+        if job.options.workers:
+            settings = self.settings
+            return ModelSpec(
+                lvlm=settings.lvlm,
+                segmenter=settings.segmenter,
+                device=settings.device,
+                max_new_tokens=settings.max_new_tokens,
+                compile=settings.compile,
+            )
+        return QueuedEngine(self.state.wait_engine(), self.state.worker)
+
     @staticmethod
     def _progress(job: Job, progress: BatchProgress) -> None:
         job.progress = progress
-        job.message = f"{progress.done} of {progress.total} tiles"
+        job.message = _progress_message(progress)
 
     def _forget_old(self) -> None:
         finished = [j.id for j in self._jobs.values() if j.state is not JobState.RUNNING]
         for job_id in finished[: max(0, len(finished) - KEEP_FINISHED)]:
             del self._jobs[job_id]
+
+
+def _progress_message(progress: BatchProgress) -> str:
+    """“120 of 400 tiles, 3.2 tiles/s, 2 of 2 workers”."""
+    parts = [f"{progress.done} of {progress.total} tiles"]
+    rate = progress.tiles_per_s
+    if rate is not None:
+        parts.append(f"{rate:.1f} tiles/s" if rate >= 0.1 else f"{rate:.2g} tiles/s")
+    if progress.workers:
+        parts.append(f"{progress.workers_alive} of {progress.workers} workers")
+    if progress.retries:
+        parts.append(f"{progress.retries} tile(s) run again after a worker died")
+    return ", ".join(parts)
+
+
+def _no_ray_message(workers: int, *, asked: bool) -> str:
+    """Why a job with ``workers`` cannot run here; ``asked``: the request said so (else the server's default)."""
+    who = (
+        f"the job asks for {workers} Ray model worker{'s' if workers > 1 else ''}"
+        if asked
+        else f"this server runs batch jobs on {workers} Ray model workers (serve --workers {workers})"
+    )
+    return (
+        f"{who}, but Ray is not installed on the backend: install think2seg[ray] on the backend "
+        "(pip install 'think2seg[ray]') and restart it, or send workers=0 to run the job on the server's own models"
+    )
 
 
 def _done_message(summary: BatchSummary) -> str:

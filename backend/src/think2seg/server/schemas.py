@@ -14,6 +14,8 @@ from think2seg.options import MAX_SIDE_PX, MIN_AREA_M2, OVERLAP_PX, SIMPLIFY_PX,
 from think2seg.runs.microbatch import MAX_BATCH_SIZE
 from think2seg.think2seg_rs.prompt import MAX_QUESTION_CHARS
 
+MAX_JOB_WORKERS = 64
+
 CrsIn = Annotated[str, Field(max_length=10000)] | Annotated[int, Field(ge=1)]
 """A CRS as a request gives it: an EPSG code (32633, "32633" or "EPSG:32633") or WKT."""
 
@@ -159,6 +161,13 @@ class JobRequest(_Strict):
     overwrite: bool = False
     simplify_px: float = SIMPLIFY_PX.field()
     min_area_m2: float = MIN_AREA_M2.field()
+    workers: int | None = Field(
+        None,
+        ge=0,
+        le=MAX_JOB_WORKERS,
+        description="Ray model workers for this job (each loads its own models; 0 runs the job on the server's "
+        "own models); default the server's `serve --workers`",
+    )
 
     @field_validator("question")
     @classmethod
@@ -181,6 +190,12 @@ class JobStatus(_Strict):
     polygons: int | None = Field(description="stitched polygons, once the job is done")
     total_area_m2: float | None
     eta_s: float | None
+    tiles_per_s: float | None = Field(description="the job's pace, tiles finished per second; None before the first")
+    workers: int = Field(description="Ray model workers the job asked for (0: the server's own models)")
+    workers_alive: int | None = Field(
+        description="Ray workers ready to take tiles now; None without workers or once the job has ended"
+    )
+    retries: int = Field(description="tiles run again because the worker holding them died")
     created_at: str
     finished_at: str | None
 

@@ -32,6 +32,9 @@ class ServerSettings:
     ``Host`` but this machine's names.
     ``batch_size``: how many waiting questions may share one model batch (``auto``: see
     :mod:`think2seg.runs.microbatch`).
+    ``job_workers``: Ray model workers a batch job gets when its request does not say (0 runs jobs
+    on the server's own models); ``ray_address``: the Ray cluster they join (else ``RAY_ADDRESS``,
+    else a local instance).
     """
 
     host: str = "127.0.0.1"
@@ -53,6 +56,8 @@ class ServerSettings:
     queue_size: int = 8
     max_jobs: int = 4
     batch_size: BatchSize = AUTO
+    job_workers: int = 0
+    ray_address: str | None = None
 
     @property
     def max_upload_bytes(self) -> int:

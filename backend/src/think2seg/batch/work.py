@@ -1,0 +1,147 @@
+"""The work on one raster's tiles, the same in the driver's process and in a Ray worker.
+
+    planned tiles ─▶ read + 840 view ─▶ engine.infer_batch (micro-batches) ─▶ core pieces ─▶ outcomes
+
+An outcome is everything the driver needs to record a tile except what depends on the whole grid
+(which core edges are seams) or on the output (footprints): both are added by the driver, which
+alone writes the GeoPackage.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+from think2seg.batch.grid import GridTile
+from think2seg.batch.options import BatchEngine
+from think2seg.batch.tiles import Prefetcher, ReadTile, read_tiles
+from think2seg.engine import Inference
+from think2seg.geo.bands import StretchLimits
+from think2seg.geo.vectorize import pixel_polygons
+from think2seg.result import InstanceResult
+from think2seg.runs.microbatch import BatchSizer
+from think2seg.runs.push import push
+from think2seg.runs.states import TileStatus
+from think2seg.timing import StageTimer
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RasterTiles:
+    """Which tiles of which raster to segment, and how to read them (picklable: sent to workers)."""
+
+    source: str
+    path: Path
+    question: str
+    tiles: tuple[GridTile, ...]
+    limits: StretchLimits
+    pixel_coords: bool = False
+
+
+@dataclass
+class TileOutcome:
+    """What one tile attempt produced; ``pieces`` are its core's polygons in whole-pixel
+    coordinates of the raster, ``timings`` the seconds of each stage it went through."""
+
+    grid_tile: GridTile
+    status: TileStatus
+    message: str = ""
+    seconds: float = 0.0
+    instances: tuple[InstanceResult, ...] = ()
+    reasoning: str = ""
+    raw_answer: str = ""
+    pieces: np.ndarray = field(default_factory=lambda: np.array([], dtype=object))
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def segment_tiles(
+    engine: BatchEngine,
+    work: RasterTiles,
+    sizer: BatchSizer,
+    *,
+    prefetch: int = 0,
+    stop: threading.Event | None = None,
+) -> Iterator[TileOutcome]:
+    """Outcomes of ``work``'s tiles, in micro-batches of the sizer's current size.
+
+    The reader keeps the next batch (and ``prefetch`` tiles more) ready while the models work.
+    Tiles without data or that cannot be read cost no model call. Setting ``stop`` ends the
+    iteration before the next batch; the tiles not yielded are not done.
+    """
+    items = read_tiles(work.path, work.tiles, limits=work.limits, pixel_coords=work.pixel_coords)
+    prefetcher = Prefetcher(items, prefetch + sizer.size) if prefetch > 0 else None
+    batch: list[ReadTile] = []
+    try:
+        for item in prefetcher if prefetcher is not None else items:
+            if item.error or item.tile is None or not item.tile.has_data:
+                yield _unread(item)
+                continue
+            batch.append(item)
+            if len(batch) >= sizer.size:
+                if stop is not None and stop.is_set():
+                    return
+                yield from _infer(engine, work.question, batch, sizer)
+                batch = []
+        if batch and not (stop is not None and stop.is_set()):
+            yield from _infer(engine, work.question, batch, sizer)
+    finally:
+        if prefetcher is not None:
+            prefetcher.close()
+
+
+def _unread(item: ReadTile) -> TileOutcome:
+    timings = dict(item.timer.seconds)
+    if item.error:
+        return TileOutcome(item.grid_tile, TileStatus.FAILED, item.error, timings=timings)
+    return TileOutcome(item.grid_tile, TileStatus.NO_DATA, "the tile holds only nodata pixels", timings=timings)
+
+
+def _infer(engine: BatchEngine, question: str, batch: list[ReadTile], sizer: BatchSizer) -> Iterator[TileOutcome]:
+    def infer(items: list[ReadTile]) -> list[Inference]:
+        tiles = [i.tile for i in items if i.tile is not None]  # all: only tiles read are batched
+        return engine.infer_batch(tiles, question, views=[i.view for i in items])
+
+    for outcome in push(batch, infer, sizer):
+        item, inference = outcome.item, outcome.result
+        if inference is None:
+            log.warning("tile %d failed: %s", item.grid_tile.tile_id, outcome.message)
+            yield TileOutcome(
+                item.grid_tile, TileStatus.FAILED, outcome.message, outcome.seconds, timings=dict(item.timer.seconds)
+            )
+            continue
+        timer = StageTimer()
+        timer.merge(item.timer.seconds)
+        timer.merge(inference.timings_s)
+        with timer.stage("vectorize"):
+            pieces = core_pieces(item.grid_tile, inference.mask)
+        yield TileOutcome(
+            item.grid_tile,
+            TileStatus.from_result(inference.status),
+            inference.message,
+            outcome.seconds + item.timer.total,
+            inference.instances,
+            inference.reasoning,
+            inference.raw_answer,
+            pieces,
+            dict(timer.seconds),
+        )
+
+
+def core_pieces(grid_tile: GridTile, mask: np.ndarray) -> np.ndarray:
+    """The polygons of the tile's core, in whole-pixel coordinates of the raster."""
+    window, core = grid_tile.window, grid_tile.core
+    row0, col0 = int(core.row_off - window.row_off), int(core.col_off - window.col_off)
+    core_mask = mask[row0 : row0 + int(core.height), col0 : col0 + int(core.width)]
+    return pixel_polygons(core_mask, origin_px=(int(core.col_off), int(core.row_off)))
+
+
+def chunks(work: RasterTiles, size: int) -> Iterable[RasterTiles]:
+    """``work`` cut into pieces of at most ``size`` tiles (a worker's batch)."""
+    for start in range(0, len(work.tiles), size):
+        yield replace(work, tiles=work.tiles[start : start + size])

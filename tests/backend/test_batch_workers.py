@@ -1,0 +1,186 @@
+"""Batch runs on Ray model workers (local instance, CPU shares) with the tiny models.
+
+The reference for every check is the single-process run of each raster: the same polygons,
+compared geometry by geometry. One Ray instance serves the module's in-process runs.
+"""
+
+from __future__ import annotations
+
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pyogrio
+import pytest
+import shapely
+from affine import Affine
+
+from think2seg.batch.options import BatchOptions, ModelSpec
+from think2seg.batch.runner import run_batch
+from think2seg.errors import ModelError
+
+from conftest import tiny_model_flags
+from rasters import write_raster
+
+ray = pytest.importorskip("ray")
+
+pytestmark = pytest.mark.slow
+
+QUESTION = "segment the ponds"
+GRID = {"tile_size_px": 160, "overlap_px": 32}  # 288 px rasters: 2x2 tiles each
+
+
+def _raster(path: Path, crs: str, transform: Affine, seed: int) -> Path:
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:288, 0:288]
+    ponds = ((xx - 90 - 10 * seed) ** 2 + (yy - 100) ** 2 < 60**2) | (
+        (xx - 210) ** 2 + (yy - 200 + 8 * seed) ** 2 < 50**2
+    )
+    red = np.where(ponds, 40, 180).astype(np.uint8) + rng.integers(0, 6, ponds.shape).astype(np.uint8)
+    return write_raster(path, np.stack([red, red // 2 + 60, 255 - red]), crs=crs, transform=transform)
+
+
+@pytest.fixture(scope="module")
+def three_rasters(tmp_path_factory) -> list[Path]:
+    """Two rasters in UTM 33N and one in UTM 34N."""
+    folder = tmp_path_factory.mktemp("rasters")
+    return [
+        _raster(folder / "a.tif", "EPSG:32633", Affine(0.5, 0, 512000.0, 0, -0.5, 5262000.0), 0),
+        _raster(folder / "b.tif", "EPSG:32633", Affine(0.5, 0, 513000.0, 0, -0.5, 5262000.0), 1),
+        _raster(folder / "c.tif", "EPSG:32634", Affine(0.5, 0, 290000.0, 0, -0.5, 5262000.0), 2),
+    ]
+
+
+@pytest.fixture(scope="module")
+def models(tiny_lvlm_dir, tiny_sam2_dir) -> ModelSpec:
+    return ModelSpec(lvlm=str(tiny_lvlm_dir), segmenter=str(tiny_sam2_dir), device="cpu")
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def reference(three_rasters, models, tmp_path_factory) -> dict[str, list[str]]:
+    """source -> normalized polygons of the single-process run of that raster alone (in EPSG:32633)."""
+    folder = tmp_path_factory.mktemp("reference")
+    result = {}
+    for raster in three_rasters:
+        out = folder / f"{raster.stem}.gpkg"
+        options = BatchOptions(**GRID, target_crs="EPSG:32633")
+        run_batch(raster, QUESTION, out, models=models, options=options)
+        result[str(raster.resolve())] = _polygons(out, str(raster.resolve()))
+    assert all(result.values()), "every raster must have polygons to compare"
+    return result
+
+
+def _polygons(path: Path, source: str) -> list[str]:
+    frame = pyogrio.read_dataframe(path, layer="segments", where=f"source = '{source}'")
+    return sorted(shapely.to_wkb(shapely.normalize(g), hex=True) for g in frame.geometry)
+
+
+def _workers_options(**given) -> BatchOptions:
+    return BatchOptions(**GRID, target_crs="EPSG:32633", workers=2, **given)
+
+
+def test_two_workers_over_three_rasters_give_the_single_process_polygons(
+    local_ray, three_rasters, models, reference, tmp_path
+):
+    out = tmp_path / "workers.gpkg"
+    summary = run_batch(three_rasters, QUESTION, out, models=models, options=_workers_options())
+    assert summary.rasters == 3 and summary.tiles_total == 12 and summary.counts == {"ok": 12}
+    assert summary.workers == 2 and summary.retries == 0 and summary.reprojected
+    for source, polygons in reference.items():
+        assert _polygons(out, source) == polygons  # exactly the same geometries
+    tiles = pyogrio.read_dataframe(out, layer="tiles", read_geometry=False)
+    assert sorted(tiles.groupby("source").size().tolist()) == [4, 4, 4]
+    runs = pyogrio.read_dataframe(out, layer="runs", read_geometry=False)
+    assert set(runs["raster_crs"]) == {"EPSG:32633", "EPSG:32634"} and set(runs["output_crs"]) == {"EPSG:32633"}
+    assert pyogrio.read_info(out, layer="segments")["crs"] == "EPSG:32633"
+
+
+def test_a_worker_killed_mid_run_loses_and_repeats_no_tile(local_ray, three_rasters, models, reference, tmp_path):
+    out = tmp_path / "killed.gpkg"
+    killed = threading.Event()
+    seen = []
+
+    def kill_one_worker(progress) -> None:
+        seen.append(progress)
+        if not killed.is_set():
+            killed.set()
+            names = [a["name"] for a in ray.util.list_named_actors(all_namespaces=True) if "worker" in a["name"]]
+            ray.kill(ray.get_actor(sorted(names)[0], namespace="think2seg"), no_restart=False)
+
+    summary = run_batch(
+        three_rasters, QUESTION, out, models=models, options=_workers_options(), on_progress=kill_one_worker
+    )
+    assert killed.is_set()
+    assert summary.counts == {"ok": 12} and summary.retries >= 1, summary
+    tiles = pyogrio.read_dataframe(out, layer="tiles", read_geometry=False)
+    assert len(tiles) == 12 and not tiles.duplicated(["source", "tile_id"]).any()
+    for source, polygons in reference.items():
+        assert _polygons(out, source) == polygons
+    assert seen[-1].retries == summary.retries and seen[-1].workers == 2
+
+
+def _committed_tiles(path: Path) -> int:
+    try:
+        with sqlite3.connect(path, timeout=1) as connection:
+            return connection.execute("SELECT count(*) FROM tiles").fetchone()[0]
+    except sqlite3.Error:
+        return 0
+
+
+def test_a_driver_killed_with_sigkill_resumes_to_the_same_polygons(
+    three_rasters, reference, tiny_lvlm_dir, tiny_sam2_dir, tmp_path
+):
+    out = tmp_path / "driver.gpkg"
+    command = [
+        sys.executable,
+        "-m",
+        "think2seg",
+        "batch",
+        *map(str, three_rasters),
+        QUESTION,
+        "-o",
+        str(out),
+        "--tile-size-px",
+        "160",
+        "--overlap-px",
+        "32",
+        "--target-crs",
+        "EPSG:32633",
+        "--quiet",
+        *tiny_model_flags(tiny_lvlm_dir, tiny_sam2_dir),
+    ]
+    process = subprocess.Popen([*command, "--workers", "2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 240
+    while (not out.exists() or _committed_tiles(out) < 3) and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.1)
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=30)
+    before = _committed_tiles(out)
+    assert 3 <= before < 12, "the driver must be killed mid-way"
+
+    resumed = subprocess.run([*command, "--resume"], capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"finished earlier {before}" in resumed.stdout
+    for source, polygons in reference.items():
+        assert _polygons(out, source) == polygons
+    assert _committed_tiles(out) == 12
+
+
+def test_workers_that_cannot_load_the_models_say_why_and_leave_no_output(local_ray, three_rasters, tmp_path):
+    out = tmp_path / "none.gpkg"
+    missing = ModelSpec(lvlm=str(tmp_path / "no-such-model"), segmenter=str(tmp_path / "no-sam"), device="cpu")
+    with pytest.raises(ModelError, match="all 2 workers failed .*no-sam does not exist"):
+        run_batch(three_rasters, QUESTION, out, models=missing, options=_workers_options())
+    assert not out.exists()
