@@ -18,6 +18,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -39,7 +40,7 @@ from think2seg.batch.params import BatchParams, raster_fingerprint
 from think2seg.batch.region import aoi_fingerprint, batch_region, load_aoi
 from think2seg.batch.store import BatchStore, RasterEntry, TileRecord
 from think2seg.batch.work import RasterTiles, TileOutcome, segment_tiles
-from think2seg.batch.workers import require_ray, run_on_workers
+from think2seg.batch.workers import WorkerPool, require_ray, worker_pool
 from think2seg.errors import BoundsError, Cancelled, InputError
 from think2seg.geo.read import RasterSource
 from think2seg.geo.reproject import crs_label
@@ -247,22 +248,20 @@ class _Run:
         works, outside = self._split()
         self.bar: tqdm | None = None
         try:
-            if works and not self.options.workers:
-                self._load()  # before the progress bar, so loading messages do not break it
-            self.bar = tqdm(
-                total=self.total,
-                initial=self.before,
-                unit="tile",
-                disable=not progress,
-                smoothing=0.1,
-                dynamic_ncols=True,
-            )
-            for source, tile in outside:
-                self._record_outside(source, tile)
-            if self.options.workers and works:
-                self._on_workers(works)
-            else:
-                self._in_process(works)
+            with ExitStack() as stack:
+                # the models or the workers first, so that their messages do not break the progress bar
+                pool = self._start_workers(stack) if works and self.options.workers else None
+                if works and pool is None:
+                    self._load()
+                self.bar = tqdm(total=self.total, initial=self.before, unit="tile", disable=not progress, smoothing=0.1)
+                for source, tile in outside:
+                    self._record_outside(source, tile)
+                if pool is not None:
+                    report = pool.run(works, self.record, self._status, self.stop)
+                    self.sizer = BatchSizer(report.batch_size, requested=report.batch_size)
+                else:
+                    self._in_process(works)
+                self._check_stop()
         except BaseException:
             self.store.discard()  # a new output that holds no finished tile would only block the next attempt
             raise
@@ -304,22 +303,19 @@ class _Run:
             assert not isinstance(self.models, ModelSpec)  # noqa: S101 (loaded by execute)
             for outcome in segment_tiles(self.models, work, self.sizer, prefetch=self.options.prefetch, stop=self.stop):
                 self.record(work.source, outcome)
-            self._check_stop()
+            if self.stop is not None and self.stop.is_set():
+                return
 
-    def _on_workers(self, works: list[RasterTiles]) -> None:
+    def _start_workers(self, stack: ExitStack) -> WorkerPool:
         assert isinstance(self.models, ModelSpec)  # noqa: S101 (run_batch checked it)
-        report = run_on_workers(
-            works, self.models, self.options, record=self.record, status=self._status, stop=self.stop
-        )
-        self.sizer = BatchSizer(report.batch_size, requested=report.batch_size)
-        self._check_stop()
+        return stack.enter_context(worker_pool(self.models, self.options))
 
     def _check_stop(self) -> None:
         if self.stop is not None and self.stop.is_set():
             raise Cancelled(f"stopped after {self.before + sum(self.counts.values())} tiles")
 
     def _status(self, alive: int, retries: int) -> None:
-        """The workers' state, from :func:`~think2seg.batch.workers.run_on_workers`."""
+        """The workers' state, from :meth:`~think2seg.batch.workers.WorkerPool.run`."""
         self.workers_alive, self.retries = alive, retries
         if self.bar is not None:
             self._postfix()

@@ -23,9 +23,11 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 import uuid
 from collections import Counter, deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from types import ModuleType
 from typing import Any
@@ -45,6 +47,9 @@ MAX_DEATHS = 3
 """A tile whose worker died this many times while holding it is recorded as failed."""
 ACTOR_RESTARTS = 3
 """How often Ray restarts a worker that died (killed, out of memory) before it is given up."""
+RESTART_WAIT_S = 600.0
+"""How long a restarting worker may stay unavailable (loading the models again) before it is given up."""
+RESTART_POLL_S = 0.25
 
 
 def require_ray() -> ModuleType:
@@ -92,25 +97,19 @@ class WorkersReport:
     retries: int
 
 
-def run_on_workers(
-    works: list[RasterTiles],
-    models: ModelSpec,
-    options: BatchOptions,
-    *,
-    record: Callable[[str, TileOutcome], None],
-    status: Callable[[int, int], None],
-    stop: threading.Event | None = None,
-) -> WorkersReport:
-    """Segment ``works`` on ``options.workers`` Ray workers; ``record(source, outcome)`` is called
-    here, in this process, for every finished tile, and ``status(alive, retries)`` when the workers
-    change. Ends early (tiles in flight are not recorded) when ``stop`` is set."""
+@contextmanager
+def worker_pool(models: ModelSpec, options: BatchOptions) -> Iterator[WorkerPool]:
+    """Join or start Ray and start ``options.workers`` workers (they load the models in the
+    background); on leaving, the workers are stopped, and a Ray instance started here is shut down."""
     ray = require_ray()
     started_here = _connect(ray, options.ray_address)
-    pool = _Pool(ray, models, options)
     try:
-        return pool.run(works, record, status, stop)
+        pool = WorkerPool(ray, models, options)
+        try:
+            yield pool
+        finally:
+            pool.close()
     finally:
-        pool.close()
         if started_here:
             ray.shutdown()
 
@@ -150,7 +149,7 @@ def actor_options(resources: dict[str, float], models: ModelSpec, workers: int) 
     return {"num_gpus": 1, "num_cpus": min(share, 1.0)}, "cuda"  # Ray shows each worker its own GPU as cuda:0
 
 
-class _Pool:
+class WorkerPool:
     """The workers of one run and the chunks in flight on them."""
 
     def __init__(self, ray: Any, models: ModelSpec, options: BatchOptions) -> None:
@@ -172,7 +171,7 @@ class _Pool:
         self.sizes: dict[int, int] = {}  # worker -> chunk size, while it is alive
         self.given_up: set[int] = set()
         self.deaths: Counter[tuple[str, int]] = Counter()  # (source, tile_id) -> workers that died holding it
-        self.restarts: Counter[int] = Counter()
+        self.unavailable_since: dict[int, float] = {}  # worker -> when it died, until it is ready again
         self.retries = 0
         self.errors: list[str] = []
         self.queue: deque[RasterTiles] = deque()
@@ -184,8 +183,11 @@ class _Pool:
         works: list[RasterTiles],
         record: Callable[[str, TileOutcome], None],
         status: Callable[[int, int], None],
-        stop: threading.Event | None,
+        stop: threading.Event | None = None,
     ) -> WorkersReport:
+        """Segment ``works``; ``record(source, outcome)`` is called here, in this process, for every
+        finished tile, and ``status(alive, retries)`` when the workers change. Ends early (the tiles
+        in flight are not recorded) when ``stop`` is set."""
         self.queue.extend(works)
         self.record, self.status = record, status
         status(0, 0)
@@ -236,22 +238,26 @@ class _Pool:
             self.ray.kill(self.actors[index], no_restart=True)
             return
         self.sizes[index] = size
+        self.unavailable_since.pop(index, None)
         self.status(len(self.sizes), self.retries)
         self._feed(index)
 
     def _died(self, index: int, chunk: RasterTiles | None, exc: Exception) -> None:
-        """Worker ``index`` died: its chunk goes back in line, and it is asked again once Ray has
-        restarted it; a worker that dies while restarting, or too often, is given up."""
+        """Worker ``index`` died: its chunk goes back in line, and it is asked again until Ray has
+        restarted it. It is given up when Ray gives it up (its restarts are used up, its node is
+        gone) or when it stays unavailable for ``RESTART_WAIT_S``."""
         self.sizes.pop(index, None)
         if chunk is not None:
             self._requeue(chunk)
-        unavailable = isinstance(exc, self.ray.exceptions.ActorUnavailableError)
-        if (chunk is None and not unavailable) or self.restarts[index] >= ACTOR_RESTARTS:
+        restarting = isinstance(exc, self.ray.exceptions.ActorUnavailableError)
+        since = self.unavailable_since.setdefault(index, time.monotonic())
+        if (chunk is None and not restarting) or time.monotonic() - since > RESTART_WAIT_S:
             self.errors.append(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
             self.given_up.add(index)
         elif not any(i == index and c is None for i, c in self.pending.values()):
-            self.restarts[index] += 1
-            self.pending[self.actors[index].ready.remote()] = (index, None)  # answered once Ray restarted it
+            if chunk is None:
+                time.sleep(RESTART_POLL_S)  # it is restarting: ask again in a moment
+            self.pending[self.actors[index].ready.remote()] = (index, None)
         self.status(len(self.sizes), self.retries)
 
     def _requeue(self, chunk: RasterTiles) -> None:
