@@ -60,6 +60,7 @@ bench: setup
 	$(BIN)/python bench/batch_throughput.py
 	$(BIN)/python bench/serve_overhead.py
 	$(BIN)/python bench/gpu_throughput.py
+	$(BIN)/python bench/workers_scaling.py
 
 # dist/think2seg_qgis.zip for QGIS's "Install from ZIP". Needs nothing but Python: no venv, no
 # install (Bandit checks the plugin in `make test`).
