@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -15,6 +16,17 @@ from think2seg.testing.tiny_sam import build_tiny_sam2
 from think2seg.think2seg_rs.answer import InstancePrompt
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging():
+    """The CLI's ``main`` points the root logger at the stderr of its test (a capture that closes
+    after it): put back the handlers of before, so later tests do not log into a closed stream."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 
 @pytest.fixture(scope="session")

@@ -311,7 +311,7 @@ def test_an_output_with_map_coordinate_pieces_is_not_resumed(tmp_path, capsys):
     args = ["batch", str(raster), "segment", "-o", str(out), "--tile-size-px", "256", "--overlap-px", "32"]
     assert main([*args, "--resume", "--lvlm", str(tmp_path / "no-model")]) == 1
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and message in err[0]
+    assert len(err) == 1 and message in err[0], "\n".join(err)
     summary = run_batch(raster, "segment", out, models=engine(), options=BatchOptions(**OPTIONS_KW, overwrite=True))
     assert summary.tiles_before == 0 and summary.counts == {"ok": 4}
 

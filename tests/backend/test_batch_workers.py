@@ -22,7 +22,7 @@ from affine import Affine
 
 from think2seg.batch.options import BatchOptions, ModelSpec
 from think2seg.batch.runner import run_batch
-from think2seg.errors import ModelError
+from think2seg.errors import Cancelled, ModelError
 
 from conftest import tiny_model_flags
 from rasters import write_raster
@@ -202,3 +202,65 @@ def test_workers_that_cannot_load_the_models_say_why_and_leave_no_output(local_r
     with pytest.raises(ModelError, match="all 2 workers failed .*no-sam does not exist"):
         run_batch(three_rasters, QUESTION, out, models=missing, options=_workers_options())
     assert not out.exists()
+
+
+def test_stopping_a_run_stops_its_workers_and_leaves_it_resumable(
+    local_ray, three_rasters, models, reference, tmp_path
+):
+    """What Ctrl-C does (the CLI turns it into the same unwinding): workers gone, output resumable."""
+    out = tmp_path / "stopped.gpkg"
+    stop = threading.Event()
+    with pytest.raises(Cancelled):
+        run_batch(
+            three_rasters,
+            QUESTION,
+            out,
+            models=models,
+            options=_workers_options(),
+            on_progress=lambda _: stop.set(),
+            stop=stop,
+        )
+    assert not [a for a in ray.util.list_named_actors(all_namespaces=True) if "worker" in a["name"]]
+    done = pyogrio.read_info(out, layer="tiles")["features"]
+    assert 1 <= done < 6
+    summary = run_batch(
+        three_rasters, QUESTION, out, models=models, options=BatchOptions(**GRID, target_crs="EPSG:32633", resume=True)
+    )
+    assert summary.tiles_before == done and summary.processed == 6 - done
+    for source, polygons in reference.items():
+        assert _polygons(out, source) == polygons
+
+
+def test_a_server_job_runs_on_workers_and_reports_their_figures(local_ray, three_rasters, models, reference, tmp_path):
+    from fastapi.testclient import TestClient
+
+    from think2seg.engine import Engine
+    from think2seg.server.app import create_app
+    from think2seg.server.settings import ServerSettings
+
+    from conftest import BoxSegmenter, FixedPrompter
+
+    settings = ServerSettings(
+        data_roots=(tmp_path, three_rasters[0].parent),
+        token_file=tmp_path / "token",
+        lvlm=models.lvlm,
+        segmenter=models.segmenter,
+        device="cpu",
+        job_workers=2,
+    )
+    app = create_app(settings, Engine(FixedPrompter("unused"), BoxSegmenter()), token="t" * 24)
+    headers = {"Authorization": f"Bearer {'t' * 24}"}
+    raster, out = three_rasters[0], tmp_path / "job.gpkg"
+    request = {"raster_path": str(raster), "output_path": str(out), "question": QUESTION, **GRID}
+    with TestClient(app, base_url="http://127.0.0.1:8765") as client:
+        job = client.post("/v1/jobs", json=request, headers=headers).json()
+        seen = []
+        deadline = time.monotonic() + 240
+        while (status := client.get(f"/v1/jobs/{job['id']}", headers=headers).json())["state"] == "running":
+            seen.append(status)
+            assert time.monotonic() < deadline, status
+            time.sleep(0.2)
+    assert status["state"] == "done", status
+    assert status["workers"] == 2 and status["tiles_done"] == 2 and status["tiles_per_s"] > 0
+    assert any(s["workers_alive"] for s in seen) and status["workers_alive"] is None
+    assert _polygons(out, str(raster.resolve())) == reference[str(raster.resolve())]  # a.tif is in EPSG:32633

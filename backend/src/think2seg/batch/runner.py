@@ -345,7 +345,8 @@ class _Run:
 
     def _record_outside(self, source: str, grid_tile: GridTile) -> None:
         footprint = self.rasters[source].footprint(grid_tile.window)
-        self._record(TileRecord(source, grid_tile, footprint, TileStatus.OUTSIDE_AOI, "the tile misses the AOI"))
+        outcome = TileOutcome(grid_tile, TileStatus.OUTSIDE_AOI, "the tile misses the AOI")
+        self._record(TileRecord(source, outcome, footprint))
 
     def record(self, source: str, outcome: TileOutcome) -> None:
         """Record a finished tile of ``source`` (from this process or a worker)."""
@@ -353,17 +354,7 @@ class _Run:
         grid_tile = outcome.grid_tile
         self.timer.merge(outcome.timings)
         record = TileRecord(
-            source,
-            grid_tile,
-            raster.footprint(grid_tile.window),
-            outcome.status,
-            outcome.message,
-            outcome.seconds,
-            outcome.instances,
-            outcome.reasoning,
-            outcome.raw_answer,
-            outcome.pieces,
-            raster.seams(grid_tile, outcome.pieces),
+            source, outcome, raster.footprint(grid_tile.window), raster.seams(grid_tile, outcome.pieces)
         )
         self._record(record)
 

@@ -42,12 +42,12 @@ from shapely.geometry import Polygon
 from think2seg._version import __version__
 from think2seg.batch.grid import GridTile
 from think2seg.batch.params import BatchParams
+from think2seg.batch.work import TileOutcome
 from think2seg.errors import InputError, OutputError
 from think2seg.geo.reproject import Reprojection, crs_label
 from think2seg.output.atomic import check_output_path
 from think2seg.output.frames import RunStamp, boxes_frame, points_frame
 from think2seg.output.gpkg import write_layer
-from think2seg.result import InstanceResult
 from think2seg.runs.policy import Continuation, Opened, differences, open_run
 from think2seg.runs.states import RETRY_STATUSES, TileStatus
 
@@ -71,21 +71,27 @@ class RasterEntry:
 
 @dataclass
 class TileRecord:
-    """What one tile attempt produced; ``pieces`` are its core's polygons in whole-pixel coordinates,
-    and ``footprint`` is in the raster's own CRS."""
+    """A tile attempt as stored: the worker's outcome (its core's polygons in whole-pixel
+    coordinates), the raster it belongs to, its footprint in the raster's own CRS, and which
+    pieces touch a seam."""
 
     source: str
-    tile: GridTile
+    outcome: TileOutcome
     footprint: Polygon
-    status: TileStatus
-    message: str = ""
-    seconds: float = 0.0
-    instances: tuple[InstanceResult, ...] = ()
-    reasoning: str = ""
-    raw_answer: str = ""
-    pieces: np.ndarray = field(default_factory=lambda: np.array([], dtype=object))
     seams: np.ndarray = field(default_factory=lambda: np.array([], dtype=bool))
     attempt: str = field(default_factory=lambda: uuid.uuid4().hex)
+
+    @property
+    def tile(self) -> GridTile:
+        return self.outcome.grid_tile
+
+    @property
+    def status(self) -> TileStatus:
+        return self.outcome.status
+
+    @property
+    def pieces(self) -> np.ndarray:
+        return self.outcome.pieces
 
 
 class BatchStore:
@@ -290,12 +296,12 @@ class BatchStore:
             "core_width": ints([int(c.width) for _, c in windows]),
             "core_height": ints([int(c.height) for _, c in windows]),
             "status": texts([r.status.value for r in records]),
-            "message": texts([r.message for r in records]),
-            "instances": ints([len(r.instances) for r in records]),
+            "message": texts([r.outcome.message for r in records]),
+            "instances": ints([len(r.outcome.instances) for r in records]),
             "pieces": ints([len(r.pieces) for r in records]),
-            "seconds": pd.Series([r.seconds for r in records], dtype="float64"),
-            "reasoning": texts([r.reasoning for r in records]),
-            "raw_answer": texts([r.raw_answer for r in records]),
+            "seconds": pd.Series([r.outcome.seconds for r in records], dtype="float64"),
+            "reasoning": texts([r.outcome.reasoning for r in records]),
+            "raw_answer": texts([r.outcome.raw_answer for r in records]),
             "attempt": texts([r.attempt for r in records]),
             "finished_at": pd.Series(
                 [pd.Timestamp(datetime.now(timezone.utc))] * len(records), dtype="datetime64[ms, UTC]"
@@ -320,7 +326,12 @@ class BatchStore:
         for r in records:
             entry = self.entries[r.source]
             frame = boxes_frame(
-                r.instances, entry.stamp, status=r.status.value, reasoning=r.reasoning, crs=entry.crs, tags=_tags(r)
+                r.outcome.instances,
+                entry.stamp,
+                status=r.status.value,
+                reasoning=r.outcome.reasoning,
+                crs=entry.crs,
+                tags=_tags(r),
             )
             frames.append(self._in_output_crs(frame, entry))
         return _concat(
@@ -331,7 +342,7 @@ class BatchStore:
         frames = []
         for r in records:
             entry = self.entries[r.source]
-            frame = points_frame(r.instances, entry.stamp, status=r.status.value, crs=entry.crs, tags=_tags(r))
+            frame = points_frame(r.outcome.instances, entry.stamp, status=r.status.value, crs=entry.crs, tags=_tags(r))
             frames.append(self._in_output_crs(frame, entry))
         return _concat(frames or [points_frame((), self._any_stamp(), status="", crs=self.crs, tags=EMPTY_TAGS)])
 
