@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field, replace
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -139,9 +139,3 @@ def core_pieces(grid_tile: GridTile, mask: np.ndarray) -> np.ndarray:
     row0, col0 = int(core.row_off - window.row_off), int(core.col_off - window.col_off)
     core_mask = mask[row0 : row0 + int(core.height), col0 : col0 + int(core.width)]
     return pixel_polygons(core_mask, origin_px=(int(core.col_off), int(core.row_off)))
-
-
-def chunks(work: RasterTiles, size: int) -> Iterable[RasterTiles]:
-    """``work`` cut into pieces of at most ``size`` tiles (a worker's batch)."""
-    for start in range(0, len(work.tiles), size):
-        yield replace(work, tiles=work.tiles[start : start + size])
