@@ -24,7 +24,7 @@ setup: $(STAMP)
 $(STAMP): backend/pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e "backend[test,sam1,eval,ray]"
+	$(BIN)/python -m pip install --quiet -e "backend[test,sam1,eval,ray,train]"
 	@touch $(STAMP)
 
 # QGIS (Debian's packages) and pytest-qgis in a venv that sees QGIS's own Python packages.
@@ -61,6 +61,7 @@ bench: setup
 	$(BIN)/python bench/serve_overhead.py
 	$(BIN)/python bench/gpu_throughput.py
 	$(BIN)/python bench/workers_scaling.py
+	$(BIN)/python bench/train_step.py
 
 # dist/think2seg_qgis.zip for QGIS's "Install from ZIP". Needs nothing but Python: no venv, no
 # install (Bandit checks the plugin in `make test`).

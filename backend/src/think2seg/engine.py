@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from typing import Any
 
 import numpy as np
 from affine import Affine
@@ -326,8 +327,8 @@ class Engine:
                 }
             )
             with timer.stage("parse"):
-                parsed = numeric_prompts(parse_answer(generation.text, mode=answer_mode))
-            answers.append(TileAnswer(tile, generation, parsed, _instances(parsed.instances, tile)))
+                parsed, instances = answer_instances(generation.text, tile, mode=answer_mode)
+            answers.append(TileAnswer(tile, generation, parsed, instances))
         return answers
 
     def _masks(
@@ -344,8 +345,7 @@ class Engine:
         for index, embedding in zip(todo, embeddings):
             timers[index].add("sam_encode", share)
             with timers[index].stage("sam_decode"):
-                instance_masks = self.segmenter.predict(embedding, [i.pixel for i in instances[index]])
-            masks[index] = np.logical_or.reduce(instance_masks, axis=0) & tiles[index].valid
+                masks[index] = union_mask(self.segmenter, embedding, instances[index], tiles[index])
         return masks
 
 
@@ -364,12 +364,29 @@ def _inference(answer: TileAnswer, question: str, mask: np.ndarray, timer: Stage
     )
 
 
-def _instances(prompts: Sequence[InstancePrompt], tile: Tile) -> tuple[InstanceResult, ...]:
-    """Scale 840-view prompts to tile pixels by (W/840, H/840)."""
+def answer_instances(
+    text: str, tile: Tile, *, mode: AnswerMode = "product"
+) -> tuple[ParsedAnswer, tuple[InstanceResult, ...]]:
+    """Parse the prompter's whole output ``text`` (``mode``'s rules, values made numeric) and scale
+    its 840-view prompts to ``tile``'s pixels by (W/840, H/840): the step between the LVLM and SAM
+    that inference and training's reward share."""
+    parsed = numeric_prompts(parse_answer(text, mode=mode))
     sx, sy = tile.width / VIEW_SIZE_PX, tile.height / VIEW_SIZE_PX
-    return tuple(
-        InstanceResult(index=i, view=p, pixel=p.scaled(sx, sy), transform=tile.transform) for i, p in enumerate(prompts)
+    instances = tuple(
+        InstanceResult(index=i, view=p, pixel=p.scaled(sx, sy), transform=tile.transform)
+        for i, p in enumerate(parsed.instances)
     )
+    return parsed, instances
+
+
+def union_mask(segmenter: Segmenter, embedding: Any, instances: Sequence[InstanceResult], tile: Tile) -> np.ndarray:
+    """The answer's mask on ``tile`` (H, W bool): the union of one SAM call per instance (its pixel
+    prompts) on ``embedding`` (``segmenter.encode`` of ``tile.pixels``), nodata pixels False.
+    No instances: an empty mask, without a SAM call."""
+    if not instances:
+        return np.zeros((tile.height, tile.width), dtype=bool)
+    instance_masks = segmenter.predict(embedding, [i.pixel for i in instances])
+    return np.logical_or.reduce(instance_masks, axis=0) & tile.valid
 
 
 def check_vector_options(simplify_px: float, min_area_m2: float, crs: CRS | None) -> None:

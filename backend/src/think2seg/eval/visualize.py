@@ -45,8 +45,8 @@ def _figure(sample: Sample, item: SampleScore, record: dict, mask_path: Path) ->
         image, target = np.asarray(make_view(image)), resize_mask(target, predicted.shape[0])
     panels = [
         Image.fromarray(image),
-        _overlay(image, target, GREEN),
-        _prompts(_overlay(image, predicted, ORANGE), record.get("prompts", [])),
+        overlay(image, target, GREEN),
+        draw_prompts(overlay(image, predicted, ORANGE), record.get("prompts", [])),
     ]
     scale = PANEL_PX / max(image.shape[:2])
     size = (max(1, round(image.shape[1] * scale)), max(1, round(image.shape[0] * scale)))
@@ -59,13 +59,13 @@ def _figure(sample: Sample, item: SampleScore, record: dict, mask_path: Path) ->
     return canvas
 
 
-def _overlay(image: np.ndarray, mask: np.ndarray, colour: tuple[int, int, int]) -> Image.Image:
+def overlay(image: np.ndarray, mask: np.ndarray, colour: tuple[int, int, int]) -> Image.Image:
     out = image.astype(np.float32).copy()
     out[mask] = out[mask] * 0.45 + np.array(colour, dtype=np.float32) * 0.55
     return Image.fromarray(out.astype(np.uint8))
 
 
-def _prompts(image: Image.Image, prompts: list) -> Image.Image:
+def draw_prompts(image: Image.Image, prompts: list) -> Image.Image:
     draw = ImageDraw.Draw(image)
     radius = max(2, round(max(image.size) / 150))
     for box, points in prompts:

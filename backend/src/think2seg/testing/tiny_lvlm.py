@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -57,6 +57,8 @@ CHAT_TEMPLATE = (
 )
 
 MAX_STEPS = 1500
+CHOICE_CONFIDENCE = 0.995
+"""A choice model's other tokens are this sure, so answers sampled at temperature 1 stay well formed."""
 
 TEST_ANSWERS = {
     "river": (
@@ -104,17 +106,43 @@ def save_untrained_tiny_lvlm(folder: Path, *, seed: int = 0) -> Path:
     return folder
 
 
+def build_choice_lvlm(folder: Path, trigger: str, answers: Sequence[str], *, seed: int = 0) -> Path:
+    """Train a tiny Qwen2.5-VL that answers ``question_for(trigger)`` with one of ``answers``, about
+    equally often when sampled: they differ in their first differing token only (a choice the model
+    cannot make from the question), and every other token is learnt exactly. For tests that need
+    an untaught policy with a spread of rewards (GRPO's learning signal)."""
+    torch.manual_seed(seed)
+    processor = _processor([trigger])
+    model = _model(processor)
+    samples = [_sample(processor, question_for(trigger), answer) for answer in answers]
+    _train(model, samples, tolerance=1, confidence=CHOICE_CONFIDENCE)
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return folder
+
+
 def cached_tiny_lvlm(cache_root: Path, answers: Mapping[str, str]) -> Path:
     """:func:`build_tiny_lvlm` once per distinct ``answers`` (and library versions) under ``cache_root``."""
+    return _cached(cache_root, "tiny-lvlm", dict(answers), lambda folder: build_tiny_lvlm(folder, answers))
+
+
+def cached_choice_lvlm(cache_root: Path, trigger: str, answers: Sequence[str]) -> Path:
+    """:func:`build_choice_lvlm` once per distinct trigger and answers under ``cache_root``."""
+    key = {"trigger": trigger, "choices": list(answers), "confidence": CHOICE_CONFIDENCE}
+    return _cached(cache_root, "choice-lvlm", key, lambda folder: build_choice_lvlm(folder, trigger, answers))
+
+
+def _cached(cache_root: Path, kind: str, key: object, build: Callable[[Path], Path]) -> Path:
     import transformers
 
-    key = json.dumps([BUILDER_VERSION, torch.__version__, transformers.__version__, dict(answers)], sort_keys=True)
-    folder = cache_root / f"tiny-lvlm-{hashlib.sha256(key.encode()).hexdigest()[:16]}"
+    text = json.dumps([BUILDER_VERSION, torch.__version__, transformers.__version__, key], sort_keys=True)
+    folder = cache_root / f"{kind}-{hashlib.sha256(text.encode()).hexdigest()[:16]}"
     if (folder / "config.json").is_file():
         return folder
     partial = folder.with_name(folder.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
-    build_tiny_lvlm(partial, answers)
+    build(partial)
     partial.rename(folder)
     return folder
 
@@ -197,31 +225,38 @@ def _sample(processor: Qwen2_5_VLProcessor, question: str, answer: str) -> dict:
     return {"inputs": dict(inputs), "labels": labels, "prompt": prompt, "prompt_len": prompt_len, "answer": answer}
 
 
-def _train(model: Qwen2_5_VLForConditionalGeneration, samples: list[dict]) -> None:
+def _train(
+    model: Qwen2_5_VLForConditionalGeneration, samples: list[dict], *, tolerance: int = 0, confidence: float = 0.0
+) -> None:
+    """Teacher forcing until every answer's tokens but ``tolerance`` of them are predicted: the
+    argmax, with a probability of at least ``confidence``."""
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=3e-3)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=3e-3, total_steps=MAX_STEPS, pct_start=0.05)
     model.train()
     streak = 0
     for _step in range(MAX_STEPS):
-        exact = sum(_train_step(model, sample) for sample in samples)
+        learnt = sum(_train_step(model, sample, confidence) <= tolerance for sample in samples)
         torch.nn.utils.clip_grad_norm_(trainable, 1.0)
         optimizer.step()
         optimizer.zero_grad()
         schedule.step()
-        streak = streak + 1 if exact == len(samples) else 0
+        streak = streak + 1 if learnt == len(samples) else 0
         if streak >= 10:
             break
     model.eval()
 
 
-def _train_step(model: Qwen2_5_VLForConditionalGeneration, sample: dict) -> bool:
+def _train_step(model: Qwen2_5_VLForConditionalGeneration, sample: dict, confidence: float) -> int:
+    """One backward pass; returns how many answer tokens the model does not yet predict."""
     logits = model(**sample["inputs"]).logits[:, :-1]
     labels = sample["labels"][:, 1:]
     keep = labels != -100
     loss = torch.nn.functional.cross_entropy(logits[keep], labels[keep])
     loss.backward()
-    return bool((logits[keep].argmax(-1) == labels[keep]).all())
+    kept, wanted = logits[keep].detach(), labels[keep]
+    sure = kept.softmax(-1).gather(1, wanted[:, None])[:, 0] >= confidence
+    return int(((kept.argmax(-1) != wanted) | ~sure).sum())
 
 
 def _verify(model: Qwen2_5_VLForConditionalGeneration, processor: Qwen2_5_VLProcessor, samples: list[dict]) -> None:

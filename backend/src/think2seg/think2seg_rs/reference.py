@@ -52,7 +52,7 @@ def reference_items(text: str) -> list[dict[str, Any]]:
     if not isinstance(value, list):
         raise AnswerRejected("the answer's JSON is not a list of instances")
     for index, item in enumerate(value):
-        _check_item(index, item)
+        check_item(index, item)
     return _drop_duplicates(value)
 
 
@@ -84,7 +84,7 @@ def load_json(snippet: str) -> Any:
         raise AnswerRejected(f"the answer's JSON cannot be read ({type(exc).__name__}: {str(exc)[:80]})") from exc
 
 
-def _check_item(index: int, item: Any) -> None:
+def check_item(index: int, item: Any) -> None:
     if not isinstance(item, dict):
         raise AnswerRejected(f"instance {index} is not a JSON object")
     if "bbox_2d" not in item and "positive_points" not in item:
