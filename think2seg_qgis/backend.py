@@ -103,6 +103,9 @@ class Backend(QObject):
         arguments = ["serve", "--host", "127.0.0.1", "--port", port if port.isdigit() else "8765"]
         arguments += ["--token-file", self.settings.token_file]
         extra = split_arguments(self.settings.backend_arguments, windows=os.name == "nt")
+        lvlm = self.settings.backend_lvlm
+        if lvlm and not any(a == "--lvlm" or a.startswith("--lvlm=") for a in extra):
+            arguments += ["--lvlm", lvlm]  # an --lvlm among the extra options wins
         return arguments + (extra if "--data-root" in extra else ["--any-path", *extra])
 
     def stop(self) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from qgis.gui import QgsFileWidget
 from qgis.PyQt.QtGui import QTextCursor
 from qgis.PyQt.QtWidgets import (
@@ -10,6 +12,7 @@ from qgis.PyQt.QtWidgets import (
     QDialogButtonBox,
     QDoubleSpinBox,
     QFormLayout,
+    QLabel,
     QLineEdit,
     QPlainTextEdit,
     QSpinBox,
@@ -22,13 +25,16 @@ from .export import ExportChoice
 from .log import guard_slot
 from .settings import Settings
 
-BACKEND_SETTINGS = ("backend_url", "token_file", "backend_executable", "backend_arguments")
+BACKEND_SETTINGS = ("backend_url", "token_file", "backend_executable", "backend_arguments", "backend_lvlm")
 TOOLTIPS = {
     "url": "Where the think2seg backend listens; http://127.0.0.1:8765 is this machine",
     "executable": "The think2seg command of the backend's virtual environment, e.g. …/.venv/bin/think2seg; "
     "Start in the panel runs it",
-    "arguments": "More `think2seg serve` options for a backend started from QGIS, e.g. --lvlm FOLDER --device cuda:1. "
+    "arguments": "More `think2seg serve` options for a backend started from QGIS, e.g. --device cuda:1. "
     "It may use any folder unless you give --data-root",
+    "lvlm": "The prompter model for a backend started from QGIS: a `think2seg train` run's RUN/lvlm folder, "
+    "or any downloaded Qwen2.5-VL checkpoint folder. Empty uses the default Think2Seg-RS-3B. "
+    "An --lvlm in the extra options wins. Restart the backend to use it",
     "timeout": "How long a request may stay silent before QGIS gives up on it",
     "start_timeout": "How long Start waits for the backend to answer its first health check",
     "max_side": "A visible window with a longer side is read decimated to this size (zoom in for full resolution)",
@@ -66,7 +72,14 @@ class SettingsDialog(QDialog):
         self.executable = QgsFileWidget()
         self.executable.setFilePath(settings.backend_executable)
         self.arguments = QLineEdit(settings.backend_arguments)
-        self.arguments.setPlaceholderText("e.g. --lvlm /models/Think2Seg-RS-7B --device cuda:1 --data-root /data")
+        self.arguments.setPlaceholderText("e.g. --device cuda:1 --data-root /data")
+        self.lvlm = QgsFileWidget()
+        self.lvlm.setStorageMode(QgsFileWidget.StorageMode.GetDirectory)
+        self.lvlm.setFilePath(settings.backend_lvlm)
+        self.problem = QLabel("")
+        self.problem.setWordWrap(True)
+        self.problem.setStyleSheet("color: #b00020")
+        self.problem.hide()
         self.timeout = _spin(5, 86400, settings.request_timeout_s, suffix=" s")
         self.start_timeout = _spin(5, 86400, settings.start_timeout_s, suffix=" s")
         self.max_side = _spin(64, 16384, settings.max_side_px, suffix=" px")
@@ -80,6 +93,8 @@ class SettingsDialog(QDialog):
         form.addRow("Token file", self.token_file)
         form.addRow("Backend executable (think2seg)", self.executable)
         form.addRow("Extra backend options", self.arguments)
+        form.addRow("Prompter model (LVLM) folder", self.lvlm)
+        form.addRow(self.problem)
         form.addRow("Request timeout", self.timeout)
         form.addRow("Backend start timeout", self.start_timeout)
         form.addRow("Largest tile side", self.max_side)
@@ -87,8 +102,34 @@ class SettingsDialog(QDialog):
         form.addRow("Minimum polygon area", self.min_area)
         form.addRow(_buttons(self))
 
+    def lvlm_problem(self) -> str:
+        """Why the chosen prompter folder cannot be used ('' when it can, or when none is chosen).
+
+        A training run's folder is corrected to its RUN/lvlm, with a note, rather than refused."""
+        text = self.lvlm.filePath().strip()
+        if not text:
+            return ""
+        folder = Path(text).expanduser()
+        if (folder / "config.json").is_file():
+            return ""
+        if (folder / "lvlm" / "config.json").is_file():
+            self.lvlm.setFilePath(str(folder / "lvlm"))
+            return ""
+        if not folder.is_dir():
+            return f"The prompter folder {folder} does not exist: choose the folder of a model."
+        return (
+            f"{folder} holds no model (no config.json). A `think2seg train` run keeps its model in RUN/lvlm; "
+            "a downloaded checkpoint is the folder with config.json in it."
+        )
+
     def accept(self) -> None:
+        problem = self.lvlm_problem()
+        if problem:
+            self.problem.setText(problem)
+            self.problem.show()
+            return  # the dialog stays open with the problem said
         s = self.settings
+        s.backend_lvlm = self.lvlm.filePath()
         s.backend_url = self.url.text()
         s.token_file = self.token_file.filePath()
         s.backend_executable = self.executable.filePath()

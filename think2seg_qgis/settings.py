@@ -30,6 +30,7 @@ class Settings:
         "backend_url": "http://127.0.0.1:8765",
         "backend_executable": "",
         "backend_arguments": "",
+        "backend_lvlm": "",
         "request_timeout_s": 600,
         "start_timeout_s": 600,
         "max_side_px": 2048,
@@ -90,6 +91,16 @@ class Settings:
     @backend_arguments.setter
     def backend_arguments(self, value: str) -> None:
         self._set("backend_arguments", value.strip())
+
+    @property
+    def backend_lvlm(self) -> str:
+        """The prompter folder for a backend started from QGIS: a Qwen2.5-VL checkpoint, such as a
+        `think2seg train` run's RUN/lvlm; empty for the backend's default (Think2Seg-RS-3B)."""
+        return str(self._get("backend_lvlm"))
+
+    @backend_lvlm.setter
+    def backend_lvlm(self, value: str) -> None:
+        self._set("backend_lvlm", value.strip())
 
     @property
     def request_timeout_s(self) -> int:
