@@ -220,3 +220,27 @@ def test_cli_trains_on_a_raster_and_its_polygons(tmp_path, tiny_lvlm_dir, tiny_s
     assert record["data"]["kind"] if "kind" in record["data"] else True
     assert json.loads((run / "data" / "train" / "samples.json").read_text())
     assert (run / "lvlm" / "config.json").is_file() and (run / "report.md").is_file()
+
+
+@pytest.mark.slow
+def test_two_processes_train_one_run(tmp_path, tiny_lvlm_dir, tiny_sam2_dir):
+    """`torchrun --nproc_per_node 2 -m think2seg train` (gloo on the CPU, as `accelerate launch`
+    on GPUs): one run folder, the main process alone cuts, evaluates, merges and reports."""
+    import os
+    import subprocess
+    import sys
+
+    data = _folder_dataset(tmp_path / "data", 4, question_for("river"))
+    run = tmp_path / "run"
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "think2seg", "train"]
+    command += ["--dataset", "folder", "--root", str(data), "--val-fraction", "0.25", "-o", str(run), "--quiet"]
+    command += ["--max-steps", "2", "--generations", "2", "--prompts-per-step", "1", "--max-completion-length", "32"]
+    command += ["--no-gradient-checkpointing", "--examples", "0", "--device", "cpu"]
+    command += ["--lvlm", str(tiny_lvlm_dir), "--segmenter", str(tiny_sam2_dir)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("trained model:") == 1
+    record = json.loads((run / "train.json").read_text())
+    assert record["status"] == "done" and record["processes"] == 2 and record["steps"] == 2
+    assert (run / "lvlm" / "config.json").is_file()

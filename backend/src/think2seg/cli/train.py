@@ -153,6 +153,8 @@ def run_command(args: argparse.Namespace) -> int:
     except TrainingInterrupted as exc:
         print(f"think2seg: {exc}", file=sys.stderr)
         return 130
+    if not result.record:
+        return 0  # another process of a multi-process run: the main one reports
     print(f"trained model: {result.lvlm_dir}\nreport: {result.report}")
     for name in ("before", "after"):
         scores = result.record.get(name)

@@ -29,6 +29,7 @@ from think2seg.models.weights import DEFAULT_LVLM, DEFAULT_SEGMENTER, resolve_mo
 from think2seg.runs.policy import Continuation, Opened, open_run
 from think2seg.train.grpo import TrainSettings, grpo_config, load_policy, lora_config, save_model, training_dataset
 from think2seg.train.progress import TrainMonitor, graceful_interrupt
+from think2seg.train.ranks import Ranks
 from think2seg.train.report import write_report
 from think2seg.train.reward import MaskReward
 from think2seg.train.sources import DatasetData, RasterData, TrainingData, absolute, load_training_data
@@ -83,18 +84,20 @@ def train(request: TrainRequest, *, segmenter: Segmenter | None = None) -> Train
     run_dir = request.run_dir.expanduser().absolute()
     if segmenter is None:
         check_segmenter(request.segmenter)
-    plan = plan_device(request.device)
+    ranks = Ranks(request.device)
+    plan = plan_device(ranks.device(request.device))
     base_dir = resolve_model_dir(request.lvlm, flag="--lvlm")
     store = TrainStore(run_dir, request.params())
-    opened = open_run(store, store.params, Continuation(resume=request.resume, overwrite=request.overwrite))
-    data = load_training_data(absolute(request.source), run_dir, progress=request.progress)
-    store.update(status="data ready", data=data.info, device=plan.label)
+    opened, data = _open(request, store, ranks, plan)
     segmenter = segmenter or load_segmenter(request.segmenter, device=plan)
     val = data.val[: request.val_limit] if request.val_limit else data.val
-    before = _validate(request, plan, segmenter, base_dir, val, "before", str(base_dir))
-    store.update(status="evaluated the base model", before=before)
-    monitor = _train(request, store, data, plan, segmenter, base_dir, opened)
+    if ranks.main:
+        before = _validate(request, plan, segmenter, base_dir, val, "before", str(base_dir))
+        store.update(status="evaluated the base model", before=before)
+    monitor = _train(request, store, data, (plan, ranks), segmenter, base_dir, opened)
     lvlm_dir = run_dir / "lvlm"
+    if not ranks.main:
+        return TrainResult(run_dir, lvlm_dir, run_dir / "report.md", {})
     _forget_eval(run_dir, "after")
     after = _validate(request, plan, segmenter, lvlm_dir, val, "after", str(lvlm_dir))
     record = store.update(status="done", after=after, curve=monitor.curve)
@@ -102,11 +105,25 @@ def train(request: TrainRequest, *, segmenter: Segmenter | None = None) -> Train
     return TrainResult(run_dir, lvlm_dir, report, record)
 
 
+def _open(request: TrainRequest, store: TrainStore, ranks: Ranks, plan: DevicePlan) -> tuple[Opened, TrainingData]:
+    """The main process applies the run policy and cuts the data; the others then read it."""
+    source = absolute(request.source)
+    if ranks.main:
+        opened = open_run(store, store.params, Continuation(resume=request.resume, overwrite=request.overwrite))
+        data = load_training_data(source, store.where, progress=request.progress)
+        store.update(status="data ready", data=data.info, device=plan.label, processes=ranks.count)
+    ranks.wait()
+    if not ranks.main:
+        opened = Opened.CONTINUED if request.resume else Opened.NEW  # the main process has decided
+        data = load_training_data(source, store.where)
+    return opened, data
+
+
 def _train(
     request: TrainRequest,
     store: TrainStore,
     data: TrainingData,
-    plan: DevicePlan,
+    where: tuple[DevicePlan, Ranks],
     segmenter: Segmenter,
     base_dir: Path,
     opened: Opened,
@@ -115,7 +132,8 @@ def _train(
     from trl.trainer.grpo_trainer import GRPOTrainer
 
     settings = request.settings
-    monitor = TrainMonitor(progress=request.progress)
+    plan, ranks = where
+    monitor = TrainMonitor(progress=request.progress and ranks.main)
     checkpoint = store.last_checkpoint() if opened is Opened.CONTINUED else None
     monitor.curve = _curve_until(store, checkpoint)
     monitor.session_start = len(monitor.curve)
@@ -130,18 +148,23 @@ def _train(
         callbacks=[monitor],
     )
     trainer.remove_callback(PrinterCallback)  # our bar shows the reward; no dict printed per step
-    store.update(status="training", resumed_from=str(checkpoint) if checkpoint else None)
+    if ranks.main:
+        store.update(status="training", resumed_from=str(checkpoint) if checkpoint else None)
     with graceful_interrupt(monitor):
         trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
-    store.update(curve=monitor.curve, steps=trainer.state.global_step, step_seconds=_step_seconds(monitor))
+    if ranks.main:
+        store.update(curve=monitor.curve, steps=trainer.state.global_step, step_seconds=_step_seconds(monitor))
     if monitor.interrupted:
-        store.update(status="interrupted")
+        if ranks.main:
+            store.update(status="interrupted")
         raise TrainingInterrupted(
             f"interrupted at step {trainer.state.global_step}; the checkpoint is in {store.where / 'checkpoints'}. "
             "Continue with the same command and --resume"
         )
-    save_model(trainer, processor, store.where, settings)
-    store.update(status="trained")
+    if ranks.main:
+        save_model(trainer, processor, store.where, settings)
+        store.update(status="trained")
+    ranks.wait()
     del trainer, model
     return monitor
 
