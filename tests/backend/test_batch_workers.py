@@ -174,12 +174,13 @@ def test_a_driver_killed_with_sigkill_resumes_to_the_same_polygons(
     ]
     process = subprocess.Popen([*command, "--workers", "2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 240
-    while (not out.exists() or _committed_tiles(out) < 2) and time.monotonic() < deadline and process.poll() is None:
-        time.sleep(0.05)
+    # Killed at the first committed tile (polled often: two workers can finish the 6 tiles fast).
+    while (not out.exists() or _committed_tiles(out) < 1) and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.01)
     process.send_signal(signal.SIGKILL)
     process.wait(timeout=30)
     before = _committed_tiles(out)
-    assert 2 <= before < 6, "the driver must be killed mid-way"
+    assert 1 <= before < 6, "the driver must be killed mid-way"
     kept = pyogrio.read_dataframe(out, layer="tiles", read_geometry=False)[["source", "tile_id", "attempt"]]
 
     resumed = subprocess.run([*command, "--resume"], capture_output=True, text=True, timeout=600)
