@@ -7,11 +7,12 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from think2seg.cli.options import non_negative_int, positive_int
+from think2seg.cli.options import add_option, non_negative_int, positive_int
 from think2seg.eval.datasets import DATASETS
 from think2seg.models.registry import SEGMENTER_SYNTAX
 from think2seg.models.weights import DEFAULT_LVLM, DEFAULT_SEGMENTER
 from think2seg.options import TILE_SIZE_PX
+from think2seg.train.tiles import BLOCK_TILES, EMPTY_RATIO, MIN_VALID_FRACTION, VAL_FRACTION
 
 if TYPE_CHECKING:  # the train extra is imported only when the command runs
     from think2seg.train.grpo import TrainSettings
@@ -64,30 +65,8 @@ def _add_data(parser: argparse.ArgumentParser) -> None:
     )
     own.add_argument("--classes", type=Path, metavar="FILE", help="YAML/JSON: class value -> question(s)")
     own.add_argument("--class-field", metavar="FIELD", help="the labels' field holding each polygon's class")
-    own.add_argument(
-        "--tile-size-px",
-        type=positive_int,
-        default=TILE_SIZE_PX.default,
-        metavar="PX",
-        help="tile side (default %(default)s)",
-    )
-    own.add_argument(
-        "--empty-ratio",
-        type=float,
-        default=0.5,
-        metavar="R",
-        help="tiles without target kept per tile with one (default 0.5)",
-    )
-    own.add_argument(
-        "--val-fraction",
-        type=float,
-        default=0.2,
-        metavar="F",
-        help="share held out for validation, in spatial blocks (default 0.2)",
-    )
-    own.add_argument(
-        "--block-tiles", type=positive_int, default=4, metavar="N", help="a split block is N x N tiles (default 4)"
-    )
+    for option in (TILE_SIZE_PX, EMPTY_RATIO, VAL_FRACTION, BLOCK_TILES, MIN_VALID_FRACTION):
+        add_option(own, option)
     data = parser.add_argument_group("or a dataset (as think2seg eval reads it)")
     data.add_argument("--dataset", choices=DATASETS, help="the dataset's layout")
     data.add_argument("--root", type=Path, metavar="DIR", help="the dataset's folder")
@@ -194,6 +173,7 @@ def _source(args: argparse.Namespace) -> RasterData | DatasetData:
         empty_ratio=args.empty_ratio,
         val_fraction=args.val_fraction,
         block_tiles=args.block_tiles,
+        min_valid_fraction=args.min_valid_fraction,
         seed=args.seed,
     )
     return RasterData(tuple(args.raster), args.labels, tuple(args.question), args.classes, args.class_field, options)
