@@ -4,6 +4,8 @@ Ctrl-C and --resume, the run folder's policy, and one test that shows learning."
 from __future__ import annotations
 
 import json
+import os
+import signal
 from dataclasses import replace
 from pathlib import Path
 
@@ -89,8 +91,8 @@ def test_interrupted_run_keeps_a_checkpoint_and_resumes(tmp_path, tiny_lvlm_dir,
     original = TrainMonitor.on_step_end
 
     def stop_at_two(self, args, state, control, **kwargs):
-        if state.global_step == 2:
-            self.interrupt()  # what the first Ctrl-C does
+        if state.global_step == 2 and not self.interrupted:
+            os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C: the handler asks for a checkpoint and a stop
         return original(self, args, state, control, **kwargs)
 
     monkeypatch.setattr(TrainMonitor, "on_step_end", stop_at_two)
