@@ -29,13 +29,8 @@ from think2seg.train.labels import (
     load_classes,
     read_labels,
 )
-from think2seg.train.tiles import (
-    DataOptions,
-    block_of,
-    grid_windows,
-    prepare_dataset,
-    write_image,
-)
+from think2seg.train.split import block_of, grid_windows
+from think2seg.train.tiles import DataOptions, prepare_dataset, write_image
 
 from rasters import UTM_TRANSFORM, scene, write_raster
 

@@ -1,10 +1,11 @@
 """``think2seg train``: teach the prompter new targets with the paper's mask-only reward (GRPO).
 
 Needs the ``train`` extra (TRL, PEFT): ``pip install 'think2seg[train]'``. The modules:
-:mod:`~think2seg.train.labels` and :mod:`~think2seg.train.tiles` (rasters and polygons into
-samples), :mod:`~think2seg.train.sources` (those, or a dataset), :mod:`~think2seg.train.reward`
+:mod:`~think2seg.train.labels`, :mod:`~think2seg.train.split` and :mod:`~think2seg.train.tiles`
+(rasters and polygons into samples), :mod:`~think2seg.train.sources` (those, or a dataset), :mod:`~think2seg.train.reward`
 (2 x IoU + valid JSON + format), :mod:`~think2seg.train.grpo` (TRL's trainer, LoRA, saving),
-:mod:`~think2seg.train.progress`, :mod:`~think2seg.train.store`, :mod:`~think2seg.train.report` and
+:mod:`~think2seg.train.progress`, :mod:`~think2seg.train.ranks`, :mod:`~think2seg.train.store`,
+:mod:`~think2seg.train.report` and
 :mod:`~think2seg.train.run` (the whole run).
 """
 

@@ -15,7 +15,6 @@ Records add ``class``, ``source``, ``window`` [col_off, row_off, width, height] 
 from __future__ import annotations
 
 import json
-import math
 import os
 import random
 import shutil
@@ -40,6 +39,7 @@ from think2seg.geo.read import RasterSource
 from think2seg.options import TILE_SIZE_PX, Option
 from think2seg.tile import Tile
 from think2seg.train.labels import ClassQuestions, Labels, class_masks, class_slugs, unique_names
+from think2seg.train.split import BlockKey, block_of, grid_windows, held_out_blocks, round_half_up
 
 SPLITS = ("train", "val")
 EMPTY_RATIO = Option(
@@ -48,7 +48,6 @@ EMPTY_RATIO = Option(
 VAL_FRACTION = Option("val_fraction", 0.2, "fraction of blocks", "split blocks held out for validation", maximum=0.9)
 BLOCK_TILES = Option("block_tiles", 4, "tiles", "side of a split block", minimum=1, maximum=1000, whole=True)
 MIN_VALID_FRACTION = Option("min_valid_fraction", 0.5, "fraction", "tiles with less valid data are skipped", maximum=1)
-BlockKey = tuple[int, int, int]  # (raster index, block row, block col)
 
 
 @dataclass(frozen=True)
@@ -152,7 +151,7 @@ def prepare_dataset(
         raise OutputExistsError(f"{out} already exists: remove it or choose another output folder")
     notes = list(labels.notes)
     planned = _plan(rasters, labels, options, notes)
-    val_blocks = _assign_val_blocks([s for r in planned for s in r.spots], options)
+    val_blocks = held_out_blocks([(s.block, s.reached) for r in planned for s in r.spots], options)
     work = _work_folder(out)
     try:
         cutter = _Cutter(labels.classes, options, val_blocks, work, notes)
@@ -162,60 +161,6 @@ def prepare_dataset(
         shutil.rmtree(work, ignore_errors=True)
     val_root = out / "val" if options.val_fraction > 0 else None
     return PreparedData(out, out / "train", val_root, counts, tuple(notes))
-
-
-def grid_windows(width: int, height: int, tile_size_px: int) -> list[tuple[int, int, Window]]:
-    """(row, col, window) of the edge-to-edge tiles of a ``width`` x ``height`` px raster, row by row.
-
-    Tiles start every ``tile_size_px``; the last row and column end at the edge (shifted back when
-    the size is not a multiple of the tile); a raster smaller than a tile is one tile of its size.
-    """
-    cols, rows = _starts(width, tile_size_px), _starts(height, tile_size_px)
-    size_x, size_y = min(tile_size_px, width), min(tile_size_px, height)
-    return [(r, c, Window(x, y, size_x, size_y)) for r, y in enumerate(rows) for c, x in enumerate(cols)]
-
-
-def _starts(length: int, tile_size_px: int) -> list[int]:
-    count = max(1, math.ceil(length / tile_size_px))
-    return [i * tile_size_px for i in range(count - 1)] + [max(0, length - tile_size_px)]
-
-
-def block_of(index: int, start_px: int, tile_size_px: int, block_tiles: int) -> int:
-    """The block row (column) of tile row (column) ``index``, which starts at ``start_px``.
-
-    A shifted-back last tile (its start not a multiple of the tile) overlaps its neighbour, so it
-    joins the neighbour's block.
-    """
-    shifted = index > 0 and start_px % tile_size_px != 0
-    return (index - 1 if shifted else index) // block_tiles
-
-
-def _assign_val_blocks(spots: Sequence[_Spot], options: DataOptions) -> set[BlockKey]:
-    """The blocks held out for validation, drawn with the seed among those labels reach and the others."""
-    if options.val_fraction == 0:
-        return set()
-    reached: dict[BlockKey, bool] = {}
-    for spot in spots:
-        reached[spot.block] = reached.get(spot.block, False) or spot.reached
-    hint = f"lower --block-tiles (now {options.block_tiles}) or --tile-size-px, or pass --val-fraction 0"
-    if len(reached) < 2:
-        raise InputError(f"the rasters make {len(reached)} split block, too few to hold out a validation split: {hint}")
-    with_labels = sorted(k for k, v in reached.items() if v)
-    if len(with_labels) < 2:
-        raise InputError(
-            f"the label polygons fall in {len(with_labels)} of {len(reached)} split blocks, and validation needs "
-            f"another block with labels: {hint}, or label more of the rasters"
-        )
-    others = sorted(k for k, v in reached.items() if not v)
-    rng = random.Random(options.seed)
-    held = rng.sample(with_labels, min(len(with_labels) - 1, max(1, _round(options.val_fraction * len(with_labels)))))
-    held += rng.sample(others, min(len(others), _round(options.val_fraction * len(others))))
-    return set(held)
-
-
-def _round(value: float) -> int:
-    """Half up (Python's round() halves to even, so half of 1 sample would keep none)."""
-    return math.floor(value + 0.5)
 
 
 def write_image(path: Path, pixels: np.ndarray, valid: np.ndarray) -> None:
@@ -378,7 +323,9 @@ class _Cutter:
         for split in SPLITS:
             own = [s for s in samples if s.tile.split == split]
             empty = [i for i, s in enumerate(own) if s.empty]
-            chosen = set(rng.sample(empty, min(len(empty), _round(self.options.empty_ratio * (len(own) - len(empty))))))
+            chosen = set(
+                rng.sample(empty, min(len(empty), round_half_up(self.options.empty_ratio * (len(own) - len(empty)))))
+            )
             kept[split] = [s for i, s in enumerate(own) if not s.empty or i in chosen]
             dropped[split] = len(empty) - len(chosen)
         return kept, dropped
