@@ -9,6 +9,7 @@ again instead of cutting anew.
 from __future__ import annotations
 
 import json
+import logging
 import random
 import shutil
 from collections.abc import Sequence
@@ -20,6 +21,8 @@ from think2seg.errors import InputError
 from think2seg.eval.datasets import DATASETS, Sample, load_samples
 from think2seg.train.labels import classes_from_questions, load_classes, read_labels
 from think2seg.train.tiles import DataOptions, prepare_dataset
+
+log = logging.getLogger(__name__)
 
 DATA_FOLDER = "data"
 
@@ -122,6 +125,8 @@ def load_training_data(source: RasterData | DatasetData, run_dir: Path, *, progr
         classes = load_classes(source.classes_file) if source.classes_file else classes_from_questions(source.questions)
         labels = read_labels(source.labels, class_field=source.class_field, classes=classes)
         prepared = prepare_dataset(source.rasters, labels, data_dir, source.options, progress=progress)
+        for note in prepared.notes:
+            log.info("%s", note)  # reprojected labels, dropped geometries: said as they happen
         info_path.write_text(json.dumps(prepared.to_json(), indent=2, default=str) + "\n", encoding="utf-8")
     info = json.loads(info_path.read_text(encoding="utf-8"))
     train = load_samples("folder", data_dir / "train", "train")
