@@ -98,14 +98,17 @@ class Backend(QObject):
         return ""
 
     def serve_arguments(self) -> list[str]:
-        """`think2seg serve`'s arguments for a backend started here; raises ValueError for bad quotes."""
+        """`think2seg serve`'s arguments for a backend started here; raises ValueError for bad quotes.
+
+        The prompter folder in Settings becomes ``--lvlm FOLDER`` unless the extra options name an
+        ``--lvlm`` themselves (they win, so it is never given twice)."""
         port = self.settings.backend_url.rsplit(":", 1)[-1].split("/")[0]
         arguments = ["serve", "--host", "127.0.0.1", "--port", port if port.isdigit() else "8765"]
         arguments += ["--token-file", self.settings.token_file]
         extra = split_arguments(self.settings.backend_arguments, windows=os.name == "nt")
         lvlm = self.settings.backend_lvlm
         if lvlm and not any(a == "--lvlm" or a.startswith("--lvlm=") for a in extra):
-            arguments += ["--lvlm", lvlm]  # an --lvlm among the extra options wins
+            arguments += ["--lvlm", lvlm]
         return arguments + (extra if "--data-root" in extra else ["--any-path", *extra])
 
     def stop(self) -> None:

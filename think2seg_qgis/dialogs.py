@@ -32,15 +32,51 @@ TOOLTIPS = {
     "Start in the panel runs it",
     "arguments": "More `think2seg serve` options for a backend started from QGIS, e.g. --device cuda:1. "
     "It may use any folder unless you give --data-root",
-    "lvlm": "The prompter model for a backend started from QGIS: a `think2seg train` run's RUN/lvlm folder, "
-    "or any downloaded Qwen2.5-VL checkpoint folder. Empty uses the default Think2Seg-RS-3B. "
-    "An --lvlm in the extra options wins. Restart the backend to use it",
+    "lvlm": "The prompter model (a folder) for a backend started from QGIS: a `think2seg train` run's RUN/lvlm, "
+    "or any downloaded Qwen2.5-VL checkpoint folder (the one holding config.json). Choosing the run folder RUN "
+    "itself offers its RUN/lvlm. Empty uses the backend's default, Think2Seg-RS-3B. An --lvlm in the extra "
+    "options wins over this folder (a Hub id goes there: --lvlm OWNER/NAME). Restart the backend to use it",
     "timeout": "How long a request may stay silent before QGIS gives up on it",
     "start_timeout": "How long Start waits for the backend to answer its first health check",
     "max_side": "A visible window with a longer side is read decimated to this size (zoom in for full resolution)",
     "simplify": "Douglas-Peucker tolerance in pixels (0: exact pixel edges)",
     "min_area": "Polygons smaller than this are dropped",
 }
+
+
+RUN_MODEL = "lvlm"  # where `think2seg train -o RUN` writes its merged model: RUN/lvlm
+RUN_RECORD = "train.json"  # what marks a `think2seg train` run folder, finished or not
+
+
+def lvlm_folder_problem(folder: Path) -> str:
+    """Why ``folder`` cannot be the backend's ``--lvlm`` ('' when it holds a model, i.e. a config.json)."""
+    if (folder / "config.json").is_file():
+        return ""
+    if (folder / RUN_MODEL / "config.json").is_file():
+        return (
+            f"{folder} is a `think2seg train` run, not a model: its model is the run's RUN/lvlm, "
+            f"{folder / RUN_MODEL}, now chosen instead. Press OK to use it."
+        )
+    if (folder / RUN_RECORD).is_file():
+        return (
+            f"{folder} is a `think2seg train` run that has no model yet: RUN/lvlm is written when its training "
+            f"ends (continue a stopped run with `think2seg train -o {folder} --resume` and its options)."
+        )
+    if not folder.exists():
+        return f"The prompter folder {folder} does not exist: choose the folder of a model."
+    if not folder.is_dir():
+        return f"{folder} is a file: choose the folder of a model (the one holding config.json)."
+    return (
+        f"{folder} holds no model (no config.json). A `think2seg train` run keeps its model in RUN/lvlm; "
+        "a downloaded checkpoint is the folder with config.json in it."
+    )
+
+
+def lvlm_folder_suggestion(folder: Path) -> Path | None:
+    """The model to choose instead of ``folder``: a finished training run's RUN/lvlm, else None."""
+    if (folder / "config.json").is_file() or not (folder / RUN_MODEL / "config.json").is_file():
+        return None
+    return folder / RUN_MODEL
 
 
 def _buttons(dialog: QDialog) -> QDialogButtonBox:
@@ -76,9 +112,9 @@ class SettingsDialog(QDialog):
         self.lvlm = QgsFileWidget()
         self.lvlm.setStorageMode(QgsFileWidget.StorageMode.GetDirectory)
         self.lvlm.setFilePath(settings.backend_lvlm)
-        self.problem = QLabel("")
+        self.lvlm.fileChanged.connect(self._forget_problem)
+        self.problem = QLabel("")  # why OK did not close the dialog (the prompter folder); hidden until then
         self.problem.setWordWrap(True)
-        self.problem.setStyleSheet("color: #b00020")
         self.problem.hide()
         self.timeout = _spin(5, 86400, settings.request_timeout_s, suffix=" s")
         self.start_timeout = _spin(5, 86400, settings.start_timeout_s, suffix=" s")
@@ -102,34 +138,28 @@ class SettingsDialog(QDialog):
         form.addRow("Minimum polygon area", self.min_area)
         form.addRow(_buttons(self))
 
-    def lvlm_problem(self) -> str:
-        """Why the chosen prompter folder cannot be used ('' when it can, or when none is chosen).
-
-        A training run's folder is corrected to its RUN/lvlm, with a note, rather than refused."""
+    def lvlm_path(self) -> Path | None:
+        """The chosen prompter folder (``~`` expanded); None for the backend's default model."""
         text = self.lvlm.filePath().strip()
-        if not text:
-            return ""
-        folder = Path(text).expanduser()
-        if (folder / "config.json").is_file():
-            return ""
-        if (folder / "lvlm" / "config.json").is_file():
-            self.lvlm.setFilePath(str(folder / "lvlm"))
-            return ""
-        if not folder.is_dir():
-            return f"The prompter folder {folder} does not exist: choose the folder of a model."
-        return (
-            f"{folder} holds no model (no config.json). A `think2seg train` run keeps its model in RUN/lvlm; "
-            "a downloaded checkpoint is the folder with config.json in it."
-        )
+        return Path(text).expanduser() if text else None
+
+    def lvlm_problem(self) -> str:
+        """Why the chosen prompter folder cannot be saved ('' when it can, or when none is chosen).
+
+        Reads the disk only; :meth:`accept` shows the text and, for a training run, chooses its RUN/lvlm."""
+        folder = self.lvlm_path()
+        return "" if folder is None else lvlm_folder_problem(folder)
 
     def accept(self) -> None:
-        problem = self.lvlm_problem()
-        if problem:
-            self.problem.setText(problem)
-            self.problem.show()
-            return  # the dialog stays open with the problem said
+        """Save and close, unless the prompter folder holds no model: then the dialog stays open with the
+        reason under the folder. A training run's folder RUN is replaced by its RUN/lvlm (said so, not
+        saved yet), so the next OK uses the model without the user browsing again."""
+        folder = self.lvlm_path()
+        if folder is not None and lvlm_folder_problem(folder):
+            self._refuse_lvlm(folder)
+            return
         s = self.settings
-        s.backend_lvlm = self.lvlm.filePath()
+        s.backend_lvlm = "" if folder is None else str(folder)
         s.backend_url = self.url.text()
         s.token_file = self.token_file.filePath()
         s.backend_executable = self.executable.filePath()
@@ -141,11 +171,26 @@ class SettingsDialog(QDialog):
         s.min_area_m2 = self.min_area.value()
         super().accept()
 
+    def _refuse_lvlm(self, folder: Path) -> None:
+        """Say under the folder why it is not saved; for a training run, choose its RUN/lvlm (a note, not an error)."""
+        problem = lvlm_folder_problem(folder)
+        suggestion = lvlm_folder_suggestion(folder)
+        if suggestion is not None:
+            self.lvlm.setFilePath(str(suggestion))  # before the text is shown: editing the path hides it
+        self.problem.setText(problem)
+        self.problem.setStyleSheet("" if suggestion is not None else "color: #b00020")
+        self.problem.show()
+
+    @guard_slot
+    def _forget_problem(self) -> None:
+        self.problem.hide()
+
     def backend_values(self) -> tuple[str, ...]:
         return tuple(str(getattr(self.settings, name)) for name in BACKEND_SETTINGS)
 
     def backend_changed(self) -> bool:
-        """Whether the backend's URL, token, executable or options changed (a running one needs a restart)."""
+        """Whether the backend's URL, token, executable, options or prompter folder changed (a running one
+        needs a restart)."""
         return self.backend_values() != self._before
 
 

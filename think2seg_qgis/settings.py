@@ -85,7 +85,8 @@ class Settings:
 
     @property
     def backend_arguments(self) -> str:
-        """Extra `think2seg serve` options for a backend started from QGIS, e.g. --lvlm DIR --device cuda:1."""
+        """Extra `think2seg serve` options for a backend started from QGIS, e.g. --device cuda:1; an --lvlm
+        here wins over :attr:`backend_lvlm`."""
         return str(self._get("backend_arguments"))
 
     @backend_arguments.setter
@@ -94,8 +95,8 @@ class Settings:
 
     @property
     def backend_lvlm(self) -> str:
-        """The prompter folder for a backend started from QGIS: a Qwen2.5-VL checkpoint, such as a
-        `think2seg train` run's RUN/lvlm; empty for the backend's default (Think2Seg-RS-3B)."""
+        """The prompter model for a backend started from QGIS (``serve --lvlm``): a folder holding a
+        Qwen2.5-VL checkpoint, e.g. a `think2seg train` run's RUN/lvlm; empty for the default Think2Seg-RS-3B."""
         return str(self._get("backend_lvlm"))
 
     @backend_lvlm.setter
