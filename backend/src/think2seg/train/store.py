@@ -30,7 +30,9 @@ class TrainStore:
         self.record_path = run_dir / RECORD
 
     def exists(self) -> bool:
-        return self.where.exists() and any(self.where.iterdir()) if self.where.is_dir() else self.where.exists()
+        if self.where.is_dir():
+            return any(self.where.iterdir())
+        return self.where.exists()
 
     def stored_params(self, policy: Continuation) -> Mapping[str, Any] | None:
         record = self.read()
