@@ -29,6 +29,8 @@ def resolution_note(plan: TilePlan, reply: dict) -> str:
     used = math.hypot(transform[0], transform[3]) if len(transform) >= 4 else 0.0
     unit = QgsUnitTypes.toAbbreviatedString(plan.crs.mapUnits())
     if plan.mode == RENDER or plan.window is None:
+        if plan.note:  # e.g. "fetched at 0.50 m/px from the XYZ service"
+            return plan.note
         return (
             f"rendered from the map at {used:.3g} {unit} per pixel (this layer has no pixels of its own to "
             "send: zoom in for finer detail)"

@@ -23,7 +23,7 @@ from qgis.PyQt.QtWidgets import (
 from .backend import Backend
 from .export import ExportChoice
 from .log import guard_slot
-from .settings import Settings
+from .settings import WEB_RESOLUTION_LIMITS_M, Settings
 
 BACKEND_SETTINGS = ("backend_url", "token_file", "backend_executable", "backend_arguments", "backend_lvlm")
 TOOLTIPS = {
@@ -39,6 +39,9 @@ TOOLTIPS = {
     "timeout": "How long a request may stay silent before QGIS gives up on it",
     "start_timeout": "How long Start waits for the backend to answer its first health check",
     "max_side": "A visible window with a longer side is read decimated to this size (zoom in for full resolution)",
+    "web_resolution": "Layers without pixels of their own (XYZ, WMS, WMTS services) are fetched at this ground "
+    "resolution, in metres per pixel at the view's centre, whatever the map's zoom: finer shows more detail but "
+    "covers less ground within the largest tile side. A view that needs more pixels is refused (zoom in)",
     "simplify": "Douglas-Peucker tolerance in pixels (0: exact pixel edges)",
     "min_area": "Polygons smaller than this are dropped",
 }
@@ -119,6 +122,7 @@ class SettingsDialog(QDialog):
         self.timeout = _spin(5, 86400, settings.request_timeout_s, suffix=" s")
         self.start_timeout = _spin(5, 86400, settings.start_timeout_s, suffix=" s")
         self.max_side = _spin(64, 16384, settings.max_side_px, suffix=" px")
+        self.web_resolution = _spin(*WEB_RESOLUTION_LIMITS_M, settings.web_resolution_m, decimals=2, suffix=" m/px")
         self.simplify = _spin(0, 100, settings.simplify_px, decimals=2, suffix=" px")
         self.min_area = _spin(0, 1e12, settings.min_area_m2, decimals=1, suffix=" m²")
         for name, tooltip in TOOLTIPS.items():
@@ -134,6 +138,7 @@ class SettingsDialog(QDialog):
         form.addRow("Request timeout", self.timeout)
         form.addRow("Backend start timeout", self.start_timeout)
         form.addRow("Largest tile side", self.max_side)
+        form.addRow("Web layer resolution (XYZ, WMS, WMTS)", self.web_resolution)
         form.addRow("Simplification", self.simplify)
         form.addRow("Minimum polygon area", self.min_area)
         form.addRow(_buttons(self))
@@ -167,6 +172,7 @@ class SettingsDialog(QDialog):
         s.request_timeout_s = self.timeout.value()
         s.start_timeout_s = self.start_timeout.value()
         s.max_side_px = self.max_side.value()
+        s.web_resolution_m = self.web_resolution.value()
         s.simplify_px = self.simplify.value()
         s.min_area_m2 = self.min_area.value()
         super().accept()

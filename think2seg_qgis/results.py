@@ -27,7 +27,7 @@ from qgis.core import (
     QgsVectorLayer,
 )
 
-from . import compat, styles
+from . import attribution, compat, styles
 from .api.errors import ApiError
 from .errors import ResultsError
 from .geojson import to_wkt
@@ -144,6 +144,8 @@ class ResultStore:
             )
             for f in reply.get("features", [])
         ]
+        if results:  # the source's attribution travels with what is derived from it
+            attribution.credit_source(layers["results"], self.project, raster)
         boxes, points, counters = [], [], {}
         for f in reply.get("prompts", {}).get("features", []):
             instance = int(f["properties"].get("instance", 0))

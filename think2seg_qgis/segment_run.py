@@ -106,7 +106,11 @@ class SegmentRun(QObject):
                 lambda message: self._read_failed(request, message),
             )
         elif plan.mode == RENDER:
-            request.upload = TileRender(plan, lambda data, meta: self._upload(request, data, meta))
+            request.upload = TileRender(
+                plan,
+                lambda data, meta: self._upload(request, data, meta),
+                lambda message: self._read_failed(request, message),
+            )
         else:
             body = {**plan.reference_body(), **request.options}
             self._listen(request, self.client.post_json("/v1/segment", body, stream=True))

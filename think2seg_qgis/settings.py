@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 from pathlib import Path
@@ -10,6 +11,8 @@ from qgis.core import QgsSettings
 
 PREFIX = "think2seg/"
 HISTORY_SIZE = 20
+WEB_RESOLUTION_DEFAULT_M = 0.5  # the ground resolution web layers are fetched at, metres per pixel
+WEB_RESOLUTION_LIMITS_M = (0.01, 1000.0)
 
 
 def default_token_file() -> str:
@@ -34,6 +37,7 @@ class Settings:
         "request_timeout_s": 600,
         "start_timeout_s": 600,
         "max_side_px": 2048,
+        "web_resolution_m": WEB_RESOLUTION_DEFAULT_M,
         "simplify_px": 0.0,
         "min_area_m2": 0.0,
         "batch_tile_size_px": 1024,
@@ -126,6 +130,22 @@ class Settings:
     @max_side_px.setter
     def max_side_px(self, value: int) -> None:
         self._set("max_side_px", int(value))
+
+    @property
+    def web_resolution_m(self) -> float:
+        """The ground resolution (metres per pixel, at the view's centre) that layers without pixels of their
+        own (XYZ, WMS, WMTS, ...) are fetched at, whatever the canvas's zoom; a stored value outside
+        :data:`WEB_RESOLUTION_LIMITS_M` is brought inside them."""
+        low, high = WEB_RESOLUTION_LIMITS_M
+        value = float(self._get("web_resolution_m"))
+        return min(max(value, low), high) if math.isfinite(value) else WEB_RESOLUTION_DEFAULT_M
+
+    @web_resolution_m.setter
+    def web_resolution_m(self, value: float) -> None:
+        low, high = WEB_RESOLUTION_LIMITS_M
+        if not low <= float(value) <= high:
+            raise ValueError(f"the web layer resolution must be {low} to {high} m per pixel, not {value}")
+        self._set("web_resolution_m", float(value))
 
     @property
     def simplify_px(self) -> float:

@@ -2,13 +2,13 @@
 
 :class:`PixelRead` reads the raster's own pixels in the plan's pixel window into a GeoTIFF (in a
 QgsTask, through a clone of the layer's data provider); :class:`TileRender` renders a layer without
-pixels of its own (WMS, XYZ) into a PNG with its georeference.
+pixels of its own (XYZ, WMS, WMTS) on the plan's ground-resolution grid into a PNG with its georeference.
 """
 
 from __future__ import annotations
 
-import math
 import shutil
+import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -23,12 +23,13 @@ from qgis.core import (
     QgsRasterPipe,
     QgsTask,
 )
-from qgis.PyQt.QtCore import QBuffer, QByteArray, QIODevice, QSize
-from qgis.PyQt.QtGui import QColor
+from qgis.PyQt.QtCore import QBuffer, QByteArray, QIODevice, QSize, Qt, pyqtSignal
+from qgis.PyQt.QtGui import QColor, QImage
 
 from . import compat
-from .log import guard_slot
-from .tile import TilePlan, crs_text
+from .errors import TileError
+from .log import guard_slot, logger
+from .tile import TilePlan, crs_text, service_name
 
 Upload = Callable[[bytes, dict], None]  # image bytes, georeference fields for the request ({} for a GeoTIFF)
 Failure = Callable[[str], None]
@@ -112,40 +113,106 @@ def _creation_options(interpretations: list[int]) -> list[str]:
 
 
 class TileRender:
-    """Renders a plan's bounds into PNG bytes in the background (never blocking the GUI)."""
+    """Fetches a plan's :class:`~.tile.RenderGrid` from a layer without pixels of its own (XYZ, WMS, WMTS)
+    and hands ``on_done(png_bytes, {"transform", "crs"})`` the image on the GUI thread.
 
-    def __init__(self, plan: TilePlan, on_done: Upload) -> None:
-        width, height = plan.render_size or (1, 1)
+    QGIS's own renderer draws it (the layer's style, the provider's tile requests) on its worker threads,
+    as for the canvas: a QgsMapRendererParallelJob, which the GUI thread only starts. A QgsTask then
+    scales the image to the grid (it differs only in a geographic CRS, whose render has square pixels in
+    degrees) and encodes the PNG. ``on_error(message)``, when given, gets a render that holds no pixel at
+    all (the service answered nothing for the area); without it such an image is uploaded as it is.
+    """
+
+    def __init__(self, plan: TilePlan, on_done: Upload, on_error: Failure | None = None) -> None:
+        if plan.grid is None:
+            raise TileError(f"the layer {plan.layer.name()} has pixels of its own: read them instead of rendering")
+        self.grid, self.crs, self.service = plan.grid, plan.crs, service_name(plan.layer)
+        width, height = self.grid.render_size()
         settings = QgsMapSettings()
         settings.setLayers([plan.layer])
         settings.setDestinationCrs(plan.crs)
         settings.setOutputSize(QSize(width, height))
-        settings.setExtent(plan.bounds)
+        settings.setExtent(self.grid.extent)
         settings.setBackgroundColor(QColor(0, 0, 0, 0))  # outside the layer stays transparent: nodata
-        self._settings, self._on_done, self._cancelled = settings, on_done, False
+        self._on_done, self._on_error, self._stopped = on_done, on_error, False
+        self._encode: _EncodeTile | None = None
         self._job = QgsMapRendererParallelJob(settings)
-        self._job.finished.connect(self._finished)
+        self._job.finished.connect(self._rendered)
 
     def start(self) -> None:
         self._job.start()
 
     def stop(self) -> None:
-        """Stop rendering; ``on_done`` is not called afterwards."""
-        self._cancelled = True
+        """Stop rendering or encoding; neither callback is called afterwards."""
+        self._stopped = True
         self._job.cancelWithoutBlocking()
+        if self._encode is not None:
+            self._encode.cancel()
 
     @guard_slot
-    def _finished(self) -> None:
-        if self._cancelled:
+    def _rendered(self) -> None:
+        if self._stopped:
             return
-        image = self._job.renderedImage()
+        errors = "; ".join(error.message for error in self._job.errors())
+        if errors:
+            logger().warning("rendering %s: %s", self.service, errors)
+        self._encode = _EncodeTile(self._job.renderedImage(), (self.grid.width, self.grid.height))
+        self._encode.done.connect(self._encoded)
+        QgsApplication.taskManager().addTask(self._encode)
+
+    @guard_slot
+    def _encoded(self, data: bytes, blank: bool) -> None:
+        self._encode = None
+        if self._stopped:
+            return
+        problem = "" if data else "the rendered tile could not be encoded as PNG"
+        if blank and not problem:
+            problem = f"QGIS rendered nothing for this area from the {self.service}: check that the service answers"
+        if problem and self._on_error is not None:
+            self._on_error(problem)
+        elif data:
+            self._on_done(data, {"transform": self.grid.transform, "crs": crs_text(self.crs)})
+        else:
+            logger().error("%s (%s)", problem, self.service)
+
+
+class _EncodeTile(QgsTask):
+    """Scales a rendered image to ``size`` (width, height) and encodes it as PNG, off the GUI thread;
+    emits ``done(png_bytes, blank)`` on the GUI thread when it ends (``b""`` if cancelled or it failed;
+    ``blank``: not one pixel is opaque at all)."""
+
+    done = pyqtSignal(bytes, bool)
+
+    def __init__(self, image: QImage, size: tuple[int, int]) -> None:
+        super().__init__("Think2Seg: encoding the rendered tile", QgsTask.Flag.CanCancel)
+        self.image, self.size = image, size
+        self.data, self.blank = b"", True
+
+    def run(self) -> bool:
+        width, height = self.size
+        image = self.image.convertToFormat(QImage.Format.Format_ARGB32)
+        if (image.width(), image.height()) != (width, height):
+            mode = Qt.TransformationMode.SmoothTransformation
+            image = image.scaled(width, height, Qt.AspectRatioMode.IgnoreAspectRatio, mode)
+        if self.isCanceled():
+            return False
+        self.blank = not _alpha_bytes(image).strip(b"\0")
         data = QByteArray()
         buffer = QBuffer(data)
         buffer.open(QIODevice.OpenModeFlag.WriteOnly)
-        image.save(buffer, "PNG")
-        extent = self._settings.visibleExtent()  # the extent actually rendered (aspect kept)
-        width, height = image.width(), image.height()
-        transform = [extent.width() / width, 0.0, extent.xMinimum(), 0.0, -extent.height() / height, extent.yMaximum()]
-        if not all(math.isfinite(v) for v in transform):
-            transform = [1.0, 0.0, 0.0, 0.0, -1.0, 0.0]
-        self._on_done(bytes(data), {"transform": transform, "crs": crs_text(self._settings.destinationCrs())})
+        saved = image.save(buffer, "PNG")
+        buffer.close()
+        self.data = bytes(data)
+        return saved and not self.isCanceled()
+
+    @guard_slot
+    def finished(self, result: bool) -> None:  # QgsTask's signature
+        self.done.emit(self.data if result else b"", self.blank)
+
+
+def _alpha_bytes(image: QImage) -> bytes:
+    """The alpha byte of every pixel of an ARGB32 image (4 bytes a pixel, so its rows have no padding)."""
+    bits = image.constBits()
+    bits.setsize(image.sizeInBytes())
+    offset = 3 if sys.byteorder == "little" else 0  # ARGB32 holds each pixel as a native 0xAARRGGBB
+    return bytes(bits)[offset::4]

