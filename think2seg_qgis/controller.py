@@ -1,4 +1,5 @@
-"""Runs a question (or a re-segmentation) from the dock and reports in it and the message bar."""
+"""Runs a question, the class list, or a re-segmentation from the dock and reports in it and the
+message bar."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from qgis.gui import QgsMapCanvas
 from qgis.PyQt.QtGui import QTextCursor
 
 from .backend import Backend
+from .classes import ClassError, class_counts, class_reasoning, is_classes_reply, overlap_note, run_question
 from .dock import Think2SegDock
 from .errors import Think2SegError
 from .log import guard_slot
@@ -72,6 +74,10 @@ class RunController:
 
     @guard_slot
     def ask(self) -> None:
+        """Ask the question, or the class list when the panel's “Several classes” is ticked."""
+        if self.dock.classes_on():
+            self._ask_classes()
+            return
         question = self.dock.question_text()
         if not question:
             self.notify.say("type a question first, e.g. “segment the river”", Qgis.MessageLevel.Warning)
@@ -79,6 +85,25 @@ class RunController:
         if self._start(question=question):
             self.dock.settings.remember(question)
             self.dock.reload_history()
+
+    def _ask_classes(self) -> None:
+        try:
+            classes = self.dock.class_list.classes()
+        except ClassError as exc:
+            self.notify.say(str(exc), Qgis.MessageLevel.Warning)
+            return
+        if not classes:
+            self.notify.say(
+                "the class list is empty: add a class (a name and what to segment, e.g. buildings: “segment the "
+                "buildings”), or untick “Several classes” to ask the question",
+                Qgis.MessageLevel.Warning,
+            )
+            return
+        if self._start(classes=classes):
+            self.dock.reasoning.setPlainText(
+                f"Asking {plural(len(classes), 'class', 'classes')}: {', '.join(classes)}. "
+                "Each one's reasoning appears here once all are answered."
+            )
 
     def resegment(self, prompt_set: PromptSet) -> None:
         if not prompt_set.prompts:
@@ -142,25 +167,42 @@ class RunController:
         prompts, self._prompts = self._prompts, None
         self.dock.set_running(False)
         status = reply.get("status", "")
-        if status != "unparseable" and reply.get("reasoning"):  # the streamed raw text ends tidied up
+        if is_classes_reply(reply):
+            reply = {**reply, "question": run_question(reply)}  # several classes have no question of their own
+            self.dock.reasoning.setPlainText(f"{class_reasoning(reply)}\n\n→ {_prompts_line(reply)}")
+            unreadable = [entry.get("name", "") for entry in reply["classes"] if entry.get("status") == "unparseable"]
+            if unreadable:
+                self.notify.say(
+                    f"the model's answer for {', '.join(unreadable)} could not be read; its text is in the "
+                    "Think2Seg panel"
+                )
+        elif status != "unparseable" and reply.get("reasoning"):  # the streamed raw text ends tidied up
             self.dock.reasoning.setPlainText(f"{reply['reasoning']}\n\n→ {_prompts_line(reply)}")
+        elif status == "unparseable":
+            self.notify.say("the model's answer could not be read; its text is in the Think2Seg panel")
         summary = self.summary(reply, plan, prompts)
         self.dock.result.setText(summary)
-        if status == "unparseable":
-            self.notify.say("the model's answer could not be read; its text is in the Think2Seg panel")
         self.on_reply(reply, plan, prompts, summary)
 
     def summary(self, reply: dict, plan: TilePlan, prompts: PromptSet | None) -> str:
         """The result line: what was asked, what came back, how long it took, at which resolution."""
         count = len(reply.get("features", []))
         label = f"“{reply.get('question', '')}”"
+        several = is_classes_reply(reply)
         if prompts is not None:
             label = f"re-segment of “{prompts.question}”" if prompts.question else "re-segment"
+        elif several:
+            names = [str(entry.get("name", "")) for entry in reply.get("classes", [])]
+            label = f"{plural(len(names), 'class', 'classes')} ({', '.join(names)})"
         found = (
             f"{plural(count, 'polygon')}, {area_text(reply.get('total_area_m2') or 0.0)}" if count else "no polygons"
         )
+        if several:
+            found += f" ({class_counts(reply)})"
+        overlaps = overlap_note(reply)
         seconds = time.monotonic() - self.started
-        return f"{label} — {reply.get('status', '')}: {found} in {seconds:.1f} s; {resolution_note(plan, reply)}"
+        line = f"{label} — {reply.get('status', '')}: {found} in {seconds:.1f} s"
+        return f"{line}; {overlaps + '; ' if overlaps else ''}{resolution_note(plan, reply)}"
 
     @guard_slot
     def _failed(self, error: Think2SegError) -> None:
@@ -174,5 +216,5 @@ def _prompts_line(reply: dict) -> str:
     features = reply.get("prompts", {}).get("features", [])
     if not features:
         return "no prompts: the model found no target here"
-    instances = len({f["properties"].get("instance") for f in features})
+    instances = len({(f["properties"].get("class"), f["properties"].get("instance")) for f in features})
     return f"{plural(instances, 'instance')} (boxes and points) on the map"

@@ -8,6 +8,7 @@ from qgis.gui import QgsFileWidget
 from qgis.PyQt.QtGui import QTextCursor
 from qgis.PyQt.QtWidgets import (
     QCheckBox,
+    QComboBox,
     QDialog,
     QDialogButtonBox,
     QDoubleSpinBox,
@@ -23,7 +24,7 @@ from qgis.PyQt.QtWidgets import (
 from .backend import Backend
 from .export import ExportChoice
 from .log import guard_slot
-from .settings import WEB_RESOLUTION_LIMITS_M, Settings
+from .settings import OUTLINES, WEB_RESOLUTION_LIMITS_M, Settings
 
 BACKEND_SETTINGS = ("backend_url", "token_file", "backend_executable", "backend_arguments", "backend_lvlm")
 TOOLTIPS = {
@@ -42,8 +43,13 @@ TOOLTIPS = {
     "web_resolution": "Layers without pixels of their own (XYZ, WMS, WMTS services) are fetched at this ground "
     "resolution, in metres per pixel at the view's centre, whatever the map's zoom: finer shows more detail but "
     "covers less ground within the largest tile side. A view that needs more pixels is refused (zoom in)",
-    "simplify": "Douglas-Peucker tolerance in pixels (0: exact pixel edges)",
+    "simplify": "The outline's tolerance in pixels. With pixel edges: Douglas-Peucker (0 keeps the exact edges); "
+    "for the other outlines 0 is their default (1 px, 1.5 px to regularize)",
     "min_area": "Polygons smaller than this are dropped",
+    "min_score": "Leave out instances whose mask SAM rates below this (its predicted IoU, 0 to 1: mask quality, "
+    "not the model's certainty). 0 keeps every instance; each polygon's score is in the results' score field",
+    "outline": "How polygon edges are drawn: exact pixel edges, simplified, smoothed (rivers, fields, forests) or "
+    "regularized to right angles (buildings)",
 }
 
 
@@ -125,6 +131,12 @@ class SettingsDialog(QDialog):
         self.web_resolution = _spin(*WEB_RESOLUTION_LIMITS_M, settings.web_resolution_m, decimals=2, suffix=" m/px")
         self.simplify = _spin(0, 100, settings.simplify_px, decimals=2, suffix=" px")
         self.min_area = _spin(0, 1e12, settings.min_area_m2, decimals=1, suffix=" m²")
+        self.min_score = _spin(0, 1, settings.min_score, decimals=2)
+        self.min_score.setSingleStep(0.05)
+        self.outline = QComboBox()
+        for value, label in OUTLINES.items():
+            self.outline.addItem(label, value)
+        self.outline.setCurrentIndex(self.outline.findData(settings.outline))
         for name, tooltip in TOOLTIPS.items():
             getattr(self, name).setToolTip(tooltip)
         self.token_file.setToolTip("The file `think2seg serve` keeps its token in (empty: serve's default)")
@@ -139,8 +151,10 @@ class SettingsDialog(QDialog):
         form.addRow("Backend start timeout", self.start_timeout)
         form.addRow("Largest tile side", self.max_side)
         form.addRow("Web layer resolution (XYZ, WMS, WMTS)", self.web_resolution)
+        form.addRow("Outline", self.outline)
         form.addRow("Simplification", self.simplify)
         form.addRow("Minimum polygon area", self.min_area)
+        form.addRow("Minimum SAM score", self.min_score)
         form.addRow(_buttons(self))
 
     def lvlm_path(self) -> Path | None:
@@ -175,6 +189,8 @@ class SettingsDialog(QDialog):
         s.web_resolution_m = self.web_resolution.value()
         s.simplify_px = self.simplify.value()
         s.min_area_m2 = self.min_area.value()
+        s.min_score = self.min_score.value()
+        s.outline = self.outline.currentData()
         super().accept()
 
     def _refuse_lvlm(self, folder: Path) -> None:

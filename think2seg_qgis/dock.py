@@ -1,5 +1,5 @@
-"""The Think2Seg panel: backend status, raster layer, question with history, reasoning, result,
-where the results are kept, the prompts a re-segment sends, and the tools."""
+"""The Think2Seg panel: backend status, raster layer, question with history (or a list of classes),
+reasoning, result, where the results are kept, the prompts a re-segment sends, and the tools."""
 
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ from qgis.PyQt.QtWidgets import (
 )
 
 from .backend import Backend
+from .class_list import ClassList
 from .compat import QShortcut
 from .log import guard_slot
 from .prompts import Instance
@@ -149,10 +150,20 @@ class Think2SegDock(QDockWidget):
         grid.addWidget(self.layer_box, 0, 1, 1, 2)
         grid.addWidget(QLabel("Question", self), 1, 0)
         grid.addWidget(self.question, 1, 1, 1, 2)
-        grid.addWidget(self.run_button, 2, 1)
-        grid.addWidget(self.cancel_button, 2, 2)
+        self.class_list = ClassList(self.settings, self)
+        self.class_list.toggled.connect(self._classes_toggled)
+        self._classes_toggled(self.class_list.active())
+        grid.addWidget(self.class_list, 2, 0, 1, 3)
+        grid.addWidget(self.run_button, 3, 1)
+        grid.addWidget(self.cancel_button, 3, 2)
         grid.setColumnStretch(1, 1)
         return grid
+
+    @guard_slot
+    def _classes_toggled(self, on: bool) -> None:
+        """With the classes ticked, Run asks them and the question box rests (its text is kept)."""
+        self.question.setEnabled(not on)
+        self.run_button.setToolTip("Ask every class of the list" if on else "Ask the question")
 
     def _tools(self) -> QGridLayout:
         grid = QGridLayout()
@@ -210,6 +221,10 @@ class Think2SegDock(QDockWidget):
 
     def question_text(self) -> str:
         return self.question.currentText().strip()
+
+    def classes_on(self) -> bool:
+        """Whether Run asks the class list rather than the question."""
+        return self.class_list.active()
 
     def layer(self) -> QgsRasterLayer | None:
         layer = self.layer_box.currentLayer()

@@ -115,8 +115,7 @@ def job_request(
         "resume": resume,
         "overwrite": overwrite,
         "retry_failed": retry_failed,
-        "simplify_px": settings.simplify_px,
-        "min_area_m2": settings.min_area_m2,
+        **settings.vector_options(),
     }
     if bounds is not None:
         request.update({"bounds": bounds, "bounds_crs": bounds_crs})

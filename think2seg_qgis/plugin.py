@@ -14,6 +14,7 @@ from .api.client import AsyncClient
 from .backend import Backend
 from .batch_dialog import BatchChoice, BatchDialog
 from .batch_runs import BatchJobs
+from .compare import Compare
 from .compat import QAction, QUndoStack
 from .controller import RunController
 from .dialogs import ExportDialog, LogDialog, SettingsDialog
@@ -53,6 +54,7 @@ class Think2SegPlugin:
         self.provider: Think2SegProvider | None = None
         self.tools: dict[str, PromptTool] = {}
         self.jobs = BatchJobs(self.settings, self.project, self.notify, show=self._show_jobs)
+        self.compare: Compare | None = None
         self.unloaded = False
 
     # --- QGIS plugin interface -------------------------------------------------------------------
@@ -72,6 +74,7 @@ class Think2SegPlugin:
         self.controller = RunController(self.dock, run, self.backend, canvas, self.notify, self._add_reply)
         self._make_tools()
         self._wire(self.dock)
+        self.compare = Compare(self.iface, self.settings, self.project, self.notify, self.dock)
         self._watch_project()
         self.provider = Think2SegProvider()
         QgsApplication.processingRegistry().addProvider(self.provider)
@@ -88,6 +91,8 @@ class Think2SegPlugin:
         if self.controller is not None:
             self.controller.close()
         self.jobs.close()  # each task asks the backend to stop its job, which stays resumable
+        if self.compare is not None:
+            self.compare.close()
         self.backend.unwatch()
         self.backend.stop_and_wait()
         self._unwatch_project()
@@ -104,7 +109,7 @@ class Think2SegPlugin:
             self.dock.detach()
             self.iface.removeDockWidget(self.dock)
             self.dock.deleteLater()
-        self.dock = self.controller = self.action = self.provider = None
+        self.dock = self.controller = self.action = self.provider = self.compare = None
         self.tools = {}
 
     # --- wiring ----------------------------------------------------------------------------------------
@@ -231,6 +236,13 @@ class Think2SegPlugin:
 
     @guard_slot
     def batch(self) -> None:
+        if self.dock.classes_on():
+            self.notify.say(
+                'batch jobs ask one question: untick "Several classes" and type the question, or run the '
+                "Think2Seg Processing algorithm, which runs one job per class",
+                Level.Warning,
+            )
+            return
         canvas = self.iface.mapCanvas()
         dialog = BatchDialog(
             self.dock.question_text(),

@@ -4,7 +4,8 @@ Each raster CRS gets its own tables (polygons, prompt boxes, prompt points), sho
 "Think2Seg results", "Think2Seg prompt boxes" and "Think2Seg prompt points" in a "Think2Seg"
 group. Features are written through the data provider, i.e. saved at once, and every write is
 checked; undoing a run deletes its features again (see :class:`~.undo.AddRunCommand`). The results
-layer is styled by run, so each answer has its own colour and legend entry (untick it to hide it).
+layer is styled by run, so each answer has its own colour and legend entry (untick it to hide it),
+or by class once a run asked several classes (see :func:`~.styles.categorize`).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from qgis.core import (
 
 from . import attribution, compat, styles
 from .api.errors import ApiError
+from .classes import run_instances, run_question
 from .errors import ResultsError
 from .geojson import to_wkt
 from .log import logger
@@ -49,10 +51,27 @@ FIELDS = {
         ("area_m2", compat.FIELD_DOUBLE),
         ("raster", compat.FIELD_STRING),
         ("reasoning", compat.FIELD_STRING),
+        ("instance", compat.FIELD_INT),
+        ("score", compat.FIELD_DOUBLE),
+        ("class", compat.FIELD_STRING),
     ],
-    "boxes": COMMON + [("instance", compat.FIELD_INT), ("reasoning", compat.FIELD_STRING)],
-    "points": COMMON + [("instance", compat.FIELD_INT), ("point", compat.FIELD_INT)],
+    "boxes": COMMON
+    + [
+        ("instance", compat.FIELD_INT),
+        ("reasoning", compat.FIELD_STRING),
+        ("score", compat.FIELD_DOUBLE),
+        ("class", compat.FIELD_STRING),
+    ],
+    "points": COMMON
+    + [
+        ("instance", compat.FIELD_INT),
+        ("point", compat.FIELD_INT),
+        ("score", compat.FIELD_DOUBLE),
+        ("class", compat.FIELD_STRING),
+    ],
 }
+"""``score``: SAM's predicted IoU of the instance's mask (its mask quality, not the LVLM's certainty);
+NULL when the backend's segmenter predicts none."""
 
 
 @dataclass
@@ -123,14 +142,17 @@ class ResultStore:
     def features(
         self, reply: dict, crs: QgsCoordinateReferenceSystem, raster: str, *, question: str = ""
     ) -> RunFeatures:
-        """Features for a segment reply (GeoJSON in ``crs``); ``question`` names a re-segment's run."""
+        """Features for a segment reply (GeoJSON in ``crs``); ``question`` names a re-segment's run, a
+        reply with several classes is named by them. Each polygon keeps its ``class`` (its question's
+        when the reply names none) and SAM's ``score``."""
         stamp = {
             "run_id": uuid.uuid4().hex[:16],
-            "question": question or reply.get("question", ""),
+            "question": question or run_question(reply),
             "created_at": reply.get("created_at", ""),
         }
         layers = self.layers(crs)
         reasoning = reply.get("reasoning", "")
+        instance = run_instances(reply)
         run = {
             "status": reply.get("status", ""),
             "model": reply.get("model", ""),
@@ -140,7 +162,16 @@ class ResultStore:
             _feature(
                 layers["results"],
                 f["geometry"],
-                {**stamp, **run, "area_m2": f["properties"].get("area_m2"), "raster": raster, "reasoning": reasoning},
+                {
+                    **stamp,
+                    **run,
+                    "area_m2": f["properties"].get("area_m2"),
+                    "raster": raster,
+                    "reasoning": reasoning,
+                    "instance": instance(f["properties"]),
+                    "score": f["properties"].get("score"),
+                    "class": f["properties"].get("class") or stamp["question"],
+                },
             )
             for f in reply.get("features", [])
         ]
@@ -148,15 +179,14 @@ class ResultStore:
             attribution.credit_source(layers["results"], self.project, raster)
         boxes, points, counters = [], [], {}
         for f in reply.get("prompts", {}).get("features", []):
-            instance = int(f["properties"].get("instance", 0))
+            number = instance(f["properties"]) or 0
+            values = {**stamp, "instance": number, "score": f["properties"].get("score")}
+            values["class"] = f["properties"].get("class") or stamp["question"]
             if f["properties"].get("kind") == "box":
-                boxes.append(
-                    _feature(layers["boxes"], f["geometry"], {**stamp, "instance": instance, "reasoning": reasoning})
-                )
+                boxes.append(_feature(layers["boxes"], f["geometry"], {**values, "reasoning": reasoning}))
             else:
-                counters[instance] = counters.get(instance, -1) + 1
-                values = {**stamp, "instance": instance, "point": counters[instance]}
-                points.append(_feature(layers["points"], f["geometry"], values))
+                counters[number] = counters.get(number, -1) + 1
+                points.append(_feature(layers["points"], f["geometry"], {**values, "point": counters[number]}))
         return RunFeatures(stamp["run_id"], crs, results, boxes, points)
 
     def add(self, run: RunFeatures) -> None:
@@ -226,7 +256,7 @@ class ResultStore:
     def _changed(layer: QgsVectorLayer) -> None:
         layer.updateExtents()
         if layer.customProperty(ROLE) == "results":
-            styles.categorize_runs(layer)
+            styles.categorize(layer)
         layer.triggerRepaint()
 
     def _found(self, crs: QgsCoordinateReferenceSystem) -> dict[str, QgsVectorLayer]:

@@ -69,9 +69,17 @@ class SegmentRun(QObject):
         return self._current is not None
 
     def start(
-        self, canvas: QgsMapCanvas, layer: QgsRasterLayer | None, *, question: str = "", prompts: list | None = None
+        self,
+        canvas: QgsMapCanvas,
+        layer: QgsRasterLayer | None,
+        *,
+        question: str = "",
+        classes: dict[str, str] | None = None,
+        prompts: list | None = None,
     ) -> None:
-        """Ask ``question``, or run SAM alone on ``prompts`` (map coordinates in the layer's CRS).
+        """Ask ``question``, or several ``classes`` at once (name -> question, see :mod:`.classes`),
+        or run SAM alone on ``prompts`` (map coordinates in the layer's CRS). Settings' max_side_px
+        and :meth:`~.settings.Settings.vector_options` go with every request.
 
         Raises :class:`~.errors.RunInProgress` while another request is in flight,
         :class:`~.errors.TileError` when the layer cannot be sent and :class:`~.errors.PromptError`
@@ -82,12 +90,13 @@ class SegmentRun(QObject):
         plan = plan_tile(canvas, layer, self.settings)
         if prompts:
             require_inside(prompts, plan.bounds, plan.layer.name())
-        options = {
-            "max_side_px": self.settings.max_side_px,
-            "simplify_px": self.settings.simplify_px,
-            "min_area_m2": self.settings.min_area_m2,
-        }
-        options.update({"prompts": prompts} if prompts else {"question": question})
+        options: dict = {"max_side_px": self.settings.max_side_px, **self.settings.vector_options()}
+        if prompts:
+            options["prompts"] = prompts
+        elif classes:
+            options["classes"] = dict(classes)
+        else:
+            options["question"] = question
         request = self._current = _Request(plan, options)
         self._send(request)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import sys
@@ -13,6 +14,12 @@ PREFIX = "think2seg/"
 HISTORY_SIZE = 20
 WEB_RESOLUTION_DEFAULT_M = 0.5  # the ground resolution web layers are fetched at, metres per pixel
 WEB_RESOLUTION_LIMITS_M = (0.01, 1000.0)
+OUTLINES = {  # think2seg.server.schemas.Outline: how the backend draws the polygons' edges
+    "pixel": "Pixel edges (exact)",
+    "simplify": "Simplified (Douglas-Peucker)",
+    "smooth": "Smooth (natural features)",
+    "regularize": "Regularized (buildings, right angles)",
+}
 
 
 def default_token_file() -> str:
@@ -40,6 +47,9 @@ class Settings:
         "web_resolution_m": WEB_RESOLUTION_DEFAULT_M,
         "simplify_px": 0.0,
         "min_area_m2": 0.0,
+        "min_score": 0.0,
+        "outline": "pixel",
+        "classes_on": False,
         "batch_tile_size_px": 1024,
         "batch_overlap_px": 128,
         "batch_output_folder": "",
@@ -61,6 +71,13 @@ class Settings:
 
     def _set(self, name: str, value: object) -> None:
         self._store.setValue(PREFIX + name, value)
+
+    def _get_bool(self, name: str) -> bool:
+        """A flag as stored: QgsSettings gives back "true"/"false" text from its INI files."""
+        value = self._store.value(PREFIX + name, self.DEFAULTS[name])
+        if isinstance(value, str):
+            return value.strip().lower() in ("true", "1", "yes")
+        return bool(value)
 
     @property
     def backend_url(self) -> str:
@@ -162,6 +179,63 @@ class Settings:
     @min_area_m2.setter
     def min_area_m2(self, value: float) -> None:
         self._set("min_area_m2", float(value))
+
+    @property
+    def min_score(self) -> float:
+        """Instances whose mask SAM rates below this predicted IoU (0 to 1; 0 keeps all) are left out."""
+        value = float(self._get("min_score"))
+        return min(max(value, 0.0), 1.0) if math.isfinite(value) else 0.0
+
+    @min_score.setter
+    def min_score(self, value: float) -> None:
+        if not 0.0 <= float(value) <= 1.0:
+            raise ValueError(f"the minimum SAM score is a predicted IoU from 0 to 1, not {value}")
+        self._set("min_score", float(value))
+
+    @property
+    def outline(self) -> str:
+        """How the backend draws polygon edges: one of :data:`OUTLINES` (a stored unknown one reads as pixel)."""
+        value = str(self._get("outline"))
+        return value if value in OUTLINES else "pixel"
+
+    @outline.setter
+    def outline(self, value: str) -> None:
+        if value not in OUTLINES:
+            raise ValueError(f"the outline must be one of {', '.join(OUTLINES)}, not {value!r}")
+        self._set("outline", value)
+
+    def vector_options(self) -> dict[str, object]:
+        """How every segment request turns masks into polygons: simplify_px, min_area_m2, min_score, outline."""
+        return {
+            "simplify_px": self.simplify_px,
+            "min_area_m2": self.min_area_m2,
+            "min_score": self.min_score,
+            "outline": self.outline,
+        }
+
+    @property
+    def classes(self) -> list[tuple[str, str]]:
+        """The panel's class list: (name, question) rows as the user left them (blank rows included)."""
+        try:
+            rows = json.loads(str(self._store.value(PREFIX + "classes", "[]") or "[]"))
+        except ValueError:
+            return []
+        if not isinstance(rows, list):
+            return []
+        return [(str(row[0]), str(row[1])) for row in rows if isinstance(row, list) and len(row) == 2]
+
+    @classes.setter
+    def classes(self, rows: list[tuple[str, str]]) -> None:
+        self._set("classes", json.dumps([[str(name), str(question)] for name, question in rows]))
+
+    @property
+    def classes_on(self) -> bool:
+        """Whether Run asks the class list (True) or the question box (False)."""
+        return self._get_bool("classes_on")
+
+    @classes_on.setter
+    def classes_on(self, value: bool) -> None:
+        self._set("classes_on", bool(value))
 
     @property
     def batch_tile_size_px(self) -> int:

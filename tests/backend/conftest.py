@@ -77,6 +77,21 @@ class BoxSegmenter:
         return masks
 
 
+class ScoredBoxSegmenter(BoxSegmenter):
+    """A box segmenter that also predicts a score per mask: ``scores[k]`` for the k-th prompt of
+    each call (cycling), as SAM's IoU head would."""
+
+    name = "scored-box-segmenter"
+
+    def __init__(self, scores: Sequence[float] = (0.9, 0.4, 0.7)) -> None:
+        super().__init__()
+        self.scores = list(scores)
+
+    def predict_scored(self, embedding: tuple[int, int], prompts: Sequence[InstancePrompt]):
+        masks = self.predict(embedding, prompts)
+        return masks, np.array([self.scores[k % len(self.scores)] for k in range(len(prompts))], dtype=np.float32)
+
+
 class FixedPrompter:
     """A prompter that returns one fixed answer and counts its calls."""
 

@@ -157,6 +157,9 @@ def test_sam2_wrapper_matches_a_direct_single_mask_call(tiny_sam2_dir):
     expected = processor.post_process_masks(output.pred_masks, inputs["original_sizes"])[0][0, 0].numpy()
     assert mask.shape == (90, 120) and mask.dtype == bool
     assert np.array_equal(mask, expected)
+    (scored,), (score,) = segmenter.predict_scored(segmenter.encode(image), [prompt])
+    assert np.array_equal(scored, mask)
+    assert 0 <= score <= 1 and score == pytest.approx(float(output.iou_scores[0, 0, 0]), abs=1e-5)
 
 
 def test_sam2_decodes_all_instances_of_an_image_as_their_own_calls_would(tiny_sam2_dir):
@@ -176,6 +179,11 @@ def test_sam2_decodes_all_instances_of_an_image_as_their_own_calls_would(tiny_sa
     np.testing.assert_allclose(batched, alone, rtol=1e-4, atol=1e-4 * scale)
     assert np.abs(alone[0] - alone[3]).max() > 1e-2 * scale  # distinct prompts: a mix-up would show
     assert np.array_equal(segmenter.predict(embedding, prompts), batched > 0)
+    masks, scores = segmenter.predict_scored(embedding, prompts)
+    alone_scores = [segmenter.predict_scored(embedding, [prompt])[1][0] for prompt in prompts]
+    assert np.array_equal(masks, batched > 0) and scores.shape == (5,)
+    np.testing.assert_allclose(scores, alone_scores, atol=1e-5)  # each score stays with its own prompt
+    assert len(set(np.round(scores, 6))) > 1
 
 
 def test_segmenter_spec_syntax():
@@ -211,6 +219,12 @@ def test_sam1_through_segment_anything(tmp_path, monkeypatch, tiny_lvlm_dir, cap
     ]
     masks = segmenter.predict(segmenter.encode(image), prompts)
     assert masks.shape == (2, 64, 96) and masks.dtype == bool
+    scored, scores = segmenter.predict_scored(segmenter.encode(image), prompts)
+    assert np.array_equal(scored, masks) and scores.shape == (2,) and np.isfinite(scores).all()
+    _, direct, _ = segmenter.predictor.predict(
+        point_coords=np.array([[70.0, 30.0], [80.0, 40.0]]), point_labels=np.ones(2), multimask_output=False
+    )
+    assert scores[1] == pytest.approx(float(direct[0]), abs=1e-5)
 
     from think2seg.testing.tiny_lvlm import question_for
 

@@ -18,6 +18,7 @@ from shapely.geometry import box, shape
 from think2seg.engine import Engine
 from think2seg.server.app import create_app
 from think2seg.server.schemas import (
+    ChangeRequest,
     HealthReply,
     JobList,
     JobRequest,
@@ -453,6 +454,7 @@ def test_openapi_lists_every_route_and_both_segment_bodies(client):
         ("segment_prompts.request.json", SegmentByReference),
         ("segment_upload.request.json", UploadMeta),
         ("job.request.json", JobRequest),
+        ("change.request.json", ChangeRequest),
         ("health.reply.json", HealthReply),
         ("segment.reply.json", SegmentReply),
         ("job_status.reply.json", JobStatus),
@@ -474,6 +476,8 @@ def test_live_replies_have_the_golden_shape(client, raster):
     live = client.post("/v1/segment", json={"raster_path": str(raster), "question": "q"}, headers=AUTH).json()
     assert set(live) == set(golden)
     assert set(live["window"]) == set(golden["window"])
+    assert set(live["features"][0]["properties"]) == set(golden["features"][0]["properties"])
+    assert set(live["prompts"]["features"][0]["properties"]) == set(golden["prompts"]["features"][0]["properties"])
     assert set(client.get("/v1/health").json()) == set(json.loads((API / "health.reply.json").read_text()))
     error = client.post("/v1/segment", json={}, headers=AUTH).json()
     assert _shape(error) == _shape(json.loads((API / "error.reply.json").read_text()))

@@ -15,20 +15,13 @@ from rasterio.windows import Window
 from shapely.geometry import LineString, Point, Polygon, box
 
 from think2seg.batch.grid import TileGrid
+from think2seg.classes import ClassQuestions, classes_from_questions, load_classes
 from think2seg.errors import InputError, MissingCRSError, OutputExistsError, QuestionError
 from think2seg.eval.datasets import load_samples
 from think2seg.eval.predict import load
 from think2seg.geo.read import RasterSource
 from think2seg.train import tiles
-from think2seg.train.labels import (
-    ClassQuestions,
-    Labels,
-    class_masks,
-    class_slugs,
-    classes_from_questions,
-    load_classes,
-    read_labels,
-)
+from think2seg.train.labels import Labels, class_masks, class_slugs, read_labels
 from think2seg.train.split import block_of, grid_windows
 from think2seg.train.tiles import DataOptions, prepare_dataset, write_image
 

@@ -1,10 +1,13 @@
 """A stand-in for `think2seg serve` (standard library only), for plugin tests that need replies on
-cue: a slow or silent /v1/segment, and batch jobs that run until cancelled."""
+cue: a slow or silent /v1/segment (a question, explicit prompts or several classes), and batch jobs
+that run until cancelled (or end at once, writing their output through a test's hook)."""
 
 from __future__ import annotations
 
+import copy
 import json
 import threading
+from collections.abc import Callable
 from datetime import datetime, timezone
 from email.parser import BytesParser
 from email.policy import HTTP
@@ -20,7 +23,13 @@ class FakeBackend:
     bytes); ``reply``, ``delay_s`` and ``silent`` decide how /v1/segment answers (``silent``: accept
     and never answer); ``refuse_paths`` answers a raster sent by reference with 403 path_not_allowed,
     as a backend does for a folder outside its data roots. A job runs on the ``workers`` its request
-    asks for, ``job_workers_alive`` of them ready (all by default), ``job_retries`` tiles re-run."""
+    asks for, ``job_workers_alive`` of them ready (all by default), ``job_retries`` tiles re-run.
+
+    A request with ``classes`` gets the golden polygon and prompts once per class, except for the
+    classes in ``class_status`` (name -> status, e.g. no_target: no polygons); classes with polygons
+    all overlap (the same polygon). With ``on_job`` set, a job calls it with its request (to write
+    its output) and is done at once. POST /v1/change starts a change job the same way (``on_change``),
+    or answers ``change_error`` (status, envelope) instead."""
 
     def __init__(self) -> None:
         self.requests: list[tuple[str, str, dict]] = []
@@ -34,6 +43,12 @@ class FakeBackend:
         self.job_workers = 0
         self.job_workers_alive: int | None = None
         self.job_retries = 0
+        self.job_question = ""
+        self.class_status: dict[str, str] = {}
+        self.on_job: Callable[[dict], None] | None = None
+        self.job_output = ""  # a change job's output_path (a batch job's status keeps the golden one)
+        self.on_change: Callable[[dict], None] | None = None  # as on_job, for POST /v1/change
+        self.change_error: tuple[int, dict] | None = None  # what POST /v1/change answers instead of a job
         self.release = threading.Event()  # ends every wait when the server stops
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
         self.server.daemon_threads = True
@@ -61,7 +76,13 @@ class FakeBackend:
             return 200, None
         if path == "/v1/jobs" and method == "POST":
             self.job_state, self.job_workers = "running", int(body.get("workers") or 0)
+            self.job_question = str(body.get("question") or "")
+            if self.on_job is not None:
+                self.on_job(body)
+                self.job_state = "done"
             return 201, self._job()
+        if path == "/v1/change" and method == "POST":
+            return self._change(body)
         if path == f"/v1/jobs/{JOB_ID}":
             if method == "DELETE":
                 self.job_state = "cancelled"
@@ -73,6 +94,8 @@ class FakeBackend:
         return {
             **status,
             "id": JOB_ID,
+            "question": self.job_question or status["question"],
+            "output_path": self.job_output or status["output_path"],
             "state": self.job_state,
             "message": self.job_message,
             "tiles_done": 1,
@@ -83,6 +106,70 @@ class FakeBackend:
             "workers_alive": self._workers_alive(),
             "retries": self.job_retries,
         }
+
+    def _change(self, body: dict) -> tuple[int, dict]:
+        """A change job: refused with ``change_error``, done at once through ``on_change``, or running."""
+        if self.change_error is not None:
+            return self.change_error
+        self.job_state, self.job_workers = "running", 0
+        self.job_question, self.job_output = str(body.get("question") or ""), str(body.get("output_path") or "")
+        if self.on_change is not None:
+            self.on_change(body)
+            self.job_state = "done"
+        return 202, self._job()
+
+    def segment_reply(self, body: dict) -> dict:
+        """The /v1/segment result for a request, built from the golden reply as the backend builds it."""
+        if body.get("classes"):
+            return self._classes_reply(body["classes"])
+        question = body.get("question", "explicit prompts")  # the backend's label for a re-segment
+        reply = copy.deepcopy(self.reply)
+        for feature in reply["features"] + reply["prompts"]["features"]:
+            feature["properties"]["class"] = question
+        reply["classes"] = [{**entry, "name": question, "question": question} for entry in reply["classes"]]
+        return {**reply, "question": question, "created_at": _now()}
+
+    def _classes_reply(self, classes: dict[str, str]) -> dict:
+        golden, reply = self.reply, copy.deepcopy(self.reply)
+        reply["features"], reply["prompts"]["features"], reply["classes"] = [], [], []
+        for name, question in classes.items():
+            status = self.class_status.get(name, "ok")
+            found = status == "ok"
+            for kind in ("features", "prompts"):
+                features = golden[kind] if kind == "features" else golden["prompts"]["features"]
+                target = reply[kind] if kind == "features" else reply["prompts"]["features"]
+                for feature in copy.deepcopy(features) if found else []:
+                    feature["properties"]["class"] = name
+                    target.append(feature)
+            entry = golden["classes"][0]
+            reply["classes"].append(
+                {
+                    **entry,
+                    "name": name,
+                    "question": question,
+                    "status": status,
+                    "message": "" if found else "the model found no target in this view",
+                    "reasoning": f"Looking for {question}: {entry['reasoning']}" if found else f"No {name} here.",
+                    "polygons": len(golden["features"]) if found else 0,
+                    "total_area_m2": golden["total_area_m2"] if found else 0.0,
+                }
+            )
+        named = [entry["name"] for entry in reply["classes"] if entry["polygons"]]
+        area = golden["features"][0]["properties"]["area_m2"]
+        reply["class_overlaps"] = [
+            {"class_a": a, "class_b": b, "area_m2": area} for i, a in enumerate(named) for b in named[i + 1 :]
+        ]
+        statuses = [entry["status"] for entry in reply["classes"]]
+        reply.update(
+            question="",
+            status="ok" if "ok" in statuses else statuses[0],
+            message=f"{len(classes)} classes: each one's answer is under classes",
+            reasoning="",
+            raw_answer="",
+            total_area_m2=golden["total_area_m2"] * len(named),
+            created_at=_now(),
+        )
+        return reply
 
     def _workers_alive(self) -> int | None:
         """As the backend says it: None without workers or once the job has ended."""
@@ -137,11 +224,10 @@ def _handler(fake: FakeBackend) -> type[BaseHTTPRequestHandler]:
             self.send_response(200)
             self.send_header("Content-Type", "text/event-stream")
             self.end_headers()
-            self._event("reasoning", {"text": "<think>thinking"})
+            if not body.get("classes"):  # as the backend: several classes stream no text
+                self._event("reasoning", {"text": "<think>thinking"})
             fake.release.wait(fake.delay_s)
-            # as the real backend: the question asked ("explicit prompts" for a re-segment), stamped now
-            question = body.get("question", "explicit prompts")
-            self._event("result", {**fake.reply, "question": question, "created_at": _now()})
+            self._event("result", fake.segment_reply(body))
 
         def _event(self, name: str, data: dict) -> None:
             try:

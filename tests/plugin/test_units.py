@@ -93,6 +93,8 @@ def test_layer_without_crs_is_refused(qgis_iface, project, tmp_path):
 def test_result_store_adds_and_removes_a_run(project):
     import json
 
+    from qgis.core import NULL
+
     reply = json.loads((FIXTURES / "api" / "segment.reply.json").read_text())
     store = ResultStore(project)
     crs = QgsCoordinateReferenceSystem("EPSG:32633")
@@ -109,6 +111,15 @@ def test_result_store_adds_and_removes_a_run(project):
         feature["question"] == reply["question"]
         and abs(feature["area_m2"] - reply["features"][0]["properties"]["area_m2"]) < 1e-6
     )
+    golden = reply["features"][0]["properties"]  # SAM's score per polygon and per prompt, in the attribute table
+    assert feature["score"] == golden["score"] and feature["instance"] == golden["instance"]
+    assert next(layers["boxes"].getFeatures())["score"] == reply["prompts"]["features"][0]["properties"]["score"]
+    assert {p["score"] for p in layers["points"].getFeatures()} == {golden["score"]}
+    older = json.loads(json.dumps(reply))  # a backend before scores: the fields are NULL, not 0
+    for f in older["features"]:
+        del f["properties"]["score"]
+    unscored = store.features(older, crs, "/data/riverside.tif")
+    assert unscored.results[0]["score"] in (None, NULL) and unscored.results[0]["area_m2"] > 0
     store.remove(run)
     assert layers["results"].featureCount() == 0 and layers["boxes"].featureCount() == 0
     assert [g.name() for g in project.layerTreeRoot().findGroups()] == ["Think2Seg"]

@@ -1,4 +1,5 @@
-"""Processing provider "Think2Seg" with one algorithm: segment raster by question (a batch job)."""
+"""Processing provider "Think2Seg" with one algorithm: segment raster by question, or by several
+classes (a batch job per class, gathered into one layer with a class field)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from qgis.core import (
     QgsProcessingContext,
     QgsProcessingException,
     QgsProcessingFeedback,
+    QgsProcessingLayerPostProcessorInterface,
     QgsProcessingOutputVectorLayer,
     QgsProcessingParameterBoolean,
     QgsProcessingParameterFileDestination,
@@ -19,12 +21,16 @@ from qgis.core import (
 )
 from qgis.PyQt.QtGui import QIcon
 
-from .. import compat
+from .. import compat, styles
 from ..api.client import BlockingClient
 from ..api.errors import ApiError
+from ..classes import ClassError, parse_class_lines
+from ..errors import ResultsError
 from ..jobs import end_text, job_request, percent, progress_text, run_job
 from ..settings import Settings
 from ..tile import local_file
+from ..wording import plural
+from .class_outputs import class_outputs, merge_segments
 
 ICON = Path(__file__).resolve().parent.parent / "icons" / "think2seg.svg"
 
@@ -44,9 +50,10 @@ class Think2SegProvider(QgsProcessingProvider):
 
 
 class SegmentRasterByQuestion(QgsProcessingAlgorithm):
-    INPUT, QUESTION, TILE_SIZE, OVERLAP, RESUME, OVERWRITE, OUTPUT, SEGMENTS = (
+    INPUT, QUESTION, CLASSES, TILE_SIZE, OVERLAP, RESUME, OVERWRITE, OUTPUT, SEGMENTS = (
         "INPUT",
         "QUESTION",
+        "CLASSES",
         "TILE_SIZE",
         "OVERLAP",
         "RESUME",
@@ -66,7 +73,12 @@ class SegmentRasterByQuestion(QgsProcessingAlgorithm):
             "Asks one question (e.g. 'every solar farm') over every tile of a raster with the Think2Seg "
             "backend and writes stitched polygons to a GeoPackage (layer 'segments', added to the project when "
             "the run ends). The raster must be a file; a backend started from the Think2Seg panel reads and "
-            "writes any folder (temporary outputs included), one started elsewhere only its --data-root folders."
+            "writes any folder (temporary outputs included), one started elsewhere only its --data-root folders.\n\n"
+            "Several classes instead of the question: one 'name: question' per line (e.g. 'buildings: segment the "
+            "buildings'). Each class runs as its own job into OUTPUT.<name>.gpkg beside the output (Resume and "
+            "Overwrite apply to each); their polygons are then gathered in the output's 'segments' layer, with the "
+            "class in its 'class' field and SAM's score in 'score'. Settings' simplification, minimum area, "
+            "minimum SAM score and outline go with every job."
         )
 
     def createInstance(self) -> SegmentRasterByQuestion:
@@ -77,7 +89,12 @@ class SegmentRasterByQuestion(QgsProcessingAlgorithm):
 
     def initAlgorithm(self, config: dict | None = None) -> None:
         self.addParameter(QgsProcessingParameterRasterLayer(self.INPUT, "Raster"))
-        self.addParameter(QgsProcessingParameterString(self.QUESTION, "Question"))
+        self.addParameter(QgsProcessingParameterString(self.QUESTION, "Question", optional=True))
+        self.addParameter(
+            QgsProcessingParameterString(
+                self.CLASSES, "Classes instead (one 'name: question' per line)", multiLine=True, optional=True
+            )
+        )
         integer = compat.NUMBER_INTEGER
         self.addParameter(
             QgsProcessingParameterNumber(self.TILE_SIZE, "Tile size (px)", integer, 1024, minValue=64, maxValue=8192)
@@ -103,44 +120,125 @@ class SegmentRasterByQuestion(QgsProcessingAlgorithm):
             raise QgsProcessingException(
                 "the raster must be a file the Think2Seg backend can read (a file-based GDAL layer)"
             )
-        question = self.parameterAsString(parameters, self.QUESTION, context).strip()
-        if not question:
-            raise QgsProcessingException("the question is empty: ask what to segment, e.g. 'every solar farm'")
+        question, classes = self._what(parameters, context)
         output = self.parameterAsFileOutput(parameters, self.OUTPUT, context)
         resume = self.parameterAsBool(parameters, self.RESUME, context)
         overwrite = self.parameterAsBool(parameters, self.OVERWRITE, context)
         if resume and overwrite:
             raise QgsProcessingException("choose either RESUME (continue the run) or OVERWRITE (start again), not both")
-        settings = Settings()
-        request = job_request(
-            raster,
-            output,
-            question,
-            tile_size_px=self.parameterAsInt(parameters, self.TILE_SIZE, context),
-            overlap_px=self.parameterAsInt(parameters, self.OVERLAP, context),
-            resume=resume,
-            overwrite=overwrite,
-            settings=settings,
-        )
-        try:
-            status = run_job(
-                BlockingClient(settings),
-                request,
-                canceled=feedback.isCanceled,
-                progress=lambda status: _show_progress(feedback, status),
-            )
-        except ApiError as exc:
-            raise QgsProcessingException(exc.message) from exc
-        if status["state"] != "done":
-            raise QgsProcessingException(end_text(status))
-        feedback.pushInfo(end_text(status))
+        options = {
+            "tile_size_px": self.parameterAsInt(parameters, self.TILE_SIZE, context),
+            "overlap_px": self.parameterAsInt(parameters, self.OVERLAP, context),
+            "resume": resume,
+            "overwrite": overwrite,
+        }
+        if classes:
+            self._run_classes(raster, output, classes, options, feedback)
+            title = ", ".join(classes)
+        else:
+            feedback.pushInfo(end_text(_run(raster, output, question, options, feedback)))
+            title = question
         segments = f"{output}|layername=segments"
-        details = QgsProcessingContext.LayerDetails(f"Think2Seg: {question}", context.project(), self.SEGMENTS)
+        details = QgsProcessingContext.LayerDetails(f"Think2Seg: {title}", context.project(), self.SEGMENTS)
+        if classes:
+            details.setPostProcessor(_ClassStyle.create(list(classes)))
         context.addLayerToLoadOnCompletion(segments, details)
         return {self.OUTPUT: output, self.SEGMENTS: segments}
 
+    def _what(self, parameters: dict, context: QgsProcessingContext) -> tuple[str, dict[str, str]]:
+        """(question, classes): exactly one of them is given."""
+        question = self.parameterAsString(parameters, self.QUESTION, context).strip()
+        try:
+            classes = parse_class_lines(self.parameterAsString(parameters, self.CLASSES, context) or "")
+        except ClassError as exc:
+            raise QgsProcessingException(str(exc)) from exc
+        if question and classes:
+            raise QgsProcessingException("give either a QUESTION or CLASSES, not both (leave the other empty)")
+        if not question and not classes:
+            raise QgsProcessingException(
+                "the question is empty: ask what to segment, e.g. 'every solar farm', or give CLASSES, one "
+                "'name: question' per line"
+            )
+        return question, classes
 
-def _show_progress(feedback: QgsProcessingFeedback, status: dict) -> None:
-    """The job's figures in the algorithm's dialog: the bar, and the tiles, pace, ETA and workers."""
-    feedback.setProgress(percent(status))
-    feedback.setProgressText(progress_text(status))
+    def _run_classes(
+        self, raster: str, output: str, classes: dict[str, str], options: dict, feedback: QgsProcessingFeedback
+    ) -> None:
+        """One job per class (each into its own file), then their polygons gathered into ``output``."""
+        paths = class_outputs(output, classes)
+        for index, (name, question) in enumerate(classes.items()):
+            if feedback.isCanceled():
+                raise QgsProcessingException(
+                    f"cancelled before the class “{name}”: run again with RESUME to continue the classes' files"
+                )
+            feedback.pushInfo(f"class {index + 1} of {len(classes)}, {name}: “{question}” → {paths[name]}")
+            status = _run(raster, paths[name], question, options, feedback, part=(index, len(classes)))
+            feedback.pushInfo(end_text(status))
+        try:
+            count = merge_segments(paths, output)
+        except ResultsError as exc:
+            raise QgsProcessingException(str(exc)) from exc
+        feedback.pushInfo(
+            f"{plural(count, 'polygon')} of {plural(len(classes), 'class', 'classes')} gathered in {output} "
+            "(layer segments; its class field names the class)"
+        )
+
+
+def _run(
+    raster: str,
+    output: str,
+    question: str,
+    options: dict,
+    feedback: QgsProcessingFeedback,
+    *,
+    part: tuple[int, int] = (0, 1),
+) -> dict:
+    """Run one batch job to its end (the ``part`` of the whole run it is, for the progress bar);
+    returns its status, raises QgsProcessingException unless it is done."""
+    settings = Settings()
+    request = {**job_request(raster, output, question, settings=settings, **options), **settings.vector_options()}
+    try:
+        status = run_job(
+            BlockingClient(settings),
+            request,
+            canceled=feedback.isCanceled,
+            progress=lambda status: _show_progress(feedback, status, part=part),
+        )
+    except ApiError as exc:
+        raise QgsProcessingException(exc.message) from exc
+    if status["state"] != "done":
+        raise QgsProcessingException(end_text(status))
+    return status
+
+
+class _ClassStyle(QgsProcessingLayerPostProcessorInterface):
+    """Colours the gathered segments by class once QGIS loads them (kept alive until then: QGIS
+    holds only a pointer)."""
+
+    _alive: list[_ClassStyle] = []
+
+    def __init__(self, names: list[str]) -> None:
+        super().__init__()
+        self.names = names
+
+    @classmethod
+    def create(cls, names: list[str]) -> _ClassStyle:
+        processor = cls(names)
+        cls._alive.append(processor)
+        return processor
+
+    def postProcessLayer(self, layer, context: QgsProcessingContext, feedback: QgsProcessingFeedback) -> None:
+        if layer is not None and layer.fields().indexOf(styles.CLASS_FIELD) >= 0:
+            styles.categorize_classes(layer, self.names)
+            layer.triggerRepaint()
+        if self in self._alive:  # its one layer is styled: QGIS does not call it again
+            self._alive.remove(self)
+
+
+def _show_progress(feedback: QgsProcessingFeedback, status: dict, *, part: tuple[int, int] = (0, 1)) -> None:
+    """The job's figures in the algorithm's dialog: the bar (over all ``part[1]`` jobs, this one being
+    ``part[0]``), and the tiles, pace, ETA and workers."""
+    index, count = part
+    feedback.setProgress((index + percent(status) / 100.0) * 100.0 / count)
+    text = progress_text(status)
+    feedback.setProgressText(f"class {index + 1} of {count}: {text}" if count > 1 else text)

@@ -12,25 +12,27 @@ import os
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 from affine import Affine
 from PIL import Image
 from rasterio.crs import CRS
 
+from think2seg.classes import ClassQuestions
 from think2seg.errors import InputError
 from think2seg.geo.arrays import tile_from_array
+from think2seg.geo.outline import check_outline
 from think2seg.geo.read import read_tile
 from think2seg.geo.vectorize import polygons_frame
-from think2seg.models.base import Generation, Prompter, Segmenter, encode_many, generate_many
+from think2seg.models.base import Generation, Prompter, Segmenter, encode_many, generate_many, predict_scored
 from think2seg.models.device import plan_device
 from think2seg.models.qwen import MAX_NEW_TOKENS
 from think2seg.models.registry import check_segmenter, load_prompter, load_segmenter
 from think2seg.models.weights import DEFAULT_LVLM, DEFAULT_SEGMENTER
-from think2seg.options import MAX_SIDE_PX, MIN_AREA_M2, SIMPLIFY_PX, check_min_area
+from think2seg.options import MAX_SIDE_PX, MIN_AREA_M2, MIN_SCORE, SIMPLIFY_PX, check_min_area
 from think2seg.result import InstanceResult, ResultStatus, SegmentationResult
 from think2seg.think2seg_rs.answer import AnswerMode, InstancePrompt, ParsedAnswer, numeric_prompts, parse_answer
 from think2seg.think2seg_rs.prompt import VIEW_SIZE_PX, make_view, validate_question
@@ -42,16 +44,31 @@ TextCallback = Callable[[str], None]
 NO_DATA_MESSAGE = "the window holds only nodata pixels, so no model was run: choose bounds over valid data"
 
 
+class VectorArgs(TypedDict):
+    """The vectorizing options of :meth:`Engine.vectorize`, passed along as keywords."""
+
+    simplify_px: float
+    min_area_m2: float
+    min_score: float
+    outline: str
+
+
+Segmented = tuple[tuple[InstanceResult, ...], np.ndarray | None]
+"""A tile's instances (with scores) and their (N, H, W) masks; None where SAM was not called."""
+
+
 @dataclass(frozen=True, eq=False)
 class Inference:
     """The models' answer for one tile before vectorizing: status, union mask (H, W bool, nodata
-    False), instance prompts, reasoning and the raw answer."""
+    False), instance prompts (with their scores), each instance's own mask (N, H, W bool, nodata
+    False; None where no SAM call was made), reasoning and the raw answer."""
 
     tile: Tile
     question: str
     status: ResultStatus
     mask: np.ndarray
     instances: tuple[InstanceResult, ...] = ()
+    instance_masks: np.ndarray | None = None
     reasoning: str = ""
     raw_answer: str = ""
     message: str = ""
@@ -112,6 +129,8 @@ class Engine:
         pixel_coords: bool = False,
         simplify_px: float = SIMPLIFY_PX.default,
         min_area_m2: float = MIN_AREA_M2.default,
+        min_score: float = MIN_SCORE.default,
+        outline: str = "pixel",
         on_text: TextCallback | None = None,
     ) -> SegmentationResult:
         """Segment a window of a raster file: ``bounds`` (minx, miny, maxx, maxy, raster CRS) or all of it."""
@@ -120,7 +139,8 @@ class Engine:
         def read() -> Tile:
             return read_tile(path, bounds=bounds, max_side_px=max_side_px, pixel_coords=pixel_coords)
 
-        return self._read_and_segment(read, question, (simplify_px, min_area_m2), on_text)
+        vector = VectorArgs(simplify_px=simplify_px, min_area_m2=min_area_m2, min_score=min_score, outline=outline)
+        return self._read_and_segment(read, question, vector, on_text)
 
     def segment_array(
         self,
@@ -134,6 +154,8 @@ class Engine:
         pixel_coords: bool = False,
         simplify_px: float = SIMPLIFY_PX.default,
         min_area_m2: float = MIN_AREA_M2.default,
+        min_score: float = MIN_SCORE.default,
+        outline: str = "pixel",
         on_text: TextCallback | None = None,
     ) -> SegmentationResult:
         """Segment an in-memory (H, W[, C]) image whose pixel corners map to ``crs`` through ``transform``."""
@@ -143,24 +165,22 @@ class Engine:
                 array, transform=transform, crs=crs, valid=valid, nodata=nodata, pixel_coords=pixel_coords
             )
 
-        return self._read_and_segment(read, question, (simplify_px, min_area_m2), on_text)
+        vector = VectorArgs(simplify_px=simplify_px, min_area_m2=min_area_m2, min_score=min_score, outline=outline)
+        return self._read_and_segment(read, question, vector, on_text)
 
     def _read_and_segment(
         self,
         read: Callable[[], Tile],
         question: str,
-        vector: tuple[float, float],
+        vector: VectorArgs,
         on_text: TextCallback | None,
     ) -> SegmentationResult:
-        """Validate, read (timed), segment; ``vector`` is (simplify_px, min_area_m2)."""
+        """Validate, read (timed), segment; ``vector`` holds the vectorizing options."""
         question = validate_question(question)  # before reading: a bad question costs nothing
         timer = StageTimer()
         with timer.stage("read"):
             tile = read()
-        simplify_px, min_area_m2 = vector
-        return self.segment_tile(
-            tile, question, simplify_px=simplify_px, min_area_m2=min_area_m2, on_text=on_text, timer=timer
-        )
+        return self.segment_tile(tile, question, on_text=on_text, timer=timer, **vector)
 
     def segment_tile(
         self,
@@ -169,6 +189,8 @@ class Engine:
         *,
         simplify_px: float = SIMPLIFY_PX.default,
         min_area_m2: float = MIN_AREA_M2.default,
+        min_score: float = MIN_SCORE.default,
+        outline: str = "pixel",
         on_text: TextCallback | None = None,
         timer: StageTimer | None = None,
     ) -> SegmentationResult:
@@ -176,10 +198,45 @@ class Engine:
 
         An all-nodata tile returns ``no_data`` without a model call.
         """
-        check_vector_options(simplify_px, min_area_m2, tile.crs)
+        check_vector_options(simplify_px, min_area_m2, tile.crs, min_score=min_score, outline=outline)
         timer = timer or StageTimer()
         inference = self.infer(tile, question, on_text=on_text, timer=timer)
-        return self.vectorize(inference, simplify_px=simplify_px, min_area_m2=min_area_m2, timer=timer)
+        vector = VectorArgs(simplify_px=simplify_px, min_area_m2=min_area_m2, min_score=min_score, outline=outline)
+        return self.vectorize(inference, timer=timer, **vector)
+
+    def segment_classes(
+        self,
+        tile: Tile,
+        classes: Sequence[ClassQuestions],
+        *,
+        timer: StageTimer | None = None,
+        **vector: Any,
+    ) -> list[SegmentationResult]:
+        """Every question of every class about one tile: one LVLM batch, one SAM encoding.
+
+        Returns one result per (class, question), in the order given, each with its ``class_name``;
+        ``vector`` takes :meth:`vectorize`'s options. Classes that overlap keep their own polygons:
+        nothing is removed where two classes claim the same ground.
+        """
+        asked = [(c.name, q) for c in classes for q in c.questions]
+        if not asked:
+            raise InputError("give at least one class with a question")
+        check_vector_options(
+            vector.get("simplify_px", 0.0),
+            vector.get("min_area_m2", 0.0),
+            tile.crs,
+            min_score=vector.get("min_score", 0.0),
+            outline=vector.get("outline", "pixel"),
+        )
+        timer = timer or StageTimer()
+        timers = [StageTimer() for _ in asked]
+        inferences = self.infer_batch([tile] * len(asked), [q for _, q in asked], timers=timers)
+        results = []
+        for (name, _), inference, own in zip(asked, inferences, timers):
+            own.merge(timer.seconds)  # the shared read, once in each class's timings
+            result = self.vectorize(inference, timer=own, **vector)
+            results.append(replace(result, class_name=name))
+        return results
 
     def vectorize(
         self,
@@ -187,27 +244,37 @@ class Engine:
         *,
         simplify_px: float = SIMPLIFY_PX.default,
         min_area_m2: float = MIN_AREA_M2.default,
+        min_score: float = MIN_SCORE.default,
+        outline: str = "pixel",
         timer: StageTimer | None = None,
     ) -> SegmentationResult:
-        """Polygons of an inference's mask in its tile's CRS (no model work, any thread)."""
-        check_vector_options(simplify_px, min_area_m2, inference.tile.crs)
+        """Polygons of an inference's mask in its tile's CRS (no model work, any thread).
+
+        Instances scored below ``min_score`` are left out of the mask (they stay in ``instances``,
+        with their scores); each polygon carries the ``instance`` that produced it and its ``score``.
+        """
+        check_vector_options(simplify_px, min_area_m2, inference.tile.crs, min_score=min_score, outline=outline)
         timer = timer or StageTimer()
         tile = inference.tile
+        mask, masks = scored_mask(inference, min_score)
         with timer.stage("vectorize"):
             polygons = polygons_frame(
-                inference.mask,
+                mask,
                 transform=tile.transform,
                 crs=tile.crs,
                 valid=tile.valid,
                 simplify_px=simplify_px,
                 min_area_m2=min_area_m2,
+                outline=outline,
+                instance_masks=masks,
+                scores=np.array([i.score for i in inference.instances], dtype=np.float64),
             )
         return SegmentationResult(
             run_id=uuid.uuid4().hex,
             question=inference.question,
             status=inference.status,
             tile=tile,
-            mask=inference.mask,
+            mask=mask,
             polygons=polygons,
             instances=inference.instances,
             model=self.prompter.name if inference.used_lvlm else "",
@@ -237,8 +304,17 @@ class Engine:
             InstanceResult(index=i, view=p.scaled(sx, sy), pixel=p, transform=tile.transform)
             for i, p in enumerate(prompts)
         )
-        (mask,) = self._masks([tile], [instances], [timer])
-        return Inference(tile, label, ResultStatus.OK, mask, instances, timings_s=dict(timer.seconds), used_lvlm=False)
+        ((instances, masks),) = self._masks([tile], [instances], [timer])
+        return Inference(
+            tile,
+            label,
+            ResultStatus.OK,
+            _union(masks, tile),
+            instances,
+            masks,
+            timings_s=dict(timer.seconds),
+            used_lvlm=False,
+        )
 
     def infer(
         self,
@@ -283,7 +359,7 @@ class Engine:
         views = list(views) if views is not None else [None] * len(tiles)
         live = [i for i, tile in enumerate(tiles) if tile.has_data]
         answers: dict[int, TileAnswer] = {}
-        masks: dict[int, np.ndarray] = {}
+        masks: dict[int, Segmented] = {}
         if live:
             found = self._answers(
                 [tiles[i] for i in live],
@@ -312,10 +388,13 @@ class Engine:
         on_text: TextCallback | None,
         answer_mode: AnswerMode,
     ) -> list[TileAnswer]:
-        ready = []
+        ready: list[Image.Image] = []
+        made: dict[int, Image.Image] = {}  # a tile asked several questions gets one view
         for tile, view, timer in zip(tiles, views, timers):
             with timer.stage("prepare"):
-                ready.append(view if view is not None else make_view(tile.pixels))
+                if view is None and id(tile) not in made:
+                    made[id(tile)] = make_view(tile.pixels)
+                ready.append(view if view is not None else made[id(tile)])
         generations = generate_many(self.prompter, ready, questions, on_text=on_text)
         answers = []
         for tile, generation, timer in zip(tiles, generations, timers):
@@ -333,29 +412,41 @@ class Engine:
 
     def _masks(
         self, tiles: list[Tile], instances: list[tuple[InstanceResult, ...]], timers: list[StageTimer]
-    ) -> list[np.ndarray]:
-        """Union mask per tile; one batched SAM encoding for the tiles that have instances."""
-        masks = [np.zeros((tile.height, tile.width), dtype=bool) for tile in tiles]
+    ) -> list[Segmented]:
+        """Each tile's instances with their scores and masks; one batched SAM encoding for the
+        tiles that have instances."""
+        segmented: list[Segmented] = [(found, None) for found in instances]
         todo = [i for i, found in enumerate(instances) if found]
         if not todo:
-            return masks
+            return segmented
+        # One tile asked several questions (classes) is encoded once: SAM's embedding is the image's.
+        unique = list({id(tiles[i]): tiles[i] for i in todo}.values())
         start = time.perf_counter()
-        embeddings = encode_many(self.segmenter, [tiles[i].pixels for i in todo])
+        encoded = dict(zip(map(id, unique), encode_many(self.segmenter, [tile.pixels for tile in unique])))
         share = (time.perf_counter() - start) / len(todo)
-        for index, embedding in zip(todo, embeddings):
+        for index in todo:
+            embedding = encoded[id(tiles[index])]
             timers[index].add("sam_encode", share)
             with timers[index].stage("sam_decode"):
-                masks[index] = union_mask(self.segmenter, embedding, instances[index], tiles[index])
-        return masks
+                segmented[index] = instance_masks(self.segmenter, embedding, instances[index], tiles[index])
+        return segmented
 
 
-def _inference(answer: TileAnswer, question: str, mask: np.ndarray, timer: StageTimer) -> Inference:
+def _union(masks: np.ndarray | None, tile: Tile) -> np.ndarray:
+    if masks is None or not len(masks):
+        return np.zeros((tile.height, tile.width), dtype=bool)
+    return np.logical_or.reduce(masks, axis=0)
+
+
+def _inference(answer: TileAnswer, question: str, segmented: Segmented, timer: StageTimer) -> Inference:
+    instances, masks = segmented
     return Inference(
         tile=answer.tile,
         question=question,
         status=ResultStatus.from_answer(answer.parsed.status),
-        mask=mask,
-        instances=answer.instances,
+        mask=_union(masks, answer.tile),
+        instances=instances,
+        instance_masks=masks,
         reasoning=answer.parsed.reasoning,
         raw_answer=answer.parsed.raw_text,
         message=answer.parsed.message,
@@ -385,12 +476,47 @@ def union_mask(segmenter: Segmenter, embedding: Any, instances: Sequence[Instanc
     No instances: an empty mask, without a SAM call."""
     if not instances:
         return np.zeros((tile.height, tile.width), dtype=bool)
-    instance_masks = segmenter.predict(embedding, [i.pixel for i in instances])
-    return np.logical_or.reduce(instance_masks, axis=0) & tile.valid
+    return _union(instance_masks(segmenter, embedding, instances, tile)[1], tile)
 
 
-def check_vector_options(simplify_px: float, min_area_m2: float, crs: CRS | None) -> None:
-    """Refuse options out of their limits (:mod:`think2seg.options`), and a minimum area in pixel coordinates."""
+def instance_masks(
+    segmenter: Segmenter, embedding: Any, instances: Sequence[InstanceResult], tile: Tile
+) -> tuple[tuple[InstanceResult, ...], np.ndarray]:
+    """One SAM call per instance on ``embedding``: the instances with their predicted-IoU ``score``
+    and their (N, H, W) bool masks on ``tile``, nodata pixels False."""
+    masks, scores = predict_scored(segmenter, embedding, [i.pixel for i in instances])
+    scored = tuple(replace(instance, score=float(score)) for instance, score in zip(instances, scores))
+    return scored, np.asarray(masks, dtype=bool) & tile.valid
+
+
+def scored_mask(inference: Inference, min_score: float) -> tuple[np.ndarray, np.ndarray | None]:
+    """The union mask of the instances scored at least ``min_score``, and the instance masks with
+    the others emptied (so no polygon is credited to them). Refuses a minimum score when the
+    segmenter gave no scores (NaN)."""
+    masks = inference.instance_masks
+    if min_score <= 0 or masks is None:
+        return inference.mask, masks
+    scores = np.array([i.score for i in inference.instances], dtype=np.float64)
+    if np.isnan(scores).any():
+        raise InputError(
+            f"{MIN_SCORE.name} needs mask scores, and this segmenter predicts none: drop the minimum score"
+        )
+    kept = masks & (scores >= min_score)[:, None, None]
+    return _union(kept, inference.tile), kept
+
+
+def check_vector_options(
+    simplify_px: float,
+    min_area_m2: float,
+    crs: CRS | None,
+    *,
+    min_score: float = MIN_SCORE.default,
+    outline: str = "pixel",
+) -> None:
+    """Refuse options out of their limits (:mod:`think2seg.options`), an unknown outline, and a
+    minimum area in pixel coordinates."""
+    check_outline(outline)
     SIMPLIFY_PX.check(simplify_px)
     MIN_AREA_M2.check(min_area_m2)
+    MIN_SCORE.check(min_score)
     check_min_area(min_area_m2, crs)

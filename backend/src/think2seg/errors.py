@@ -32,6 +32,10 @@ class RasterNotFoundError(RasterError, FileNotFoundError):
     """The raster file does not exist."""
 
 
+class RasterUnreachableError(RasterError, ConnectionError):
+    """A raster or a service on the network cannot be reached (refused, timed out, no route)."""
+
+
 class MissingCRSError(Think2SegError, ValueError):
     """The raster has no coordinate reference system and pixel coordinates were not accepted."""
 

@@ -128,10 +128,18 @@ SIMPLIFY_PX = Option(
     "simplify_px",
     0.0,
     "pixels",
-    "simplification tolerance before georeferencing; 0 keeps the exact pixel edges",
+    "outline tolerance before georeferencing (alone: Douglas-Peucker); 0 keeps the exact pixel edges, or the "
+    "outline's default",
     maximum=1000,
 )
 MIN_AREA_M2 = Option("min_area_m2", 0.0, "m²", "drop polygons smaller than this; needs a CRS")
+MIN_SCORE = Option(
+    "min_score",
+    0.0,
+    "SAM predicted IoU",
+    "leave out instances whose mask SAM rates below this (its predicted IoU; not the LVLM's certainty)",
+    maximum=1,
+)
 MAX_SIDE_PX = Option(
     "max_side_px", 2048, "pixels", "windows with a longer side are read decimated", minimum=16, whole=True
 )

@@ -32,12 +32,18 @@ class ResultStatus(str, enum.Enum):
 
 @dataclass(frozen=True)
 class InstanceResult:
-    """One instance's prompts: as answered (840 view), in tile pixels, and in map coordinates."""
+    """One instance's prompts: as answered (840 view), in tile pixels, and in map coordinates.
+
+    ``score`` is the segmenter's predicted IoU of the instance's mask (SAM's own estimate of the
+    mask's quality for these prompts, 0-1; not the LVLM's certainty), NaN before SAM ran or when
+    the segmenter predicts none.
+    """
 
     index: int
     view: InstancePrompt
     pixel: InstancePrompt
     transform: Affine
+    score: float = float("nan")
 
     @property
     def box_map(self) -> Polygon | None:
@@ -79,6 +85,9 @@ class SegmentationResult:
     message: str = ""
     new_tokens: int = 0
     timings_s: dict[str, float] = field(default_factory=dict)
+    class_name: str = ""
+    """The class this question asks for (``--classes``); "" when the run names none (its ``class``
+    column is then the question)."""
 
     @property
     def crs(self) -> CRS | None:

@@ -1,7 +1,8 @@
 """The rasters of a batch run: the CLI's RASTER arguments expanded, checked, and grouped by CRS.
 
 Arguments are files, folders (their rasters, not recursive) or quoted globs; ``--from-list`` adds a
-text file of them. Every raster is opened before any model loads and all problems are reported in
+text file of them. URLs, ``/vsi`` paths, connection strings (``WMTS:...``) are kept exactly as given,
+never globbed, stat()ed or made absolute (see :mod:`think2seg.geo.remote`). Every raster is opened before any model loads and all problems are reported in
 one error, so a long list is fixed in one go. Rasters in different CRSs need an explicit
 ``--target-crs``: think2seg never reprojects silently.
 """
@@ -19,6 +20,7 @@ from rasterio.crs import CRS
 
 from think2seg.errors import InputError, RasterError, Think2SegError
 from think2seg.geo.read import RasterSource
+from think2seg.geo.remote import is_remote, short_name
 from think2seg.geo.reproject import crs_label, parse_target_crs
 
 RASTER_SUFFIXES = (".tif", ".tiff", ".vrt", ".jp2", ".img", ".png", ".jpg", ".jpeg", ".ecw", ".sid", ".nc")
@@ -26,11 +28,25 @@ SIDECAR_SUFFIXES = (".aux.xml", ".ovr", ".msk")  # GDAL's companions of a raster
 _MAX_LISTED_FAILURES = 5
 _MAX_NAMES_PER_CRS = 3
 
+RasterRef = Path | str
+"""A raster of a run: a local file (an absolute Path), or a URL or connection string as given (a str)."""
 
-def expand_rasters(arguments: Sequence[str | os.PathLike[str]], *, from_list: Path | None = None) -> list[Path]:
-    """Absolute raster paths from files, folders and globs (then the entries of ``from_list``).
 
-    Order is kept and duplicates (same resolved path) dropped. A missing file is kept, so that
+def raster_ref(raster: str | os.PathLike[str]) -> RasterRef:
+    """``raster`` as a run keeps it: a URL or connection string as the str given, else a Path."""
+    return raster if isinstance(raster, str) and is_remote(raster) else Path(raster)
+
+
+def raster_name(ref: RasterRef) -> str:
+    """The short name of a raster in messages: its file name, or a URL's last segment."""
+    return ref.name if isinstance(ref, Path) else short_name(ref)
+
+
+def expand_rasters(arguments: Sequence[str | os.PathLike[str]], *, from_list: Path | None = None) -> list[RasterRef]:
+    """Absolute raster paths from files, folders and globs (then the entries of ``from_list``); URLs
+    and connection strings as given (str).
+
+    Order is kept and duplicates (same resolved path, same URL) dropped. A missing file is kept, so that
     :func:`check_rasters` reports it with every other problem. Raises :class:`InputError` for a
     glob or folder that holds no raster, a bad list file, or when no raster is given at all.
     """
@@ -39,21 +55,23 @@ def expand_rasters(arguments: Sequence[str | os.PathLike[str]], *, from_list: Pa
         found += [path for entry, where in _list_entries(from_list) for path in _expand(entry, where)]
     if not found:
         raise InputError("no raster given: give at least one raster file, folder or quoted glob, or --from-list FILE")
-    unique: dict[Path, Path] = {}
-    for path in found:
-        unique.setdefault(path.resolve(), path)
+    unique: dict[str, RasterRef] = {}
+    for ref in found:
+        unique.setdefault(str(ref.resolve()) if isinstance(ref, Path) else ref, ref)
     return list(unique.values())
 
 
-def _expand(argument: str, where: str = "") -> list[Path]:
+def _expand(argument: str, where: str = "") -> list[RasterRef]:
     """One argument's rasters; ``where`` says where it came from (a list file's line) in messages."""
+    if is_remote(argument) and not os.path.exists(argument):
+        return [argument]
     path = Path(argument).expanduser()
     if path.is_dir():
-        return _folder_rasters(path.absolute(), argument, where)
+        return list(_folder_rasters(path.absolute(), argument, where))
     if path.exists() or not glob.has_magic(argument):  # a file named like "a[1].tif" is a file
         return [path.absolute()]
     matches = sorted(glob.glob(os.path.expanduser(argument), recursive=True))
-    rasters = [Path(m).absolute() for m in matches if not Path(m).is_dir() and not _is_sidecar(m)]
+    rasters: list[RasterRef] = [Path(m).absolute() for m in matches if not Path(m).is_dir() and not _is_sidecar(m)]
     if not rasters:
         raise InputError(
             f"no raster matches '{argument}'{where}: check the pattern (quote it so the shell does not expand it)"
@@ -94,7 +112,10 @@ def _list_entries(list_file: Path) -> list[tuple[str, str]]:
         raise InputError(f"cannot read the list {list_file} ({exc}): save it as UTF-8 text, one path per line") from exc
     folder = list_file.absolute().parent
     entries = [
-        (os.path.join(folder, os.path.expanduser(text)), f" (line {number} of {list_file.name})")
+        (
+            text if is_remote(text) else os.path.join(folder, os.path.expanduser(text)),
+            f" (line {number} of {list_file.name})",
+        )
         for number, text in _numbered(lines)
     ]
     if not entries:
@@ -113,26 +134,34 @@ def _numbered(lines: list[str]) -> Iterator[tuple[int, str]]:
 class RasterInfo:
     """What the run needs to know of a raster before reading it (``crs`` None: pixel coordinates)."""
 
-    path: Path
+    path: RasterRef
     crs: CRS | None
     width: int
     height: int
 
 
-def check_rasters(paths: Sequence[Path], *, pixel_coords: bool = False) -> list[RasterInfo]:
+def check_rasters(
+    paths: Sequence[RasterRef],
+    *,
+    pixel_coords: bool = False,
+    resolution_m: float | None = None,
+    stac_asset: str | None = None,
+) -> list[RasterInfo]:
     """Open every raster and return what the run needs of each; raise one error naming every problem.
 
-    One unusable raster raises its own error. Several raise :class:`RasterError` when all are
+    ``resolution_m`` and ``stac_asset`` are those of :class:`~think2seg.geo.read.RasterSource` (a web
+    service without ``resolution_m`` is a problem). One unusable raster raises its own error. Several raise :class:`RasterError` when all are
     raster errors, else :class:`InputError`, with every failure (the first five) in one line.
     """
     infos: list[RasterInfo] = []
-    failures: list[tuple[Path, Think2SegError]] = []
+    failures: list[tuple[RasterRef, Think2SegError]] = []
     for path in paths:
+        ref = path if isinstance(path, str) and is_remote(path) else Path(path).expanduser().absolute()
         try:
-            with RasterSource(path, pixel_coords=pixel_coords) as source:
-                infos.append(RasterInfo(source.path, source.crs, source.width, source.height))
-        except Think2SegError as exc:  # RasterError, RasterNotFoundError, MissingCRSError
-            failures.append((Path(path), exc))
+            with RasterSource(path, pixel_coords=pixel_coords, resolution_m=resolution_m, stac_asset=stac_asset) as src:
+                infos.append(RasterInfo(ref, src.crs, src.width, src.height))
+        except Think2SegError as exc:  # RasterError, RasterNotFoundError, MissingCRSError, InputError
+            failures.append((ref, exc))
     if len(failures) == 1:
         raise failures[0][1]
     if failures:
@@ -140,7 +169,7 @@ def check_rasters(paths: Sequence[Path], *, pixel_coords: bool = False) -> list[
     return infos
 
 
-def _several_failures(failures: list[tuple[Path, Think2SegError]], total: int) -> Think2SegError:
+def _several_failures(failures: list[tuple[RasterRef, Think2SegError]], total: int) -> Think2SegError:
     names = _display_names([path for path, _ in failures])
     shown = [_describe(path, exc, names[path]) for path, exc in failures[:_MAX_LISTED_FAILURES]]
     more = len(failures) - len(shown)
@@ -150,21 +179,24 @@ def _several_failures(failures: list[tuple[Path, Think2SegError]], total: int) -
     return RasterError(message) if all_raster else InputError(message)
 
 
-def _describe(path: Path, exc: Exception, name: str) -> str:
+def _describe(path: RasterRef, exc: Exception, name: str) -> str:
     """The error's message about ``path``, with the path shortened to ``name``."""
     text = str(exc)
+    if isinstance(path, str):  # a URL: its messages keep it whole, so it can be checked
+        return text if path in text else f"{name}: {text}"
     full = str(path.expanduser().absolute())
     if text.startswith(full):
         return name + text[len(full) :].replace(full, name)
     return f"{name}: {text.replace(full, name)}"
 
 
-def _display_names(paths: Sequence[Path]) -> dict[Path, str]:
-    """Each path's file name, or its whole path where two of ``paths`` share a name."""
+def _display_names(paths: Sequence[RasterRef]) -> dict[RasterRef, str]:
+    """Each path's file name (a URL's last segment), or its whole path where two of ``paths`` share a name."""
+    names = {path: raster_name(path) for path in paths}
     counts: dict[str, int] = {}
-    for path in paths:
-        counts[path.name] = counts.get(path.name, 0) + 1
-    return {path: path.name if counts[path.name] == 1 else str(path) for path in paths}
+    for name in names.values():
+        counts[name] = counts.get(name, 0) + 1
+    return {path: name if counts[name] == 1 else str(path) for path, name in names.items()}
 
 
 def crs_groups(infos: Sequence[RasterInfo]) -> dict[str, list[RasterInfo]]:
@@ -234,7 +266,7 @@ def _suggested_target(groups: dict[str, list[RasterInfo]]) -> str:
     return next((f"EPSG:{code}" for code in codes if code is not None), "with an EPSG code like EPSG:32633 or a WKT")
 
 
-def _some_names(group: list[RasterInfo], names: dict[Path, str]) -> str:
+def _some_names(group: list[RasterInfo], names: dict[RasterRef, str]) -> str:
     shown = ", ".join(names[info.path] for info in group[:_MAX_NAMES_PER_CRS])
     more = len(group) - _MAX_NAMES_PER_CRS
     return shown + (f" and {more} more" if more > 0 else "")

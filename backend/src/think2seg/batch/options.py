@@ -8,10 +8,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from think2seg.errors import InputError
+from think2seg.geo.outline import check_outline
 from think2seg.models.base import Prompter, Segmenter
 from think2seg.models.qwen import MAX_NEW_TOKENS
 from think2seg.models.weights import DEFAULT_LVLM, DEFAULT_SEGMENTER
-from think2seg.options import MIN_AREA_M2, OVERLAP_PX, PREFETCH, SIMPLIFY_PX, TILE_SIZE_PX
+from think2seg.options import MIN_AREA_M2, MIN_SCORE, OVERLAP_PX, PREFETCH, SIMPLIFY_PX, TILE_SIZE_PX
 from think2seg.runs.microbatch import AUTO, BatchSize, check_batch_size
 from think2seg.runs.policy import CLI_TERMS, Continuation, Terms
 
@@ -21,7 +22,7 @@ if TYPE_CHECKING:
     from think2seg.engine import Engine, Inference
     from think2seg.tile import Tile
 
-_CHECKED = (TILE_SIZE_PX, OVERLAP_PX, PREFETCH, SIMPLIFY_PX, MIN_AREA_M2)
+_CHECKED = (TILE_SIZE_PX, OVERLAP_PX, PREFETCH, SIMPLIFY_PX, MIN_AREA_M2, MIN_SCORE)
 
 
 @dataclass(frozen=True)
@@ -45,7 +46,14 @@ class BatchOptions:
     overwrite: bool = False
     simplify_px: float = SIMPLIFY_PX.default
     min_area_m2: float = MIN_AREA_M2.default
+    min_score: float = MIN_SCORE.default
+    outline: str = "pixel"
+    """How outlines are cleaned (:data:`~think2seg.geo.outline.OUTLINES`), with ``simplify_px`` as tolerance."""
     pixel_coords: bool = False
+    resolution_m: float | None = None
+    """Read every raster on a grid of this ground resolution (metres per pixel); needed for web services."""
+    stac_asset: str | None = None
+    """The asset read from STAC items (default: role 'visual', or named visual/image/rgb)."""
     terms: Terms = CLI_TERMS
     """How messages name resume/overwrite (the CLI's flags, or the HTTP API's fields)."""
     target_crs: str | None = None
@@ -64,6 +72,7 @@ class BatchOptions:
         check_batch_size(self.batch_size)
         if isinstance(self.workers, bool) or not isinstance(self.workers, int) or self.workers < 0:
             raise InputError(f"workers must be a whole number of Ray workers (0 = none), not {self.workers!r}")
+        check_outline(self.outline)
         for option in _CHECKED:  # stored as checked: ints for the whole options, floats for the others
             object.__setattr__(self, option.name, option.check(getattr(self, option.name)))
 

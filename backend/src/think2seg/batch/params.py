@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, fields
-from pathlib import Path
 from typing import Any
 
 from think2seg.geo.read import RasterSource
@@ -24,6 +23,8 @@ RUN_KEYS = (
     "max_new_tokens",
     "simplify_px",
     "min_area_m2",
+    "min_score",
+    "outline",
     "pixel_coords",
     "target_crs",
     "pieces",
@@ -50,6 +51,10 @@ class BatchParams:
     min_area_m2: float
     pixel_coords: bool
     stretch: dict[str, list[float]]
+    min_score: float = 0.0
+    """Instances SAM scored below this were left out (0: none; runs stored before scores had none)."""
+    outline: str = "pixel"
+    """How outlines were cleaned (runs stored before outlines: pixel, or simplify with simplify_px)."""
     target_crs: str | None = None
     """The CRS the output polygons were reprojected into (None: the rasters' own CRS)."""
     pieces: str = PIECES
@@ -67,6 +72,8 @@ class BatchParams:
         values.setdefault("pieces", LEGACY_PIECES)  # written before the marker existed
         values.setdefault("layout", 1)  # one raster per file, before the layout was recorded
         values.setdefault("target_crs", None)
+        values.setdefault("min_score", 0.0)
+        values.setdefault("outline", "pixel")
         return cls(**{f.name: values[f.name] for f in fields(cls)})
 
     def format_problem(self) -> str | None:
@@ -99,5 +106,5 @@ def raster_fingerprint(source: RasterSource) -> dict[str, Any]:
         "dtypes": list(source.dtypes),
         "crs": source.crs.to_wkt() if source.crs else None,
         "transform": [round(v, 12) for v in tuple(source.transform)[:6]],
-        "file_size": Path(source.path).stat().st_size,
+        "file_size": source.path.stat().st_size if source.location.is_local else None,
     }

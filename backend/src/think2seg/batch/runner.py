@@ -34,7 +34,7 @@ from tqdm import tqdm
 
 from think2seg.batch.finalize import FinalStats, Finishing, finalize
 from think2seg.batch.grid import GridTile, TileGrid
-from think2seg.batch.inputs import check_one_crs, check_rasters
+from think2seg.batch.inputs import RasterRef, check_one_crs, check_rasters, raster_name, raster_ref
 from think2seg.batch.options import BatchEngine, BatchOptions, BatchProgress, BatchSummary, ModelSpec
 from think2seg.batch.params import BatchParams, raster_fingerprint
 from think2seg.batch.region import aoi_fingerprint, batch_region, load_aoi
@@ -42,7 +42,7 @@ from think2seg.batch.store import BatchStore, RasterEntry, TileRecord
 from think2seg.batch.work import RasterTiles, TileOutcome, segment_tiles
 from think2seg.batch.workers import WorkerPool, require_ray, worker_pool
 from think2seg.errors import BoundsError, Cancelled, InputError
-from think2seg.geo.read import RasterSource
+from think2seg.geo.read import RasterSource, RasterSpec
 from think2seg.geo.reproject import crs_label
 from think2seg.geo.vectorize import georeference
 from think2seg.options import check_min_area
@@ -80,8 +80,10 @@ def run_batch(
     """
     started = time.perf_counter()
     question = validate_question(question)
-    paths = [Path(rasters)] if isinstance(rasters, (str, os.PathLike)) else [Path(r) for r in rasters]
-    infos = check_rasters(paths, pixel_coords=options.pixel_coords)  # every problem at once, before any model
+    paths = [raster_ref(rasters)] if isinstance(rasters, (str, os.PathLike)) else [raster_ref(r) for r in rasters]
+    infos = check_rasters(  # every problem at once, before any model
+        paths, pixel_coords=options.pixel_coords, resolution_m=options.resolution_m, stac_asset=options.stac_asset
+    )
     out_crs = check_one_crs(infos, target_crs=options.target_crs)
     if options.workers:
         if not isinstance(models, ModelSpec):
@@ -101,7 +103,7 @@ def run_batch(
 class _Raster:
     """One raster of the run: where its tiles are, and how its results are georeferenced."""
 
-    path: Path
+    spec: RasterSpec
     transform: Affine
     crs: CRS | None
     grid: TileGrid
@@ -120,6 +122,7 @@ class _Raster:
             options.simplify_px,
             options.min_area_m2,
             store.reprojection(self.source),
+            options.outline,
         )
 
     def footprint(self, window: Window) -> Polygon:
@@ -144,7 +147,7 @@ class _Raster:
 
 
 def _plan_all(
-    paths: list[Path],
+    paths: list[RasterRef],
     question: str,
     models: ModelSpec | BatchEngine,
     options: BatchOptions,
@@ -159,7 +162,7 @@ def _plan_all(
         except BoundsError as exc:
             if len(paths) == 1:
                 raise
-            skipped.append(f"{path.name}: {exc}")
+            skipped.append(f"{raster_name(path)}: {exc}")
             errors.append(exc)
     if not plans:
         raise BoundsError(f"the bounds or AOI miss every raster ({errors[0]})")
@@ -167,21 +170,24 @@ def _plan_all(
 
 
 def _plan(
-    path: Path,
+    path: RasterRef,
     question: str,
     models: ModelSpec | BatchEngine,
     options: BatchOptions,
     out_crs: CRS | None,
     run_id: str,
 ) -> _Raster:
-    with RasterSource(path, pixel_coords=options.pixel_coords) as source:
+    b = options.bounds  # resolution_m is converted into map units at the centre of the bounds (else of the raster)
+    at_xy = ((b[0] + b[2]) / 2, (b[1] + b[3]) / 2) if b is not None and len(b) == 4 else None
+    spec = RasterSpec(path, options.pixel_coords, options.resolution_m, options.stac_asset, at_xy)
+    with spec.open() as source:
         check_min_area(options.min_area_m2, source.crs)
         aoi = load_aoi(options.aoi, source.crs) if options.aoi else None
         region = batch_region(source, bounds=options.bounds, aoi=aoi)
         grid = TileGrid(region, options.tile_size_px, options.overlap_px)
         params = _params(source, question, region, aoi, models, options, out_crs)
         stamp = RunStamp(run_id, question, params.model, params.segmenter, params.source, datetime.now(timezone.utc))
-        return _Raster(source.path, source.transform, source.crs, grid, aoi, RasterEntry(params, stamp, source.crs))
+        return _Raster(spec, source.transform, source.crs, grid, aoi, RasterEntry(params, stamp, source.crs))
 
 
 def _params(
@@ -197,7 +203,7 @@ def _params(
     limits = source.stretch_limits(region)
     return BatchParams(
         question=question,
-        source=str(Path(source.path).resolve()),
+        source=str(source.path.resolve()) if source.location.is_local else source.location.label,
         raster=raster_fingerprint(source),
         region=(int(region.col_off), int(region.row_off), int(region.width), int(region.height)),
         tile_size_px=options.tile_size_px,
@@ -208,6 +214,8 @@ def _params(
         max_new_tokens=max_new_tokens,
         simplify_px=float(options.simplify_px),
         min_area_m2=float(options.min_area_m2),
+        min_score=float(options.min_score),
+        outline=options.outline,
         pixel_coords=options.pixel_coords,
         stretch={str(k): [float(lo), float(hi)] for k, (lo, hi) in limits.items()},
         target_crs=crs_label(out_crs) if options.target_crs else None,
@@ -288,7 +296,15 @@ class _Run:
                 limits = {int(k): (lo, hi) for k, (lo, hi) in raster.entry.params.stretch.items()}
                 question = raster.entry.params.question
                 works.append(
-                    RasterTiles(source, raster.path, question, tuple(inside), limits, self.options.pixel_coords)
+                    RasterTiles(
+                        source,
+                        raster.spec,
+                        question,
+                        tuple(inside),
+                        limits,
+                        self.options.pixel_coords,
+                        self.options.min_score,
+                    )
                 )
         return works, outside
 

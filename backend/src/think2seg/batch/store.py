@@ -110,6 +110,7 @@ class BatchStore:
         self.created = False
         self._stored: dict[str, RasterEntry] = {}
         self._reprojections: dict[str, Reprojection] = {}
+        self._field_order: dict[str, list[str]] = {}
 
     @classmethod
     def open(cls, path: Path, entries: Sequence[RasterEntry], crs: CRS | None, policy: Continuation) -> BatchStore:
@@ -183,7 +184,9 @@ class BatchStore:
             )
 
     def _continue(self) -> None:
-        """Adopt the stored stamps and record the rasters the file did not hold yet."""
+        """Adopt the stored stamps, add the columns a file written before them lacks, and record
+        the rasters the file did not hold yet."""
+        _add_missing_columns(self.path, ADDED_COLUMNS)
         run_id = next(iter(self._stored.values())).stamp.run_id
         added = []
         for source, entry in self.entries.items():
@@ -194,7 +197,7 @@ class BatchStore:
                 entry.stamp = replace(entry.stamp, run_id=run_id)
                 added.append(entry)
         if added:
-            self._write("runs", self._runs_frame(added), None, append=True)
+            self._write("runs", self._in_stored_order("runs", self._runs_frame(added)), None, append=True)
 
     def discard(self) -> None:
         """Delete a file this run created and that holds no finished tile (e.g. the models failed to load)."""
@@ -243,7 +246,18 @@ class BatchStore:
 
     def _append(self, layer: str, frame: pd.DataFrame, geometry_type: str) -> None:
         if len(frame):
-            self._write(layer, frame, geometry_type, append=True)
+            self._write(layer, self._in_stored_order(layer, frame), geometry_type, append=True)
+
+    def _in_stored_order(self, layer: str, frame: pd.DataFrame) -> pd.DataFrame:
+        """``frame``'s columns in the layer's field order: GDAL appends fields by position, and a
+        run continued from an older file has its added columns last."""
+        if layer not in self._field_order:
+            self._field_order[layer] = [str(name) for name in pyogrio.read_info(self.path, layer=layer)["fields"]]
+        order = self._field_order[layer]
+        if list(frame.columns[: len(order)]) == order:
+            return frame
+        rest = [c for c in frame.columns if c not in order]
+        return frame[[c for c in order if c in frame.columns] + rest]
 
     def _runs_frame(self, entries: Sequence[RasterEntry]) -> pd.DataFrame:
         rows = []
@@ -317,6 +331,7 @@ class BatchStore:
             "tile_id": pd.Series(np.repeat([r.tile.tile_id for r in records], counts), dtype="int32"),
             "attempt": pd.Series(np.repeat([r.attempt for r in records], counts), dtype="object"),
             "seam": pd.Series(np.concatenate([r.seams for r in records] or [np.array([], dtype=bool)]), dtype="int32"),
+            "score": pd.Series(np.concatenate([_scores(r) for r in records] or [np.array([])]), dtype="float64"),
         }
         geometry = np.concatenate([r.pieces for r in records] or [np.array([], dtype=object)])
         return gpd.GeoDataFrame(columns, geometry=gpd.GeoSeries(geometry, crs=None))  # pixel coordinates
@@ -360,6 +375,12 @@ class BatchStore:
 EMPTY_TAGS = {"tile_id": 0, "attempt": ""}
 
 
+def _scores(record: TileRecord) -> np.ndarray:
+    """The record's piece scores (NaN for each piece when the outcome has none, e.g. a failed tile)."""
+    scores = record.outcome.scores
+    return scores if len(scores) == len(record.pieces) else np.full(len(record.pieces), np.nan)
+
+
 def _tags(record: TileRecord) -> dict[str, object]:
     return {"tile_id": record.tile.tile_id, "attempt": record.attempt}
 
@@ -371,6 +392,30 @@ def _concat(frames: list[gpd.GeoDataFrame]) -> gpd.GeoDataFrame:
 
 
 LAYERS = ("runs", "tiles", "tile_pieces", "prompt_boxes", "prompt_points")
+
+
+ADDED_COLUMNS = {
+    "tile_pieces": {"score": "REAL"},
+    "prompt_boxes": {"score": "REAL", "class": "TEXT"},
+    "prompt_points": {"score": "REAL", "class": "TEXT"},
+    "segments": {"score": "REAL", "class": "TEXT"},
+    "runs": {"class": "TEXT"},
+}
+"""Columns added since the first batch layout: a run stored before them gets them (NULL, i.e. unknown)
+when it is continued, so its old and new rows fit one table."""
+
+
+def _add_missing_columns(path: Path, added: dict[str, dict[str, str]]) -> None:
+    with closing(sqlite3.connect(path)) as connection, connection:
+        for layer, columns in added.items():
+            present = {row[1] for row in connection.execute(f'PRAGMA table_info("{layer}")')}
+            if not present:  # no such table yet (segments before the first finalize)
+                continue
+            for name, kind in columns.items():
+                if name not in present:
+                    connection.execute(f'ALTER TABLE "{layer}" ADD COLUMN "{name}" {kind}')
+                    if name == "class":  # a run without named classes: its class is its question
+                        connection.execute(f'UPDATE "{layer}" SET "class" = question')
 
 
 def _remove(path: Path) -> None:

@@ -6,14 +6,13 @@ import queue
 import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from PIL import Image
 
 from think2seg.batch.grid import GridTile
 from think2seg.errors import RasterError
 from think2seg.geo.bands import StretchLimits
-from think2seg.geo.read import RasterSource
+from think2seg.geo.read import RasterSpec
 from think2seg.think2seg_rs.prompt import make_view
 from think2seg.tile import Tile
 from think2seg.timing import StageTimer
@@ -30,11 +29,9 @@ class ReadTile:
     timer: StageTimer = field(default_factory=StageTimer)
 
 
-def read_tiles(
-    path: Path, plan: Iterable[GridTile], *, limits: StretchLimits, pixel_coords: bool
-) -> Iterator[ReadTile]:
-    """Read each planned tile at full resolution and make its 840 view (only for tiles with data)."""
-    with RasterSource(path, pixel_coords=pixel_coords) as source:
+def read_tiles(raster: RasterSpec, plan: Iterable[GridTile], *, limits: StretchLimits) -> Iterator[ReadTile]:
+    """Read each planned tile on the raster's read grid and make its 840 view (only for tiles with data)."""
+    with raster.open() as source:
         for grid_tile in plan:
             item = ReadTile(grid_tile)
             try:

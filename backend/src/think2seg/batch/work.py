@@ -13,16 +13,16 @@ import logging
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
 from think2seg.batch.grid import GridTile
 from think2seg.batch.options import BatchEngine
 from think2seg.batch.tiles import Prefetcher, ReadTile, read_tiles
-from think2seg.engine import Inference
+from think2seg.engine import Inference, scored_mask
 from think2seg.geo.bands import StretchLimits
-from think2seg.geo.vectorize import pixel_polygons
+from think2seg.geo.read import RasterSpec
+from think2seg.geo.vectorize import owner_scores, pixel_polygons, polygon_owners
 from think2seg.result import InstanceResult
 from think2seg.runs.microbatch import BatchSizer
 from think2seg.runs.push import push
@@ -37,17 +37,19 @@ class RasterTiles:
     """Which tiles of which raster to segment, and how to read them (picklable: sent to workers)."""
 
     source: str
-    path: Path
+    raster: RasterSpec
     question: str
     tiles: tuple[GridTile, ...]
     limits: StretchLimits
     pixel_coords: bool = False
+    min_score: float = 0.0
 
 
 @dataclass
 class TileOutcome:
     """What one tile attempt produced; ``pieces`` are its core's polygons in whole-pixel
-    coordinates of the raster, ``timings`` the seconds of each stage it went through."""
+    coordinates of the raster, ``scores`` the score of the instance that produced each piece (NaN:
+    unknown), ``timings`` the seconds of each stage it went through."""
 
     grid_tile: GridTile
     status: TileStatus
@@ -58,6 +60,7 @@ class TileOutcome:
     raw_answer: str = ""
     pieces: np.ndarray = field(default_factory=lambda: np.array([], dtype=object))
     timings: dict[str, float] = field(default_factory=dict)
+    scores: np.ndarray = field(default_factory=lambda: np.array([], dtype=np.float64))
 
 
 def segment_tiles(
@@ -74,7 +77,7 @@ def segment_tiles(
     Tiles without data or that cannot be read cost no model call. Setting ``stop`` ends the
     iteration before the next batch; the tiles not yielded are not done.
     """
-    items = read_tiles(work.path, work.tiles, limits=work.limits, pixel_coords=work.pixel_coords)
+    items = read_tiles(work.raster, work.tiles, limits=work.limits)
     prefetcher = Prefetcher(items, prefetch + sizer.size) if prefetch > 0 else None
     batch: list[ReadTile] = []
     try:
@@ -86,10 +89,10 @@ def segment_tiles(
             if len(batch) >= sizer.size:
                 if stop is not None and stop.is_set():
                     return
-                yield from _infer(engine, work.question, batch, sizer)
+                yield from _infer(engine, work, batch, sizer)
                 batch = []
         if batch and not (stop is not None and stop.is_set()):
-            yield from _infer(engine, work.question, batch, sizer)
+            yield from _infer(engine, work, batch, sizer)
     finally:
         if prefetcher is not None:
             prefetcher.close()
@@ -102,10 +105,10 @@ def _unread(item: ReadTile) -> TileOutcome:
     return TileOutcome(item.grid_tile, TileStatus.NO_DATA, "the tile holds only nodata pixels", timings=timings)
 
 
-def _infer(engine: BatchEngine, question: str, batch: list[ReadTile], sizer: BatchSizer) -> Iterator[TileOutcome]:
+def _infer(engine: BatchEngine, work: RasterTiles, batch: list[ReadTile], sizer: BatchSizer) -> Iterator[TileOutcome]:
     def infer(items: list[ReadTile]) -> list[Inference]:
         tiles = [i.tile for i in items if i.tile is not None]  # all: only tiles read are batched
-        return engine.infer_batch(tiles, question, views=[i.view for i in items])
+        return engine.infer_batch(tiles, work.question, views=[i.view for i in items])
 
     for outcome in push(batch, infer, sizer):
         item, inference = outcome.item, outcome.result
@@ -119,7 +122,7 @@ def _infer(engine: BatchEngine, question: str, batch: list[ReadTile], sizer: Bat
         timer.merge(item.timer.seconds)
         timer.merge(inference.timings_s)
         with timer.stage("vectorize"):
-            pieces = core_pieces(item.grid_tile, inference.mask)
+            pieces, scores = core_pieces(item.grid_tile, inference, min_score=work.min_score)
         yield TileOutcome(
             item.grid_tile,
             TileStatus.from_result(inference.status),
@@ -130,12 +133,20 @@ def _infer(engine: BatchEngine, question: str, batch: list[ReadTile], sizer: Bat
             inference.raw_answer,
             pieces,
             dict(timer.seconds),
+            scores,
         )
 
 
-def core_pieces(grid_tile: GridTile, mask: np.ndarray) -> np.ndarray:
-    """The polygons of the tile's core, in whole-pixel coordinates of the raster."""
+def core_pieces(grid_tile: GridTile, inference: Inference, *, min_score: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """The polygons of the tile's core in whole-pixel coordinates of the raster, and the score of
+    the instance that produced each (instances scored below ``min_score`` left out)."""
     window, core = grid_tile.window, grid_tile.core
     row0, col0 = int(core.row_off - window.row_off), int(core.col_off - window.col_off)
-    core_mask = mask[row0 : row0 + int(core.height), col0 : col0 + int(core.width)]
-    return pixel_polygons(core_mask, origin_px=(int(core.col_off), int(core.row_off)))
+    rows, cols = slice(row0, row0 + int(core.height)), slice(col0, col0 + int(core.width))
+    mask, masks = scored_mask(inference, min_score)
+    core_mask = mask[rows, cols]
+    origin = (int(core.col_off), int(core.row_off))
+    pieces = pixel_polygons(core_mask, origin_px=origin)
+    core_masks = masks[:, rows, cols] if masks is not None else None
+    owners = polygon_owners(pieces, core_masks, core_mask.shape, origin_px=origin)
+    return pieces, owner_scores(owners, [i.score for i in inference.instances])

@@ -9,10 +9,10 @@ import sys
 from collections.abc import Sequence
 
 from think2seg._version import __version__
-from think2seg.cli import batch, download, evaluate, info, segment, serve, train
+from think2seg.cli import batch, change, download, evaluate, info, segment, serve, train
 from think2seg.errors import Think2SegError
 
-COMMANDS = (segment, batch, serve, evaluate, train, download, info)
+COMMANDS = (segment, batch, change, serve, evaluate, train, download, info)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -22,13 +22,17 @@ from think2seg.cli.options import (
     add_gpkg_output,
     add_model_options,
     add_option,
+    add_remote_options,
     add_vector_options,
     model_spec,
 )
 from think2seg.cli.summary import format_area, format_timings
+from think2seg.errors import InputError
 from think2seg.options import OVERLAP_PX, PREFETCH, TILE_SIZE_PX
+from think2seg.output.formats import VECTOR_FORMATS, check_vector_output, export_layer
 
 log = logging.getLogger("think2seg")
+FORMATS = ", ".join(VECTOR_FORMATS)
 
 EXIT_SOME_TILES_FAILED = 3
 
@@ -54,6 +58,13 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         "--from-list", type=Path, metavar="FILE", help="also the rasters listed in FILE (one path or glob per line)"
     )
     add_gpkg_output(parser, required=True, help="GeoPackage holding the run and its results")
+    parser.add_argument(
+        "--export",
+        type=Path,
+        metavar="OUT.fgb",
+        help=f"when the run ends, also write its segments to this file, the format by extension ({FORMATS}); "
+        "OUT.gpkg stays the resumable run",
+    )
     grid = parser.add_argument_group("tiles")
     add_option(grid, TILE_SIZE_PX)
     add_option(grid, OVERLAP_PX)
@@ -67,6 +78,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     grid.add_argument(
         "--pixel-coords", action="store_true", help="accept a raster without CRS: output in pixel coordinates"
     )
+    add_remote_options(grid)
     grid.add_argument(
         "--target-crs",
         metavar="EPSG:XXXX",
@@ -104,6 +116,9 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 
 
 def run_command(args: argparse.Namespace) -> int:
+    export = check_vector_output(args.export, overwrite=args.overwrite) if args.export else None
+    if export is not None and export == Path(args.output).expanduser().absolute():
+        raise InputError(f"--export {export.name} is the run's own output: choose another file")
     options = BatchOptions.named_like(args)
     models = model_spec(args)
     rasters = expand_rasters(args.rasters, from_list=args.from_list)
@@ -122,6 +137,10 @@ def run_command(args: argparse.Namespace) -> int:
     finally:
         signal.signal(signal.SIGTERM, previous)
     print(format_batch_summary(summary))
+    if export is not None:
+        for note in export_layer(summary.output, export, overwrite=args.overwrite):
+            log.warning("%s: %s", export.name, note)
+        print(f"exported   {export}")
     return EXIT_SOME_TILES_FAILED if summary.failed or summary.previously_failed else 0
 
 

@@ -6,10 +6,14 @@ import argparse
 from pathlib import Path
 
 from think2seg.batch.options import ModelSpec
+from think2seg.classes import ClassQuestions, classes_from_questions, load_classes
+from think2seg.errors import InputError
+from think2seg.geo.outline import OUTLINES
+from think2seg.geo.remote import check_resolution_m
 from think2seg.models.qwen import MAX_NEW_TOKENS
 from think2seg.models.registry import SEGMENTER_SYNTAX
 from think2seg.models.weights import DEFAULT_LVLM, DEFAULT_SEGMENTER
-from think2seg.options import MAX_SIDE_PX, MIN_AREA_M2, SIMPLIFY_PX, Option
+from think2seg.options import MAX_SIDE_PX, MIN_AREA_M2, MIN_SCORE, SIMPLIFY_PX, Option
 from think2seg.runs.microbatch import AUTO, parse_batch_size
 
 Container = argparse._ActionsContainer  # a parser or an argument group of one
@@ -63,8 +67,40 @@ def add_bounds(group: Container, *, help: str) -> None:
 
 def add_raster_and_question(parser: argparse.ArgumentParser, *, formats: str, example: str) -> None:
     """The positional ``raster`` and ``question`` of the commands that segment a raster."""
-    parser.add_argument("raster", type=Path, help=f"any raster GDAL reads ({formats})")
+    parser.add_argument("raster", help=f"any raster GDAL reads ({formats}), a URL, a GDAL WMS/WMTS .xml or a STAC item")
     parser.add_argument("question", help=f'what to segment, e.g. "{example}"')
+
+
+def add_class_options(parser: argparse.ArgumentParser) -> None:
+    """``--question Q`` (repeatable) and ``--classes FILE``: several things to segment in one run."""
+    group = parser.add_argument_group("classes")
+    group.add_argument(
+        "--question",
+        dest="questions",
+        action="append",
+        metavar="Q",
+        help="a question to ask; give it several times for several classes (each polygon's class is its question)",
+    )
+    group.add_argument(
+        "--classes",
+        type=Path,
+        metavar="FILE",
+        help='a YAML or JSON file mapping class name -> question(s), e.g. {"buildings": "segment the buildings", '
+        '"water": "segment the lakes and rivers"}; each polygon gets its class name',
+    )
+
+
+def classes_from_args(args: argparse.Namespace) -> list[ClassQuestions]:
+    """The classes asked for: the positional question, the ``--question``s, or the ``--classes`` file
+    (exactly one of the three). Repeated questions and class names are refused."""
+    given = [args.question is not None, bool(args.questions), args.classes is not None]
+    if sum(given) != 1:
+        raise InputError(
+            "say what to segment once: a QUESTION, one or more --question, or --classes FILE (not several of them)"
+        )
+    if args.classes is not None:
+        return load_classes(args.classes)
+    return classes_from_questions([args.question] if args.question is not None else args.questions)
 
 
 def add_gpkg_output(parser: argparse.ArgumentParser, *, required: bool, help: str) -> None:
@@ -112,9 +148,42 @@ def add_raster_options(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="accept a raster without CRS: output in pixel coordinates (x=col, y=row)",
     )
+    add_remote_options(group)
+
+
+def add_remote_options(group: Container) -> None:
+    """``--resolution-m M`` and ``--stac-asset NAME``: the read grid, and a STAC item's asset."""
+    group.add_argument(
+        "--resolution-m",
+        type=_resolution_m,
+        metavar="M",
+        help="read at this ground resolution, metres per pixel (required for WMS/WMTS/XYZ services; "
+        "default: the raster's own pixels)",
+    )
+    group.add_argument(
+        "--stac-asset",
+        metavar="NAME",
+        help="the asset of a STAC item to read (default: the one with role 'visual', or named visual/image/rgb)",
+    )
+
+
+def _resolution_m(text: str) -> float:
+    try:
+        return check_resolution_m(float(text))
+    except ValueError as exc:  # not a number, or out of range (InputError)
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def add_vector_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("polygons")
     add_option(group, SIMPLIFY_PX)
     add_option(group, MIN_AREA_M2)
+    add_option(group, MIN_SCORE)
+    group.add_argument(
+        "--outline",
+        choices=OUTLINES,
+        default="pixel",
+        help="pixel: exact pixel edges (default); simplify: Douglas-Peucker; smooth: natural features (water, "
+        "fields); regularize: buildings, right angles. --simplify-px is the tolerance (default 1 px, 1.5 for "
+        "regularize); outlines stay valid, never cross, and keep each polygon's area within 10%%",
+    )

@@ -1,4 +1,9 @@
-"""``think2seg segment RASTER QUESTION -o OUT.gpkg``: one question about one raster window."""
+"""``think2seg segment RASTER QUESTION -o OUT.gpkg``: questions about one raster window.
+
+One question (the positional QUESTION), several (``--question`` repeated) or named classes
+(``--classes FILE``) are asked of the same window in one pass: one LVLM batch, one SAM encoding.
+The output's extension picks its format (:mod:`think2seg.output.formats`).
+"""
 
 from __future__ import annotations
 
@@ -6,56 +11,71 @@ import argparse
 import json
 import logging
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 
+from think2seg.classes import ClassQuestions
 from think2seg.cli.options import (
+    add_class_options,
     add_gpkg_output,
     add_model_options,
-    add_raster_and_question,
     add_raster_options,
     add_vector_options,
+    classes_from_args,
     model_spec,
 )
-from think2seg.cli.summary import format_summary
-from think2seg.engine import NO_DATA_MESSAGE
+from think2seg.cli.summary import format_overlaps, format_summary
+from think2seg.engine import NO_DATA_MESSAGE, Engine
 from think2seg.errors import EmptyWindowError, InputError
 from think2seg.geo.read import read_tile
 from think2seg.options import check_min_area
 from think2seg.output.atomic import check_output_path
+from think2seg.output.formats import VECTOR_FORMATS, check_vector_output, write_vector
 from think2seg.output.geojson import to_feature_collection
-from think2seg.output.gpkg import write_gpkg
+from think2seg.output.gpkg import result_layers, write_gpkg
 from think2seg.output.maskfile import write_mask_geotiff
-from think2seg.think2seg_rs.prompt import validate_question
+from think2seg.result import SegmentationResult
+from think2seg.tile import Tile
 from think2seg.timing import StageTimer
 
 log = logging.getLogger("think2seg")
+FORMATS = ", ".join(VECTOR_FORMATS)
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser(
         "segment",
-        help="segment one raster window by a question",
-        description="Ask one question about a raster (or a window of it) and write the polygons to a GeoPackage.",
+        help="segment one raster window by one or more questions",
+        description="Ask questions about a raster (or a window of it) and write the polygons to a GeoPackage "
+        f"(or {FORMATS}, by the output's extension).",
     )
-    add_raster_and_question(
-        parser, formats="GeoTIFF, JPEG2000, VRT...", example="segment the flooded farmland next to the river"
+    parser.add_argument(
+        "raster", help="any raster GDAL reads (GeoTIFF, JPEG2000, VRT...), a URL, a GDAL WMS/WMTS .xml or a STAC item"
+    )
+    parser.add_argument(
+        "question", nargs="?", help='what to segment, e.g. "segment the flooded farmland next to the river"'
     )
     add_gpkg_output(
-        parser, required=False, help="GeoPackage to write (layers segments, prompt_boxes, prompt_points, runs)"
+        parser,
+        required=False,
+        help=f"vector file to write, its format by extension ({FORMATS}); a GeoPackage holds the layers segments, "
+        "prompt_boxes, prompt_points, runs (and class_overlaps), the others the segments",
     )
     parser.add_argument(
         "--mask-out",
         type=Path,
         metavar="MASK.tif",
-        help="also write the binary mask as a GeoTIFF aligned with the window",
+        help="also write the binary mask as a GeoTIFF aligned with the window (one band per question)",
     )
     parser.add_argument(
         "--json",
         action="store_true",
-        help="print a GeoJSON FeatureCollection (with its CRS) on stdout instead of the summary",
+        help="print a GeoJSON FeatureCollection (with its CRS) on stdout instead of the summary; one line per "
+        "question when there are several",
     )
     parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    add_class_options(parser)
     add_raster_options(parser)
     add_vector_options(parser)
     add_model_options(parser)
@@ -63,40 +83,89 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    question = validate_question(args.question)
+    classes = classes_from_args(args)  # before any work: a bad question or class file costs nothing
     output, mask_out = _check_outputs(args)
     timer = StageTimer()
     with timer.stage("read"):
-        tile = read_tile(args.raster, bounds=args.bounds, max_side_px=args.max_side_px, pixel_coords=args.pixel_coords)
+        tile = read_tile(
+            args.raster,
+            bounds=args.bounds,
+            max_side_px=args.max_side_px,
+            pixel_coords=args.pixel_coords,
+            resolution_m=args.resolution_m,
+            stac_asset=args.stac_asset,
+        )
     if not tile.has_data:
         raise EmptyWindowError(f"{args.raster}: {NO_DATA_MESSAGE}")
     check_min_area(args.min_area_m2, tile.crs)
     log.info("loading %s and %s (device %s)", args.lvlm, args.segmenter, args.device)
     engine = model_spec(args).load()
-    stream = _reasoning_stream(args)
-    result = engine.segment_tile(
-        tile, question, simplify_px=args.simplify_px, min_area_m2=args.min_area_m2, on_text=stream, timer=timer
-    )
-    if stream is not None:
-        sys.stderr.write("\n")
+    results = _segment(engine, tile, classes, args, timer)
+    notes: list[str] = []
     with timer.stage("write"):
         if output is not None:
-            write_gpkg(result, output, overwrite=args.overwrite)
+            notes = _write(results, output, overwrite=args.overwrite)
         if mask_out is not None:
-            write_mask_geotiff(result, mask_out, overwrite=args.overwrite)
+            write_mask_geotiff(results, mask_out, overwrite=args.overwrite)
+    for note in notes:
+        log.warning("%s: %s", output.name if output else "", note)
     if args.json:
-        json.dump(to_feature_collection(result), sys.stdout)
-        sys.stdout.write("\n")
+        for result in results:
+            json.dump(to_feature_collection(result), sys.stdout)
+            sys.stdout.write("\n")
     else:
-        print(format_summary(result, timer.seconds, outputs=[p for p in (output, mask_out) if p]))
+        _print_summary(results, timer.seconds, [p for p in (output, mask_out) if p])
     return 0
+
+
+def _segment(
+    engine: Engine, tile: Tile, classes: list[ClassQuestions], args: argparse.Namespace, timer: StageTimer
+) -> list[SegmentationResult]:
+    vector = {
+        "simplify_px": args.simplify_px,
+        "min_area_m2": args.min_area_m2,
+        "min_score": args.min_score,
+        "outline": args.outline,
+    }
+    asked = [(c.name, q) for c in classes for q in c.questions]
+    if len(asked) > 1:
+        return engine.segment_classes(tile, classes, timer=timer, **vector)
+    ((name, question),) = asked
+    stream = _reasoning_stream(args)
+    result = engine.segment_tile(tile, question, on_text=stream, timer=timer, **vector)
+    if stream is not None:
+        sys.stderr.write("\n")
+    return [replace(result, class_name=name)]
+
+
+def _write(results: Sequence[SegmentationResult], output: Path, *, overwrite: bool) -> list[str]:
+    if output.suffix.lower() == ".gpkg":
+        write_gpkg(results, output, overwrite=overwrite)
+        return []
+    return write_vector(result_layers(results), output, overwrite=overwrite)
+
+
+def _print_summary(results: Sequence[SegmentationResult], seconds: dict[str, float], outputs: list[Path]) -> None:
+    if len(results) == 1:
+        print(format_summary(results[0], seconds, outputs=outputs))
+        return
+    for result in results:
+        print(f"== {result.class_name or result.question}")
+        print(format_summary(result, result.timings_s))
+    print(format_overlaps(results))
+    for path in outputs:
+        print(f"wrote      {path}")
 
 
 def _check_outputs(args: argparse.Namespace) -> tuple[Path | None, Path | None]:
     """Validate every output path before any work, so a bad path costs nothing."""
     if args.output is None and args.mask_out is None and not args.json:
         raise InputError("nothing to write: give -o OUT.gpkg, --mask-out MASK.tif or --json")
-    output = check_output_path(args.output, overwrite=args.overwrite, suffixes=(".gpkg",)) if args.output else None
+    output = check_vector_output(args.output, overwrite=args.overwrite) if args.output else None
+    if output is not None and output.suffix.lower() == ".geojson" and args.pixel_coords:
+        raise InputError(
+            f"{output.name}: GeoJSON needs a CRS, and --pixel-coords output has none: write .gpkg or .fgb instead"
+        )
     mask_out = (
         check_output_path(args.mask_out, overwrite=args.overwrite, suffixes=(".tif", ".tiff"))
         if args.mask_out

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import math
 import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
+from think2seg.geo.overlaps import overlap_totals
+from think2seg.output.gpkg import result_layers
 from think2seg.result import SegmentationResult
 from think2seg.timing import STAGES
 
@@ -15,7 +18,7 @@ def format_summary(result: SegmentationResult, seconds: dict[str, float], *, out
     crs = tile.crs.to_string() if tile.crs else "pixel coordinates"
     lines = [
         f"status     {result.status.value}" + (f" ({result.message})" if result.message else ""),
-        f"instances  {len(result.instances)}",
+        f"instances  {len(result.instances)}" + format_scores(result),
         f"polygons   {len(result.polygons)}, total area {format_area(result.total_area_m2, tile.crs is not None)} ({crs})",
         f"window     {tile.width} x {tile.height} px"
         + (" (decimated)" if tile.is_decimated else " at full resolution"),
@@ -28,6 +31,25 @@ def format_summary(result: SegmentationResult, seconds: dict[str, float], *, out
     if result.status.value == "unparseable":
         lines.append("answer     " + textwrap.fill(result.raw_answer, width=100, subsequent_indent=" " * 11))
     return "\n".join(lines)
+
+
+def format_scores(result: SegmentationResult) -> str:
+    """The instances' SAM scores (predicted mask IoU), e.g. " (scores 0.91, 0.62)"; empty when unknown."""
+    scores = [i.score for i in result.instances if not math.isnan(i.score)]
+    return f" (SAM scores {', '.join(f'{s:.2f}' for s in scores)})" if scores else ""
+
+
+def format_overlaps(results: Sequence[SegmentationResult]) -> str:
+    """One line per pair of classes that claim the same ground (kept in both), or that none do."""
+    layers = result_layers(results)
+    totals = overlap_totals(layers["class_overlaps"]) if "class_overlaps" in layers else {}
+    if not totals:
+        return "overlaps   none between the classes"
+    georeferenced = results[0].crs is not None
+    return "\n".join(
+        f"overlaps   {a} and {b}: {format_area(area, georeferenced)} (kept in both: layer class_overlaps)"
+        for (a, b), area in totals.items()
+    )
 
 
 def format_timings(seconds: dict[str, float]) -> str:

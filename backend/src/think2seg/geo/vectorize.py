@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import geopandas as gpd
 import numpy as np
 import shapely
@@ -11,6 +13,7 @@ from rasterio.crs import CRS
 from shapely.geometry import LinearRing, Polygon
 
 from think2seg.geo.areas import areas_m2
+from think2seg.geo.outline import clean_outlines
 from think2seg.options import check_min_area
 
 
@@ -20,21 +23,35 @@ def mask_to_polygons(
     transform: Affine,
     valid: np.ndarray | None = None,
     simplify_px: float = 0.0,
+    outline: str = "pixel",
 ) -> list[Polygon]:
     """Polygons of the True pixels of ``mask`` (H, W bool), mapped through ``transform``.
 
     Pixels outside ``valid`` never become polygons. Connectivity is 4 (pixels touching only at a
-    corner are separate polygons), which keeps every polygon valid. ``simplify_px`` is a
-    Douglas-Peucker tolerance in pixels applied before georeferencing (topology preserved).
+    corner are separate polygons), which keeps every polygon valid. ``outline`` and
+    ``simplify_px`` clean the outlines in pixels before georeferencing (:func:`outlined`).
     Exteriors are counter-clockwise and holes clockwise (GeoJSON's right-hand rule).
     """
     keep = mask.astype(bool)
     if valid is not None:
         keep &= valid
-    polygons = pixel_polygons(keep)
-    if simplify_px > 0 and len(polygons):
-        polygons, _ = repaired(shapely.simplify(polygons, simplify_px, preserve_topology=True))
+    polygons, _ = outlined(pixel_polygons(keep), outline=outline, simplify_px=simplify_px)
     return list(georeference(polygons, transform))
+
+
+def outlined(
+    polygons: np.ndarray, *, outline: str = "pixel", simplify_px: float = 0.0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Pixel-coordinate polygons with clean outlines, and each one's index in ``polygons``.
+
+    ``outline`` is one of :data:`~think2seg.geo.outline.OUTLINES`; ``simplify_px`` is its
+    tolerance in pixels (0: the outline's default). ``simplify_px`` alone (outline ``pixel``) means
+    ``simplify``, as before outlines existed. Results stay valid, never overlap, and keep each
+    polygon's area within :data:`~think2seg.geo.outline.AREA_TOLERANCE`.
+    """
+    if outline == "pixel" and simplify_px > 0:
+        outline = "simplify"
+    return clean_outlines(polygons, outline=outline, tolerance_px=simplify_px if simplify_px > 0 else None)
 
 
 def pixel_polygons(mask: np.ndarray, *, origin_px: tuple[int, int] = (0, 0)) -> np.ndarray:
@@ -101,18 +118,68 @@ def polygons_frame(
     valid: np.ndarray | None = None,
     simplify_px: float = 0.0,
     min_area_m2: float = 0.0,
+    outline: str = "pixel",
+    instance_masks: np.ndarray | None = None,
+    scores: np.ndarray | None = None,
 ) -> gpd.GeoDataFrame:
-    """The mask's polygons as a GeoDataFrame in ``crs`` with an ``area_m2`` column.
+    """The mask's polygons as a GeoDataFrame in ``crs`` with ``area_m2``, ``instance`` and ``score``.
 
-    Polygons smaller than ``min_area_m2`` are dropped; ``min_area_m2`` needs a CRS.
+    Outlines are cleaned as ``outline`` and ``simplify_px`` say (:func:`outlined`). Polygons
+    smaller than ``min_area_m2`` are dropped; ``min_area_m2`` needs a CRS. With
+    ``instance_masks`` (N, H, W bool, one per instance) and their ``scores`` (N,), each polygon's
+    ``instance`` is the instance whose mask covers most of its pixels (the one that produced it;
+    overlapping instances are unioned into one polygon) and ``score`` is that instance's score;
+    without them ``instance`` is -1 and ``score`` NaN.
     """
     check_min_area(min_area_m2, crs)
-    polygons = mask_to_polygons(mask, transform=transform, valid=valid, simplify_px=simplify_px)
-    areas = areas_m2(polygons, crs)
+    keep = mask.astype(bool)
+    if valid is not None:
+        keep &= valid
+    pixel = pixel_polygons(keep)
+    owners = polygon_owners(pixel, instance_masks, keep.shape)
+    pixel, index = outlined(pixel, outline=outline, simplify_px=simplify_px)
+    owners = owners[index]
+    polygons = georeference(pixel, transform)
+    areas = np.asarray(areas_m2(list(polygons), crs), dtype=np.float64)
     if min_area_m2 > 0:
-        kept = [(p, a) for p, a in zip(polygons, areas) if a >= min_area_m2]
-        polygons, areas = [p for p, _ in kept], [a for _, a in kept]
+        big = areas >= min_area_m2
+        polygons, areas, owners = polygons[big], areas[big], owners[big]
     return gpd.GeoDataFrame(
-        {"area_m2": np.asarray(areas, dtype=np.float64)},
-        geometry=gpd.GeoSeries(polygons, crs=crs),
+        {"area_m2": areas, "instance": owners.astype(np.int32), "score": owner_scores(owners, scores)},
+        geometry=gpd.GeoSeries(list(polygons), crs=crs),
     )
+
+
+def polygon_owners(
+    polygons: np.ndarray,
+    instance_masks: np.ndarray | None,
+    shape: tuple[int, int],
+    *,
+    origin_px: tuple[int, int] = (0, 0),
+) -> np.ndarray:
+    """For each pixel-coordinate polygon (from :func:`pixel_polygons` of a mask of ``shape`` with
+    the same ``origin_px``), the index of the instance mask (N, H, W) covering most of its pixels;
+    -1 without instance masks. Ties go to the lower index (the earlier instance of the answer).
+    """
+    owners = np.full(len(polygons), -1, dtype=np.int64)
+    if instance_masks is None or not len(instance_masks) or not len(polygons):
+        return owners
+    labels = features.rasterize(
+        ((polygon, k + 1) for k, polygon in enumerate(polygons)),
+        out_shape=shape,
+        fill=0,
+        transform=Affine.translation(*origin_px),
+        dtype="int32",
+    )
+    overlaps = np.stack([np.bincount(labels[m], minlength=len(polygons) + 1)[1:] for m in instance_masks])
+    covered = overlaps.max(axis=0) > 0
+    owners[covered] = overlaps.argmax(axis=0)[covered]
+    return owners
+
+
+def owner_scores(owners: np.ndarray, scores: Sequence[float] | np.ndarray | None) -> np.ndarray:
+    """``scores[owner]`` for each owner index (float64), NaN where the owner is -1 or unknown."""
+    known = np.asarray(scores if scores is not None else [], dtype=np.float64)
+    if not len(known):
+        return np.full(len(owners), np.nan)
+    return np.where(owners >= 0, known[np.maximum(owners, 0)], np.nan)

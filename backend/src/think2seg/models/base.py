@@ -3,7 +3,8 @@
 A *prompter* reads the 840x840 view and the question and answers with text (reasoning and
 prompts); a *segmenter* turns instance prompts into masks at the tile's resolution. Either may
 also offer a batched method (``generate_batch(views, question)``, ``encode_batch(images)``), which
-the engine then uses for several tiles at once.
+the engine then uses for several tiles at once, and a segmenter ``predict_scored(embedding,
+prompts)``, which returns each mask's predicted quality with it (SAM's IoU head).
 """
 
 from __future__ import annotations
@@ -65,6 +66,22 @@ class Segmenter(Protocol):
         instance's box and its points (labels 1), single-mask output.
         """
         ...
+
+
+def predict_scored(
+    segmenter: Segmenter, embedding: Any, prompts: Sequence[InstancePrompt]
+) -> tuple[np.ndarray, np.ndarray]:
+    """(N, H, W) bool masks and (N,) float32 scores, one per prompt.
+
+    The score is the segmenter's own prediction of its mask's IoU (SAM's IoU head: the quality of
+    the mask given the prompt, not the LVLM's certainty that the object is there). A segmenter
+    without ``predict_scored`` gives NaN scores: unknown, never made up.
+    """
+    scored = getattr(segmenter, "predict_scored", None)
+    if scored is not None:
+        masks, scores = scored(embedding, prompts)
+        return masks, np.asarray(scores, dtype=np.float32)
+    return segmenter.predict(embedding, prompts), np.full(len(prompts), np.nan, dtype=np.float32)
 
 
 def generate_many(

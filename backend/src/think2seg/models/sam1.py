@@ -72,19 +72,27 @@ class Sam1Segmenter:
 
     def predict(self, embedding: Sam1Embedding, prompts: Sequence[InstancePrompt]) -> np.ndarray:
         """(N, H, W) bool masks, one per prompt (pixel coordinates of the encoded image)."""
+        return self.predict_scored(embedding, prompts)[0]
+
+    def predict_scored(
+        self, embedding: Sam1Embedding, prompts: Sequence[InstancePrompt]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(N, H, W) bool masks and (N,) float32 scores: SAM's predicted IoU of each mask."""
         self._restore(embedding)
         height, width = embedding.original_size
         masks = np.zeros((len(prompts), height, width), dtype=bool)
+        scores = np.zeros(len(prompts), dtype=np.float32)
         for index, prompt in enumerate(prompts):
             points = np.asarray(prompt.points_xy, dtype=np.float32) if prompt.points_xy else None
             labels = np.ones(len(points), dtype=np.int64) if points is not None else None
             box = np.asarray(prompt.box_xyxy, dtype=np.float32) if prompt.box_xyxy else None
             with torch.inference_mode():
-                out, _scores, _logits = self.predictor.predict(
+                out, predicted_iou, _logits = self.predictor.predict(
                     point_coords=points, point_labels=labels, box=box, multimask_output=False
                 )
             masks[index] = out[0].astype(bool)
-        return masks
+            scores[index] = float(predicted_iou[0])
+        return masks, scores
 
     def _restore(self, embedding: Sam1Embedding) -> None:
         """Put an earlier embedding back into the (stateful) predictor."""

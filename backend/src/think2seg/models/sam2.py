@@ -88,6 +88,13 @@ class Sam2Segmenter:
 
     def predict(self, embedding: Sam2Embedding, prompts: Sequence[InstancePrompt]) -> np.ndarray:
         """(N, H, W) bool masks, one per prompt (pixel coordinates of the encoded image)."""
+        return self._predict(embedding, prompts, lambda logits: logits > 0.0, bool)[0]
+
+    def predict_scored(
+        self, embedding: Sam2Embedding, prompts: Sequence[InstancePrompt]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(N, H, W) bool masks and (N,) float32 scores: SAM's predicted IoU of each mask (its own
+        estimate of the mask's quality, 0-1), from the same decoder call as the mask."""
         return self._predict(embedding, prompts, lambda logits: logits > 0.0, bool)
 
     def predict_logits(self, embedding: Sam2Embedding, prompts: Sequence[InstancePrompt]) -> np.ndarray:
@@ -97,7 +104,7 @@ class Sam2Segmenter:
         ``multimask_output=False``), but instances with the same prompt shape share one decoder call:
         SAM decodes the entries of its point batch independently, so no padding point is needed.
         """
-        return self._predict(embedding, prompts, lambda logits: logits, np.float32)
+        return self._predict(embedding, prompts, lambda logits: logits, np.float32)[0]
 
     def _predict(
         self,
@@ -105,16 +112,20 @@ class Sam2Segmenter:
         prompts: Sequence[InstancePrompt],
         finish: Callable[[torch.Tensor], torch.Tensor],
         dtype: npt.DTypeLike,
-    ) -> np.ndarray:
-        """Decode, upsample to the image's size and ``finish`` (e.g. threshold) on the model's device."""
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Decode, upsample to the image's size and ``finish`` (e.g. threshold) on the model's device;
+        the masks and the (N,) predicted IoU scores."""
         height, width = embedding.original_size
         out = np.zeros((len(prompts), height, width), dtype=dtype)
+        scores = np.zeros(len(prompts), dtype=np.float32)
         for indices in _groups_by_shape(prompts):
-            out[indices] = finish(self._decode(embedding, [prompts[k] for k in indices])).cpu().numpy()
-        return out
+            logits, iou = self._decode(embedding, [prompts[k] for k in indices])
+            out[indices] = finish(logits).cpu().numpy()
+            scores[indices] = iou.float().cpu().numpy()
+        return out, scores
 
-    def _decode(self, embedding: Sam2Embedding, prompts: list[InstancePrompt]) -> torch.Tensor:
-        """(N, H, W) float32 logits at the image's size, on the model's device."""
+    def _decode(self, embedding: Sam2Embedding, prompts: list[InstancePrompt]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(N, H, W) float32 logits at the image's size and (N,) predicted IoUs, on the model's device."""
         kwargs: dict[str, Any] = {}
         # one group of _groups_by_shape: all the prompts have a box or none has; all have as many points
         boxes = [p.box_xyxy for p in prompts if p.box_xyxy is not None]
@@ -134,7 +145,7 @@ class Sam2Segmenter:
             masks = self.processor.post_process_masks(
                 output.pred_masks.float(), inputs["original_sizes"], binarize=False
             )
-        return masks[0][:, 0]
+        return masks[0][:, 0], output.iou_scores[0, :, 0]
 
 
 def _groups_by_shape(prompts: Sequence[InstancePrompt]) -> list[list[int]]:

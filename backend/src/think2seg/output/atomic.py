@@ -48,14 +48,15 @@ def atomic_output(target: Path, *, overwrite: bool) -> Iterator[Path]:
     try:
         temporary = workdir / target.name
         yield temporary
-        _fsync(temporary)
-        _replace(temporary, target)
-        _fsync(target.parent)
+        fsync_path(temporary)
+        replace_file(temporary, target)
+        fsync_path(target.parent)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-def _replace(temporary: Path, target: Path) -> None:
+def replace_file(temporary: Path, target: Path) -> None:
+    """Rename ``temporary`` over ``target`` in one step; OutputError (what to do) if the OS refuses."""
     try:
         os.replace(temporary, target)
     except OSError as exc:  # on Windows, a file another program (QGIS) has open cannot be replaced
@@ -65,7 +66,7 @@ def _replace(temporary: Path, target: Path) -> None:
         ) from exc
 
 
-def _fsync(path: Path) -> None:
+def fsync_path(path: Path) -> None:
     """Flush a file (or a folder's entries) to disk, so a renamed output is complete after a crash."""
     flags = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) if path.is_dir() else os.O_RDONLY
     try:

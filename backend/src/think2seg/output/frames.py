@@ -15,7 +15,8 @@ from think2seg.result import InstanceResult
 
 @dataclass(frozen=True)
 class RunStamp:
-    """The attributes every feature of a run carries."""
+    """The attributes every feature of a run carries; its ``class`` column is ``class_name``, or
+    the question when the run names no class."""
 
     run_id: str
     question: str
@@ -23,6 +24,7 @@ class RunStamp:
     segmenter: str
     source: str
     created_at: datetime
+    class_name: str = ""
 
     def columns(self, count: int, *, status: str, tags: Mapping[str, object] | None = None) -> dict[str, object]:
         """Column data for ``count`` features; ``tags`` adds constant columns (int, float or str)."""
@@ -36,6 +38,7 @@ class RunStamp:
         texts = {
             "run_id": self.run_id,
             "question": self.question,
+            "class": self.class_name or self.question,
             "status": status,
             "model": self.model,
             "segmenter": self.segmenter,
@@ -67,14 +70,17 @@ def boxes_frame(
     crs: CRS | None,
     tags: Mapping[str, object] | None = None,
 ) -> gpd.GeoDataFrame:
-    """One box per instance that has one: 840-view and tile-pixel corners, reasoning."""
+    """One box per instance that has one: 840-view and tile-pixel corners, SAM's score, reasoning."""
     boxed = []  # (instance, view box, pixel box, map box): the view box is the pixel box scaled
+    scores = []
     for instance in instances:
         box_map, view, pixel = instance.box_map, instance.view.box_xyxy, instance.pixel.box_xyxy
         if box_map is not None and view is not None and pixel is not None:
             boxed.append((instance.index, view, pixel, box_map))
+            scores.append(instance.score)
     columns = stamp.columns(len(boxed), status=status, tags=tags)
     columns["instance"] = pd.Series([index for index, _, _, _ in boxed], dtype="int32")
+    columns["score"] = pd.Series(scores, dtype="float64")
     for axis, position in (("x1", 0), ("y1", 1), ("x2", 2), ("y2", 3)):
         columns[f"view_{axis}"] = pd.Series([view[position] for _, view, _, _ in boxed], dtype="float64")
         columns[f"px_{axis}"] = pd.Series([pixel[position] for _, _, pixel, _ in boxed], dtype="float64")
@@ -92,7 +98,7 @@ def points_frame(
 ) -> gpd.GeoDataFrame:
     """The positive points of every instance (label 1), in 840-view and tile-pixel coordinates too."""
     rows = [
-        (instance.index, k, view_xy, pixel_xy, point)
+        (instance.index, k, view_xy, pixel_xy, point, instance.score)
         for instance in instances
         for k, (view_xy, pixel_xy, point) in enumerate(
             zip(instance.view.points_xy or (), instance.pixel.points_xy or (), instance.points_map)
@@ -102,6 +108,7 @@ def points_frame(
     columns["instance"] = pd.Series([r[0] for r in rows], dtype="int32")
     columns["point"] = pd.Series([r[1] for r in rows], dtype="int32")
     columns["label"] = pd.Series([1] * len(rows), dtype="int32")
+    columns["score"] = pd.Series([r[5] for r in rows], dtype="float64")
     columns["view_x"] = pd.Series([r[2][0] for r in rows], dtype="float64")
     columns["view_y"] = pd.Series([r[2][1] for r in rows], dtype="float64")
     columns["px_x"] = pd.Series([r[3][0] for r in rows], dtype="float64")

@@ -1,8 +1,10 @@
-"""Write a result to a GeoPackage: ``segments``, ``prompt_boxes``, ``prompt_points`` and ``runs``.
+"""Write results to a GeoPackage: ``segments``, ``prompt_boxes``, ``prompt_points`` and ``runs``.
 
-All layers are in the raster's CRS. Every feature carries the run's question, status, model,
-segmenter, source raster and creation time; ``runs`` (a plain table) keeps the reasoning, the raw
-answer, the window and the timings. The file is written beside the target and renamed into place.
+All layers are in the raster's CRS. Every feature carries the run's question, class, status,
+model, segmenter, source raster and creation time; ``runs`` (a plain table, one row per question)
+keeps the reasoning, the raw answer, the window and the timings. Several classes of one tile go
+into one file, and where they overlap a ``class_overlaps`` layer measures it. The file is written
+beside the target and renamed into place.
 
 Every GeoPackage think2seg creates (here, and a batch run's) is made by :func:`write_layer`, as
 GeoPackage 1.2.
@@ -10,10 +12,9 @@ GeoPackage 1.2.
 
 from __future__ import annotations
 
-import functools
 import json
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -24,11 +25,14 @@ from pyogrio.errors import DataLayerError, DataSourceError
 
 from think2seg._version import __version__
 from think2seg.errors import OutputError
+from think2seg.geo.overlaps import class_overlaps
 from think2seg.output.atomic import atomic_output
 from think2seg.output.frames import RunStamp, boxes_frame, points_frame
 from think2seg.result import SegmentationResult
 
 LAYERS = ("segments", "prompt_boxes", "prompt_points", "runs")
+LAYER_TYPES = {"segments": "Polygon", "prompt_boxes": "Polygon", "prompt_points": "Point", "class_overlaps": "Polygon"}
+"""The geometry type each layer declares (``runs`` is a plain table)."""
 
 # GDAL 3.7+ creates GeoPackage 1.4 by default, which QGIS 3.22 (GDAL 3.6) opens with the warning
 # "v1.4.0, may only be partially supported"; 1.2 holds everything we write.
@@ -59,20 +63,59 @@ def write_layer(
     )
 
 
-def write_gpkg(result: SegmentationResult, path: Path, *, overwrite: bool = False) -> None:
-    """Write ``result`` to the GeoPackage ``path`` (replaced only when ``overwrite``)."""
+def write_gpkg(
+    result: SegmentationResult | Sequence[SegmentationResult], path: Path, *, overwrite: bool = False
+) -> None:
+    """Write ``result`` (or several, e.g. one per class) to the GeoPackage ``path`` (replaced only
+    when ``overwrite``)."""
+    layers = result_layers(result)
     with atomic_output(path, overwrite=overwrite) as temporary:
         try:
-            _write_layers(result, temporary)
+            _write_layers(layers, temporary)
         except (DataSourceError, DataLayerError, OSError) as exc:
             raise OutputError(f"cannot write {path}: {exc}") from exc
 
 
-def _write_layers(result: SegmentationResult, path: Path) -> None:
+def result_layers(result: SegmentationResult | Sequence[SegmentationResult]) -> dict[str, pd.DataFrame]:
+    """The output layers of one or several results of one tile: ``segments``, ``prompt_boxes``,
+    ``prompt_points``, ``runs``, and ``class_overlaps`` when several classes overlap."""
+    results = [result] if isinstance(result, SegmentationResult) else list(result)
+    if not results:
+        raise ValueError("no result to write")
+    segments = _concat([segments_frame(r) for r in results])
+    layers: dict[str, pd.DataFrame] = {
+        "segments": segments,
+        "prompt_boxes": _concat([_boxes(r) for r in results]),
+        "prompt_points": _concat([_points(r) for r in results]),
+        "runs": pd.concat([runs_frame(r) for r in results], ignore_index=True),
+    }
+    if len({r.class_name or r.question for r in results}) > 1:
+        layers["class_overlaps"] = class_overlaps(segments, crs=results[0].crs)
+    return layers
+
+
+def _boxes(result: SegmentationResult) -> gpd.GeoDataFrame:
+    status = result.status.value
+    return boxes_frame(result.instances, stamp(result), status=status, reasoning=result.reasoning, crs=result.crs)
+
+
+def _points(result: SegmentationResult) -> gpd.GeoDataFrame:
+    return points_frame(result.instances, stamp(result), status=result.status.value, crs=result.crs)
+
+
+def _concat(frames: list[gpd.GeoDataFrame]) -> gpd.GeoDataFrame:
+    filled = [f for f in frames if len(f)]
+    if len(filled) <= 1:
+        return (filled or frames)[0]
+    return gpd.GeoDataFrame(pd.concat(filled, ignore_index=True), crs=frames[0].crs)
+
+
+def _write_layers(layers: dict[str, pd.DataFrame], path: Path) -> None:
     with warnings.catch_warnings(), _sqlite_unsynchronized():
         # Pixel-coordinate results have no CRS on purpose; the runs table says so.
         warnings.filterwarnings("ignore", message="'crs' was not provided", category=UserWarning)
-        _write_all(result, path)
+        for name, frame in layers.items():
+            write_layer(frame, path, layer=name, geometry_type=LAYER_TYPES.get(name))
 
 
 @contextmanager
@@ -89,23 +132,15 @@ def _sqlite_unsynchronized() -> Iterator[None]:
 _SYNC_OPTION = "OGR_SQLITE_SYNCHRONOUS"
 
 
-def _write_all(result: SegmentationResult, path: Path) -> None:
-    write = functools.partial(write_layer, path=path)
-    write(segments_frame(result), layer="segments", geometry_type="Polygon")
-    status = result.status.value
-    boxes = boxes_frame(result.instances, stamp(result), status=status, reasoning=result.reasoning, crs=result.crs)
-    write(boxes, layer="prompt_boxes", geometry_type="Polygon")
-    write(
-        points_frame(result.instances, stamp(result), status=status, crs=result.crs),
-        layer="prompt_points",
-        geometry_type="Point",
-    )
-    write(runs_frame(result), layer="runs")
-
-
 def stamp(result: SegmentationResult) -> RunStamp:
     return RunStamp(
-        result.run_id, result.question, result.model, result.segmenter, result.tile.source, result.created_at
+        result.run_id,
+        result.question,
+        result.model,
+        result.segmenter,
+        result.tile.source,
+        result.created_at,
+        result.class_name,
     )
 
 
@@ -113,6 +148,8 @@ def segments_frame(result: SegmentationResult) -> gpd.GeoDataFrame:
     polygons = result.polygons
     columns = stamp(result).columns(len(polygons), status=result.status.value)
     columns["area_m2"] = polygons["area_m2"].to_numpy()
+    columns["instance"] = polygons["instance"].to_numpy()
+    columns["score"] = polygons["score"].to_numpy()
     return gpd.GeoDataFrame(columns, geometry=polygons.geometry.to_numpy(), crs=result.crs)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -16,15 +17,19 @@ MASK_NODATA = 255
 """Value of nodata pixels in the mask file; target pixels are 1, background 0."""
 
 
-def write_mask_geotiff(result: SegmentationResult, path: Path, *, overwrite: bool = False) -> None:
-    """Write ``result.mask`` (1 target, 0 background, 255 nodata) with the tile's transform and CRS."""
-    tile = result.tile
-    data = np.where(tile.valid, result.mask.astype(np.uint8), MASK_NODATA).astype(np.uint8)
+def write_mask_geotiff(
+    result: SegmentationResult | Sequence[SegmentationResult], path: Path, *, overwrite: bool = False
+) -> None:
+    """Write ``result.mask`` (1 target, 0 background, 255 nodata) with the tile's transform and CRS;
+    several results of one tile (one per class) become one band each, described by its class."""
+    results = [result] if isinstance(result, SegmentationResult) else list(result)
+    tile = results[0].tile
+    data = np.stack([np.where(tile.valid, r.mask.astype(np.uint8), MASK_NODATA).astype(np.uint8) for r in results])
     profile = {
         "driver": "GTiff",
         "width": tile.width,
         "height": tile.height,
-        "count": 1,
+        "count": len(results),
         "dtype": "uint8",
         "nodata": MASK_NODATA,
         "transform": tile.transform,
@@ -36,7 +41,11 @@ def write_mask_geotiff(result: SegmentationResult, path: Path, *, overwrite: boo
     with atomic_output(path, overwrite=overwrite) as temporary:
         try:
             with rasterio.open(temporary, "w", **profile) as dst:
-                dst.write(data, 1)
-                dst.update_tags(question=result.question, status=result.status.value, model=result.model)
+                dst.write(data)
+                first = results[0]
+                dst.update_tags(question=first.question, status=first.status.value, model=first.model)
+                for band, r in enumerate(results, start=1):
+                    dst.set_band_description(band, r.class_name or r.question)
+                    dst.update_tags(band, question=r.question, status=r.status.value)
         except (RasterioError, OSError) as exc:
             raise OutputError(f"cannot write {path}: {exc}") from exc

@@ -29,6 +29,7 @@ class ApiError(Exception):
 # Most specific first: the first matching class decides.
 _MAPPED: tuple[tuple[type[Exception], int, str], ...] = (
     (errors.RasterNotFoundError, 404, "not_found"),
+    (errors.RasterUnreachableError, 502, "raster_unreachable"),  # a service the backend reads is down
     (errors.MissingCRSError, 422, "missing_crs"),
     (errors.EmptyWindowError, 422, "no_data"),
     (errors.BoundsError, 422, "bounds_outside"),

@@ -10,11 +10,23 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from think2seg.options import MAX_SIDE_PX, MIN_AREA_M2, OVERLAP_PX, SIMPLIFY_PX, TILE_SIZE_PX
+from think2seg.change.compare import MIN_CHANGE_M2
+from think2seg.options import MAX_SIDE_PX, MIN_AREA_M2, MIN_SCORE, OVERLAP_PX, SIMPLIFY_PX, TILE_SIZE_PX
 from think2seg.runs.microbatch import MAX_BATCH_SIZE
 from think2seg.think2seg_rs.prompt import MAX_QUESTION_CHARS
 
 MAX_JOB_WORKERS = 64
+MAX_CLASSES = 32
+"""Classes one /v1/segment request may ask (one model batch)."""
+
+ClassName = Annotated[str, Field(min_length=1, max_length=100, pattern=r"\S")]
+
+Outline = Literal["pixel", "simplify", "smooth", "regularize"]
+"""think2seg.geo.outline.OUTLINES, spelled out so the JSON schema lists the choices."""
+OUTLINE_HELP = (
+    "pixel: exact pixel edges; simplify: Douglas-Peucker; smooth: natural features; regularize: buildings "
+    "(right angles). simplify_px is the tolerance (0: 1 px, 1.5 for regularize)"
+)
 
 CrsIn = Annotated[str, Field(max_length=10000)] | Annotated[int, Field(ge=1)]
 """A CRS as a request gives it: an EPSG code (32633, "32633" or "EPSG:32633") or WKT."""
@@ -76,18 +88,30 @@ class SegmentOptions(_Strict):
     """What to segment: a question (LVLM + SAM), or explicit prompts (SAM alone)."""
 
     question: str | None = Field(None, max_length=MAX_QUESTION_CHARS)
+    classes: dict[ClassName, Annotated[str, Field(max_length=MAX_QUESTION_CHARS)]] | None = Field(
+        None,
+        min_length=1,
+        max_length=MAX_CLASSES,
+        description="several things at once: class name -> question, all asked of the tile in one model batch; "
+        "each polygon gets its class",
+    )
     prompts: list[PromptIn] | None = Field(None, min_length=1, max_length=64)
     max_side_px: int = MAX_SIDE_PX.field()
     simplify_px: float = SIMPLIFY_PX.field()
     min_area_m2: float = MIN_AREA_M2.field()
+    min_score: float = MIN_SCORE.field()
+    outline: Outline = Field("pixel", description=OUTLINE_HELP)
     include_mask: bool = Field(False, description="add the mask as a base64 PNG with its transform")
 
     @model_validator(mode="after")
     def _question_or_prompts(self) -> SegmentOptions:
-        if (self.question is None) == (self.prompts is None):
-            raise ValueError("give either a question or explicit prompts, not both")
+        if sum(x is not None for x in (self.question, self.classes, self.prompts)) != 1:
+            raise ValueError("give one of a question, classes or explicit prompts")
         if self.question is not None and not self.question.strip():
             raise ValueError('the question is empty: ask what to segment, e.g. "segment the river"')
+        for name, question in (self.classes or {}).items():
+            if not question.strip():
+                raise ValueError(f'class {name!r} has an empty question: ask what to segment, e.g. "segment the roads"')
         return self
 
 
@@ -116,8 +140,34 @@ class MaskOut(_Strict):
     transform: list[float] = Field(description="a, b, c, d, e, f of the mask's pixel corners")
 
 
+class ClassOut(_Strict):
+    """One class of a reply: its name (the question when the request named none) and its own answer."""
+
+    name: str
+    question: str
+    status: Literal["ok", "no_target", "unparseable", "no_data"]
+    message: str
+    reasoning: str
+    raw_answer: str
+    polygons: int
+    total_area_m2: float | None
+
+
+class OverlapOut(_Strict):
+    """Two classes claim the same ground: both keep their polygons; this is the area they share."""
+
+    class_a: str
+    class_b: str
+    area_m2: float | None
+
+
 class SegmentReply(_Strict):
-    """A GeoJSON FeatureCollection of the polygons in the tile's CRS, plus the run's fields."""
+    """A GeoJSON FeatureCollection of the polygons in the tile's CRS, plus the run's fields.
+
+    Each polygon's properties: ``area_m2``, ``instance`` (the answer's instance that produced it)
+    and ``score`` (SAM's predicted IoU of that instance's mask: mask quality, not the LVLM's
+    certainty; null when the segmenter predicts none). Each prompt feature carries its ``score``.
+    """
 
     model_config = ConfigDict(extra="allow")
 
@@ -139,6 +189,8 @@ class SegmentReply(_Strict):
     prompts: dict[str, Any]
     window: dict[str, Any]
     mask: MaskOut | None = None
+    classes: list[ClassOut] = Field(description="each question asked: one entry, or one per class")
+    class_overlaps: list[OverlapOut] = Field(description="total area per pair of classes whose polygons overlap")
     api_version: str
 
 
@@ -161,6 +213,8 @@ class JobRequest(_Strict):
     overwrite: bool = False
     simplify_px: float = SIMPLIFY_PX.field()
     min_area_m2: float = MIN_AREA_M2.field()
+    min_score: float = MIN_SCORE.field()
+    outline: Outline = Field("pixel", description=OUTLINE_HELP)
     workers: int | None = Field(
         None,
         ge=0,
@@ -174,6 +228,39 @@ class JobRequest(_Strict):
     def _not_blank(cls, value: str) -> str:
         if not value.strip():
             raise ValueError('the question is empty: ask what to segment, e.g. "every solar farm"')
+        return value
+
+
+class ChangeRequest(_Strict):
+    """Change between two rasters of the same place on the backend's disk; see `think2seg change`.
+
+    The same question about BEFORE and AFTER over the extent both cover (only its part inside
+    ``bounds`` when given), each date in one window read up to ``max_side_px``. ``output_path`` gets
+    the layers appeared, disappeared, persisted, before_segments, after_segments and runs, all in
+    BEFORE's CRS (AFTER is resampled onto BEFORE's grid). Followed as a job: GET/DELETE /v1/jobs/{id}.
+    """
+
+    before_path: str = Field(min_length=1, description="the earlier raster (its grid and CRS are used)")
+    after_path: str = Field(min_length=1, description="the later raster (any CRS; resampled onto BEFORE's grid)")
+    question: str = Field(min_length=1, max_length=MAX_QUESTION_CHARS)
+    output_path: str = Field(min_length=1, description="the GeoPackage to write (.gpkg)")
+    bounds: list[float] | None = Field(
+        None, min_length=4, max_length=4, description="[minx, miny, maxx, maxy]: compare only there"
+    )
+    bounds_crs: CrsIn | None = Field(None, description="CRS of bounds (EPSG code or WKT); default BEFORE's")
+    overwrite: bool = False
+    min_change_m2: float = MIN_CHANGE_M2.field()
+    max_side_px: int = MAX_SIDE_PX.field()
+    simplify_px: float = SIMPLIFY_PX.field()
+    min_area_m2: float = MIN_AREA_M2.field()
+    min_score: float = MIN_SCORE.field()
+    outline: Outline = Field("pixel", description=OUTLINE_HELP)
+
+    @field_validator("question")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError('the question is empty: ask what to segment, e.g. "every building"')
         return value
 
 

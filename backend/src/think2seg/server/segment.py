@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import base64
 import io
+import math
 from collections.abc import Callable
 from concurrent.futures import Future
-from typing import Any
+from dataclasses import replace
+from typing import Any, TypeVar
 
 import numpy as np
 from PIL import Image
 from rasterio.crs import CRS
 
 from think2seg.engine import Inference, check_vector_options
+from think2seg.geo.overlaps import overlap_totals
 from think2seg.output.geojson import to_feature_collection
+from think2seg.output.gpkg import result_layers
 from think2seg.output.maskfile import MASK_NODATA
 from think2seg.result import SegmentationResult
 from think2seg.server.errors import RETRY_AFTER_S, ApiError
@@ -27,6 +31,7 @@ from think2seg.tile import Tile
 from think2seg.timing import StageTimer
 
 TextCallback = Callable[[str], None]
+T = TypeVar("T")
 
 
 def submit(
@@ -36,10 +41,20 @@ def submit(
     prompts_crs: CRS | None,
     timer: StageTimer,
     on_text: TextCallback | None = None,
-) -> Future[Inference]:
-    """Queue the model work for one request (429 when the queue is full)."""
+) -> Future[Any]:
+    """Queue the model work for one request (429 when the queue is full): one inference, or one
+    per class."""
     engine = state.require_engine()
-    check_vector_options(options.simplify_px, options.min_area_m2, tile.crs)
+    check_vector_options(
+        options.simplify_px, options.min_area_m2, tile.crs, min_score=options.min_score, outline=options.outline
+    )
+    if options.classes is not None:  # every class in one model batch (one SAM encoding of the tile)
+        questions = list(options.classes.values())
+        timers = [StageTimer() for _ in questions]
+        return _queue(
+            lambda: state.worker.submit(lambda: engine.infer_batch([tile] * len(questions), questions, timers=timers))
+        )
+    work: Callable[[], Inference]
     if options.prompts is not None:
         prompts = pixel_prompts(options.prompts, tile, prompts_crs)
         work = lambda: engine.infer_prompts(tile, prompts, label="explicit prompts", timer=timer)  # noqa: E731
@@ -51,21 +66,78 @@ def submit(
     return _queue(lambda: state.worker.submit(work))
 
 
-def _queue(submit: Callable[[], Future[Inference]]) -> Future[Inference]:
+def _queue(submit: Callable[[], Future[T]]) -> Future[T]:
     try:
         return submit()
     except Busy as exc:
         raise ApiError(429, "busy", f"the server is busy ({exc}): retry shortly", retry_after_s=RETRY_AFTER_S) from exc
 
 
-def reply(engine: ServingEngine, inference: Inference, options: SegmentOptions, timer: StageTimer) -> dict[str, Any]:
-    """Vectorize an inference and build the JSON reply (see schemas.SegmentReply)."""
-    result = engine.vectorize(inference, simplify_px=options.simplify_px, min_area_m2=options.min_area_m2, timer=timer)
-    body = to_feature_collection(result)
-    body["window"] = _window(result)
-    body["mask"] = _mask(result) if options.include_mask else None
+def reply(
+    engine: ServingEngine, inference: Inference | list[Inference], options: SegmentOptions, timer: StageTimer
+) -> dict[str, Any]:
+    """Vectorize the inference (one per class) and build the JSON reply (see schemas.SegmentReply)."""
+    inferences = inference if isinstance(inference, list) else [inference]
+    names = list(options.classes) if options.classes is not None else [""]
+    results = [replace(_vectorize(engine, i, options, timer), class_name=n) for n, i in zip(names, inferences)]
+    body = to_feature_collection(results[0]) if len(results) == 1 else _combined(results, timer)
+    body["window"] = _window(results[0])
+    body["mask"] = _mask(results[0]) if options.include_mask else None
+    body["classes"] = [_class(r) for r in results]
+    overlaps = result_layers(results).get("class_overlaps")
+    totals = overlap_totals(overlaps) if overlaps is not None else {}
+    body["class_overlaps"] = [{"class_a": a, "class_b": b, "area_m2": _number(m2)} for (a, b), m2 in totals.items()]
     body["api_version"] = API_VERSION
     return body
+
+
+def _vectorize(
+    engine: ServingEngine, inference: Inference, options: SegmentOptions, timer: StageTimer
+) -> SegmentationResult:
+    return engine.vectorize(
+        inference,
+        simplify_px=options.simplify_px,
+        min_area_m2=options.min_area_m2,
+        min_score=options.min_score,
+        outline=options.outline,
+        timer=timer,
+    )
+
+
+def _combined(results: list[SegmentationResult], timer: StageTimer) -> dict[str, Any]:
+    """One collection of several classes' polygons and prompts; the per-class answers are in ``classes``."""
+    bodies = [to_feature_collection(r) for r in results]
+    body = bodies[0]
+    body["features"] = [f for b in bodies for f in b["features"]]
+    body["prompts"]["features"] = [f for b in bodies for f in b["prompts"]["features"]]
+    ok = [r for r in results if r.status.value == "ok"]
+    body.update(
+        question="",
+        status=(ok[0] if ok else results[0]).status.value,
+        message=f"{len(results)} classes: each one's answer is under classes",
+        reasoning="",
+        raw_answer="",
+        total_area_m2=_number(sum(r.total_area_m2 for r in results)),
+        timings_ms={k: round(v * 1000, 3) for k, v in timer.seconds.items()},
+    )
+    return body
+
+
+def _class(result: SegmentationResult) -> dict[str, Any]:
+    return {
+        "name": result.class_name or result.question,
+        "question": result.question,
+        "status": result.status.value,
+        "message": result.message,
+        "reasoning": result.reasoning,
+        "raw_answer": result.raw_answer,
+        "polygons": len(result.polygons),
+        "total_area_m2": _number(result.total_area_m2),
+    }
+
+
+def _number(value: float) -> float | None:
+    return None if math.isnan(value) else float(value)
 
 
 def _window(result: SegmentationResult) -> dict[str, Any]:

@@ -39,5 +39,7 @@ class ServingEngine(Protocol):
         *,
         simplify_px: float = 0.0,
         min_area_m2: float = 0.0,
+        min_score: float = 0.0,
+        outline: str = "pixel",
         timer: StageTimer | None = None,
     ) -> SegmentationResult: ...

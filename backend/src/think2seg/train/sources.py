@@ -17,9 +17,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from think2seg.classes import classes_from_questions, load_classes
 from think2seg.errors import InputError
 from think2seg.eval.datasets import DATASETS, Sample, load_samples
-from think2seg.train.labels import classes_from_questions, load_classes, read_labels
+from think2seg.train.labels import read_labels
 from think2seg.train.tiles import DataOptions, prepare_dataset
 
 log = logging.getLogger(__name__)

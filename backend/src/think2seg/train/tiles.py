@@ -33,12 +33,13 @@ from rasterio.windows import Window
 from shapely.geometry import box
 from tqdm import tqdm
 
+from think2seg.classes import ClassQuestions
 from think2seg.errors import InputError, OutputError, OutputExistsError
 from think2seg.geo.bands import StretchLimits
 from think2seg.geo.read import RasterSource
 from think2seg.options import TILE_SIZE_PX, Option
 from think2seg.tile import Tile
-from think2seg.train.labels import ClassQuestions, Labels, class_masks, class_slugs, unique_names
+from think2seg.train.labels import Labels, class_masks, class_slugs, unique_names
 from think2seg.train.split import BlockKey, block_of, grid_windows, held_out_blocks, round_half_up
 
 SPLITS = ("train", "val")
