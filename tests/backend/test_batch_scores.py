@@ -10,7 +10,17 @@ import numpy as np
 import pyogrio
 import pytest
 import shapely
-from test_batch import OPTIONS, OPTIONS_KW, PIXEL, ThresholdSegmenter, engine, segments, tiles, write_scene
+from test_batch import (
+    OPTIONS,
+    OPTIONS_KW,
+    PIXEL,
+    InterruptingSegmenter,
+    ThresholdSegmenter,
+    engine,
+    segments,
+    tiles,
+    write_scene,
+)
 
 from think2seg.batch.options import BatchOptions
 from think2seg.batch.runner import run_batch
@@ -25,15 +35,8 @@ class ScoredThreshold(ThresholdSegmenter):
         return self.predict(image, prompts), np.full(len(prompts), image[..., 1].mean() / 100, dtype=np.float32)
 
 
-class InterruptingScored(ScoredThreshold):
-    def __init__(self, after: int) -> None:
-        super().__init__()
-        self.after = after
-
-    def encode(self, image: np.ndarray) -> np.ndarray:
-        if self.encoded == self.after:
-            raise KeyboardInterrupt
-        return super().encode(image)
+class InterruptingScored(InterruptingSegmenter, ScoredThreshold):
+    """Scored, and interrupted (Ctrl-C) at the given encoding."""
 
 
 def tile_scores(out, green: np.ndarray) -> dict[int, float]:

@@ -43,7 +43,7 @@ class InstanceResult:
     view: InstancePrompt
     pixel: InstancePrompt
     transform: Affine
-    score: float = float("nan")
+    score: float = field(default=float("nan"), compare=False)  # derived from the prompts; NaN != NaN
 
     @property
     def box_map(self) -> Polygon | None:

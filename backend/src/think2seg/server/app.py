@@ -28,6 +28,7 @@ from think2seg.server.errors import ApiError, envelope, install_api_error_handle
 from think2seg.server.guards import BodyTooLarge, GuardMiddleware
 from think2seg.server.jobs import JobManager
 from think2seg.server.schemas import (
+    ChangeRequest,
     ErrorEnvelope,
     HealthReply,
     JobList,
@@ -204,6 +205,19 @@ def _routes(app: FastAPI, state: ModelState, jobs: JobManager, settings: ServerS
     async def start_job(body: JobRequest) -> JobStatus:
         """Start a batch run over a raster on the server's disk, written to ``output_path``."""
         job = await run_in_threadpool(jobs.start, body)
+        return job.status()
+
+    @app.post(
+        "/v1/change",
+        dependencies=auth,
+        tags=["jobs"],
+        status_code=status.HTTP_202_ACCEPTED,
+        response_model=JobStatus,
+        responses=ERRORS,
+    )
+    async def start_change(body: ChangeRequest) -> JobStatus:
+        """Start a change job between two rasters on the server's disk (followed as a job), written to ``output_path``."""
+        job = await run_in_threadpool(jobs.start_change, body)
         return job.status()
 
     @app.get("/v1/jobs", dependencies=auth, tags=["jobs"], response_model=JobList, responses=ERRORS)

@@ -1,10 +1,14 @@
-"""Batch jobs: `think2seg batch` runs inside the server, one thread each, sharing the model worker.
+"""Jobs: `think2seg batch` and `think2seg change` run inside the server, one thread each, sharing the model worker.
 
 Jobs outlive the client that started them. Their model calls go through the worker at batch
-priority, so interactive requests are answered between tiles. A job with ``workers`` (or, by
+priority, so interactive requests are answered between tiles. A batch job with ``workers`` (or, by
 default, ``serve --workers``) runs its models on that many Ray workers instead, each loading the
 server's models itself; the job's thread stays the only writer of its GeoPackage. Cancelling (or
-stopping the server) ends a job between tiles and leaves its GeoPackage resumable.
+stopping the server) ends a batch job between tiles and leaves its GeoPackage resumable; a change
+job stops before its next date and writes nothing.
+
+Every job is a :class:`Job` (its id, state, message, thread, stop event) running a :class:`JobWork`:
+:class:`BatchWork` or :class:`ChangeWork`, which say what runs and which figures its status shows.
 """
 
 from __future__ import annotations
@@ -13,71 +17,192 @@ import logging
 import threading
 import uuid
 from collections import OrderedDict
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from importlib.util import find_spec
 from pathlib import Path
+from typing import Any, Protocol
 
 from rasterio.warp import transform_bounds
 
 from think2seg.batch.options import BatchEngine, BatchOptions, BatchProgress, BatchSummary, ModelSpec
 from think2seg.batch.runner import run_batch
+from think2seg.change.align import align
+from think2seg.change.compare import CHANGE_LAYERS
+from think2seg.change.run import ChangeOptions, ChangeSummary, run_change
+from think2seg.engine import Engine, Inference
 from think2seg.errors import Cancelled, Think2SegError
 from think2seg.geo.read import RasterSource
 from think2seg.runs.policy import HTTP_TERMS, Continuation
 from think2seg.runs.states import JobState
 from think2seg.server.errors import ApiError, to_api_error
 from think2seg.server.paths import allowed_path
-from think2seg.server.schemas import JobRequest, JobStatus
+from think2seg.server.schemas import ChangeRequest, CrsIn, JobRequest, JobStatus
+from think2seg.server.serving import ServingEngine
 from think2seg.server.settings import ServerSettings
 from think2seg.server.state import ModelState
 from think2seg.server.tiles import parse_crs
-from think2seg.server.worker import QueuedEngine
+from think2seg.server.worker import BATCH, ModelWorker, QueuedEngine
+from think2seg.think2seg_rs.prompt import validate_question
+from think2seg.tile import Tile
 
 log = logging.getLogger(__name__)
 
 KEEP_FINISHED = 100
+CHANGE_DATES = 2  # a change job's "tiles": one window per date
+
+
+class JobWork(Protocol):
+    """What a job runs. ``run`` is called on the job's own thread: it does the work (updating
+    ``job.message`` as it goes), returns the message for a job done, and ends with :class:`Cancelled`
+    once ``job.stop`` is set. ``figures`` are its :class:`JobStatus` fields besides the job's own."""
+
+    after_cancel: str
+    """What a cancelled job's message adds: what is left and how to go on."""
+
+    def run(self, job: Job) -> str: ...
+
+    def figures(self, *, running: bool) -> dict[str, Any]: ...
 
 
 @dataclass
 class Job:
-    request: JobRequest
+    question: str
     raster: Path
     output: Path
-    options: BatchOptions
+    work: JobWork
     id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
     state: JobState = JobState.RUNNING
     message: str = "waiting for the first tile"
-    progress: BatchProgress | None = None
-    summary: BatchSummary | None = None
     created_at: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
     finished_at: datetime | None = None
     stop: threading.Event = field(default_factory=threading.Event)
     thread: threading.Thread | None = None
 
     def status(self) -> JobStatus:
-        progress, summary = self.progress, self.summary
-        running, workers = self.state is JobState.RUNNING, self.options.workers
         return JobStatus(
             id=self.id,
             state=self.state.value,
             message=self.message,
-            question=self.request.question,
+            question=self.question,
             raster_path=str(self.raster),
             output_path=str(self.output),
-            tiles_done=progress.done if progress else (summary.tiles_total if summary else 0),
-            tiles_total=progress.total if progress else (summary.tiles_total if summary else None),
-            failures=summary.failed + summary.previously_failed if summary else (progress.failed if progress else 0),
-            polygons=summary.polygons if summary else None,
-            total_area_m2=summary.total_area_m2 if summary else None,
-            eta_s=progress.eta_s if progress and running else None,
-            tiles_per_s=progress.tiles_per_s if progress else None,
-            workers=workers,
-            workers_alive=(progress.workers_alive if progress else 0) if workers and running else None,
-            retries=progress.retries if progress else 0,
             created_at=self.created_at.isoformat(),
             finished_at=self.finished_at.isoformat() if self.finished_at else None,
+            **self.work.figures(running=self.state is JobState.RUNNING),
         )
+
+
+@dataclass
+class BatchWork:
+    """A `think2seg batch` run; ``models`` gives what its tiles run on (called on the job's thread:
+    it may wait for the server's models to load)."""
+
+    raster: Path
+    output: Path
+    options: BatchOptions
+    models: Callable[[BatchOptions], ModelSpec | BatchEngine]
+    progress: BatchProgress | None = None
+    summary: BatchSummary | None = None
+    after_cancel: str = "the GeoPackage is resumable: POST /v1/jobs again with resume=true"
+
+    def run(self, job: Job) -> str:
+        def on_progress(progress: BatchProgress) -> None:
+            self.progress, job.message = progress, _progress_message(progress)
+
+        self.summary = run_batch(
+            self.raster,
+            job.question,
+            self.output,
+            models=self.models(self.options),
+            options=self.options,
+            on_progress=on_progress,
+            stop=job.stop,
+        )
+        return _done_message(self.summary)
+
+    def figures(self, *, running: bool) -> dict[str, Any]:
+        progress, summary, workers = self.progress, self.summary, self.options.workers
+        return {
+            "tiles_done": progress.done if progress else (summary.tiles_total if summary else 0),
+            "tiles_total": progress.total if progress else (summary.tiles_total if summary else None),
+            "failures": summary.failed + summary.previously_failed if summary else (progress.failed if progress else 0),
+            "polygons": summary.polygons if summary else None,
+            "total_area_m2": summary.total_area_m2 if summary else None,
+            "eta_s": progress.eta_s if progress and running else None,
+            "tiles_per_s": progress.tiles_per_s if progress else None,
+            "workers": workers,
+            "workers_alive": (progress.workers_alive if progress else 0) if workers and running else None,
+            "retries": progress.retries if progress else 0,
+        }
+
+
+@dataclass
+class ChangeWork:
+    """A `think2seg change` run, each date in one window (decimated beyond ``options.max_side_px``).
+
+    Its status counts the two dates as its tiles; once done, ``polygons`` is the sum of appeared,
+    disappeared and persisted, and the message gives each layer's count and area. ``engine(stop,
+    date_done)`` gives the models (called on the job's thread: it may wait for them to load).
+    """
+
+    before: Path
+    after: Path
+    output: Path
+    options: ChangeOptions
+    engine: Callable[[threading.Event, Callable[[], None]], Engine]
+    dates_done: int = 0
+    summary: ChangeSummary | None = None
+    after_cancel: str = "nothing was written: POST /v1/change again to run it"
+
+    def run(self, job: Job) -> str:
+        def date_done() -> None:
+            self.dates_done += 1
+            job.message = f"{self.dates_done} of {CHANGE_DATES} dates segmented"
+            if self.dates_done == CHANGE_DATES:
+                job.message += "; comparing them"
+
+        engine = self.engine(job.stop, date_done)
+        job.message = f"0 of {CHANGE_DATES} dates segmented"
+        self.summary = run_change(
+            self.before, self.after, job.question, self.output, models=engine, options=self.options
+        )
+        return _change_message(self.summary)
+
+    def figures(self, *, running: bool) -> dict[str, Any]:
+        summary = self.summary
+        return {
+            "tiles_done": self.dates_done,
+            "tiles_total": CHANGE_DATES,
+            "failures": 0,  # a date without a usable answer fails the job: nothing is compared then
+            "polygons": sum(summary.layers[name].polygons for name in CHANGE_LAYERS) if summary else None,
+            "total_area_m2": None,  # per layer, in the message: a sum of the three would mean nothing
+            "eta_s": None,
+            "tiles_per_s": None,
+            "workers": 0,
+            "workers_alive": None,
+            "retries": 0,
+        }
+
+
+class ChangeEngine(Engine):
+    """The server's models for a change job: each model call ends the job if it was cancelled, runs on
+    the model worker at batch priority, and reports its date done (``date_done``)."""
+
+    def __init__(
+        self, engine: ServingEngine, worker: ModelWorker, *, stop: threading.Event, date_done: Callable[[], None]
+    ) -> None:
+        super().__init__(engine.prompter, engine.segmenter)
+        self._engine, self._worker, self._stop, self._date_done = engine, worker, stop, date_done
+
+    def infer_batch(self, tiles: Sequence[Tile], question: str | Sequence[str], **kwargs: Any) -> list[Inference]:
+        if self._stop.is_set():
+            raise Cancelled("stopped before the next date")
+        found = self._worker.submit(lambda: self._engine.infer_batch(tiles, question, **kwargs), priority=BATCH)
+        inferences = found.result()
+        self._date_done()
+        return inferences
 
 
 class JobManager:
@@ -91,8 +216,16 @@ class JobManager:
         return sum(job.state is JobState.RUNNING for job in self._jobs.values())
 
     def start(self, request: JobRequest) -> Job:
-        """Check the request now (paths, output, bounds) and run the job in its own thread."""
-        job = self._prepare(request)
+        """Check a batch request now (paths, output, bounds) and run the job in its own thread."""
+        return self.launch(self._prepare(request))
+
+    def start_change(self, request: ChangeRequest) -> Job:
+        """Check a change request now (paths, output, bounds, that the rasters overlap) and run it in its own thread."""
+        return self.launch(self._prepare_change(request))
+
+    def launch(self, job: Job) -> Job:
+        """Run a checked job in its own thread, unless the server runs its most jobs (429) or a running
+        job writes the same output (409)."""
         with self._lock:
             if self.running >= self.settings.max_jobs:
                 raise ApiError(
@@ -148,35 +281,46 @@ class JobManager:
             raise ApiError(422, "invalid_input", f"output_path must end in .gpkg, got {output.name}")
         continuation = Continuation(request.resume, request.retry_failed, request.overwrite, HTTP_TERMS)
         continuation.check_start(output, exists=output.exists())  # now, not once the job runs: 409
-        bounds = request.bounds
-        if bounds is not None and request.bounds_crs:
-            with RasterSource(raster) as source:
-                bounds = list(
-                    transform_bounds(parse_crs(request.bounds_crs, "bounds_crs"), source.crs, *bounds, densify_pts=21)
-                )
+        bounds = bounds_in_raster_crs(raster, request.bounds, request.bounds_crs)
         options = BatchOptions.named_like(  # prefetch: the default
             request, bounds=bounds, aoi=aoi, terms=HTTP_TERMS, workers=workers, ray_address=self.settings.ray_address
         )
-        job = Job(request=request, raster=raster, output=output, options=options)
+        work = BatchWork(raster, output, options, self._models)
+        job = Job(request.question, raster, output, work)
         if workers:
             job.message = f"starting {workers} Ray model worker{'s' if workers > 1 else ''}"
         return job
 
+    def _prepare_change(self, request: ChangeRequest) -> Job:
+        before = allowed_path(request.before_path, self.settings, what="before_path")
+        after = allowed_path(request.after_path, self.settings, what="after_path")
+        output = allowed_path(request.output_path, self.settings, what="output_path")
+        if output.suffix.lower() != ".gpkg":
+            raise ApiError(422, "invalid_input", f"output_path must end in .gpkg, got {output.name}")
+        if output in (before, after):
+            raise ApiError(422, "invalid_input", f"output_path {output} is one of the rasters: choose another file")
+        if output.exists() and not request.overwrite:
+            raise ApiError(
+                409, "output_exists", f"{output} already exists: set overwrite=true to replace it, or choose another"
+            )
+        question = validate_question(request.question)
+        bounds = bounds_in_raster_crs(before, request.bounds, request.bounds_crs)
+        batch = BatchOptions.named_like(request, bounds=None, terms=HTTP_TERMS)  # how masks become polygons
+        options = ChangeOptions.named_like(request, bounds=tuple(bounds) if bounds else None, batch=batch)
+        align(before, after, resampling=options.resampling, bounds=options.bounds)  # now, not once the job runs: 422
+        work = ChangeWork(before, after, output, options, self._change_engine)
+        return Job(question, before, output, work, message="waiting for the models")
+
+    def _change_engine(self, stop: threading.Event, date_done: Callable[[], None]) -> Engine:
+        return ChangeEngine(self.state.wait_engine(), self.state.worker, stop=stop, date_done=date_done)
+
     def _run(self, job: Job) -> None:
         try:
-            job.summary = run_batch(
-                job.raster,
-                job.request.question,
-                job.output,
-                models=self._models(job),
-                options=job.options,
-                on_progress=lambda progress: self._progress(job, progress),
-                stop=job.stop,
-            )
-            job.state, job.message = JobState.DONE, _done_message(job.summary)
+            message = job.work.run(job)
+            job.state, job.message = JobState.DONE, message
         except Cancelled as exc:
             job.state = JobState.CANCELLED
-            job.message = f"{exc}; the GeoPackage is resumable: POST /v1/jobs again with resume=true"
+            job.message = f"{exc}; {job.work.after_cancel}"
         except (ApiError, Think2SegError, OSError) as exc:
             job.state, job.message = JobState.FAILED, to_api_error(exc).message
         except Exception as exc:  # a bug: the job fails, the server keeps serving
@@ -185,10 +329,10 @@ class JobManager:
         finally:
             job.finished_at = datetime.now(timezone.utc)
 
-    def _models(self, job: Job) -> ModelSpec | BatchEngine:
-        """What the job's tiles run on: the models Ray workers load (from the server's model options),
+    def _models(self, options: BatchOptions) -> ModelSpec | BatchEngine:
+        """What a batch job's tiles run on: the models Ray workers load (from the server's model options),
         or the server's own models, through the model worker at batch priority."""
-        if job.options.workers:
+        if options.workers:
             settings = self.settings
             return ModelSpec(
                 lvlm=settings.lvlm,
@@ -199,15 +343,18 @@ class JobManager:
             )
         return QueuedEngine(self.state.wait_engine(), self.state.worker)
 
-    @staticmethod
-    def _progress(job: Job, progress: BatchProgress) -> None:
-        job.progress = progress
-        job.message = _progress_message(progress)
-
     def _forget_old(self) -> None:
         finished = [j.id for j in self._jobs.values() if j.state is not JobState.RUNNING]
         for job_id in finished[: max(0, len(finished) - KEEP_FINISHED)]:
             del self._jobs[job_id]
+
+
+def bounds_in_raster_crs(raster: Path, bounds: Sequence[float] | None, bounds_crs: CrsIn | None) -> list[float] | None:
+    """``bounds`` given in ``bounds_crs`` (default: the raster's own), in the raster's CRS."""
+    if bounds is None or not bounds_crs:
+        return list(bounds) if bounds is not None else None
+    with RasterSource(raster) as source:
+        return list(transform_bounds(parse_crs(bounds_crs, "bounds_crs"), source.crs, *bounds, densify_pts=21))
 
 
 def _progress_message(progress: BatchProgress) -> str:
@@ -234,6 +381,17 @@ def _no_ray_message(workers: int, *, asked: bool) -> str:
         f"{who}, but Ray is not installed on the backend: install think2seg[ray] on the backend "
         "(pip install 'think2seg[ray]') and restart it, or send workers=0 to run the job on the server's own models"
     )
+
+
+def _change_message(summary: ChangeSummary) -> str:
+    """“appeared 3 polygons, 1,400.0 m²; disappeared 1 polygon, 900.0 m²; persisted ... (EPSG:32633)”."""
+    parts = []
+    for name in CHANGE_LAYERS:
+        figures = summary.layers[name]
+        parts.append(
+            f"{name} {figures.polygons} polygon{'' if figures.polygons == 1 else 's'}, {figures.area_m2:,.1f} m²"
+        )
+    return "; ".join(parts) + f" ({summary.crs})"
 
 
 def _done_message(summary: BatchSummary) -> str:
