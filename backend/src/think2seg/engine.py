@@ -27,14 +27,15 @@ from think2seg.geo.arrays import tile_from_array
 from think2seg.geo.outline import check_outline
 from think2seg.geo.read import read_tile
 from think2seg.geo.vectorize import polygons_frame
-from think2seg.models.base import Generation, Prompter, Segmenter, encode_many, generate_many, predict_scored
+from think2seg.instances import answer_instances, instance_masks, union_of
+from think2seg.models.base import Generation, Prompter, Segmenter, encode_many, generate_many
 from think2seg.models.device import plan_device
 from think2seg.models.qwen import MAX_NEW_TOKENS
 from think2seg.models.registry import check_segmenter, load_prompter, load_segmenter
 from think2seg.models.weights import DEFAULT_LVLM, DEFAULT_SEGMENTER
 from think2seg.options import MAX_SIDE_PX, MIN_AREA_M2, MIN_SCORE, SIMPLIFY_PX, check_min_area
 from think2seg.result import InstanceResult, ResultStatus, SegmentationResult
-from think2seg.think2seg_rs.answer import AnswerMode, InstancePrompt, ParsedAnswer, numeric_prompts, parse_answer
+from think2seg.think2seg_rs.answer import AnswerMode, InstancePrompt, ParsedAnswer
 from think2seg.think2seg_rs.prompt import VIEW_SIZE_PX, make_view, validate_question
 from think2seg.tile import Tile
 from think2seg.timing import StageTimer
@@ -309,7 +310,7 @@ class Engine:
             tile,
             label,
             ResultStatus.OK,
-            _union(masks, tile),
+            union_of(masks, tile),
             instances,
             masks,
             timings_s=dict(timer.seconds),
@@ -432,19 +433,13 @@ class Engine:
         return segmented
 
 
-def _union(masks: np.ndarray | None, tile: Tile) -> np.ndarray:
-    if masks is None or not len(masks):
-        return np.zeros((tile.height, tile.width), dtype=bool)
-    return np.logical_or.reduce(masks, axis=0)
-
-
 def _inference(answer: TileAnswer, question: str, segmented: Segmented, timer: StageTimer) -> Inference:
     instances, masks = segmented
     return Inference(
         tile=answer.tile,
         question=question,
         status=ResultStatus.from_answer(answer.parsed.status),
-        mask=_union(masks, answer.tile),
+        mask=union_of(masks, answer.tile),
         instances=instances,
         instance_masks=masks,
         reasoning=answer.parsed.reasoning,
@@ -453,40 +448,6 @@ def _inference(answer: TileAnswer, question: str, segmented: Segmented, timer: S
         new_tokens=answer.generation.new_tokens,
         timings_s=dict(timer.seconds),
     )
-
-
-def answer_instances(
-    text: str, tile: Tile, *, mode: AnswerMode = "product"
-) -> tuple[ParsedAnswer, tuple[InstanceResult, ...]]:
-    """Parse the prompter's whole output ``text`` (``mode``'s rules, values made numeric) and scale
-    its 840-view prompts to ``tile``'s pixels by (W/840, H/840): the step between the LVLM and SAM
-    that inference and training's reward share."""
-    parsed = numeric_prompts(parse_answer(text, mode=mode))
-    sx, sy = tile.width / VIEW_SIZE_PX, tile.height / VIEW_SIZE_PX
-    instances = tuple(
-        InstanceResult(index=i, view=p, pixel=p.scaled(sx, sy), transform=tile.transform)
-        for i, p in enumerate(parsed.instances)
-    )
-    return parsed, instances
-
-
-def union_mask(segmenter: Segmenter, embedding: Any, instances: Sequence[InstanceResult], tile: Tile) -> np.ndarray:
-    """The answer's mask on ``tile`` (H, W bool): the union of one SAM call per instance (its pixel
-    prompts) on ``embedding`` (``segmenter.encode`` of ``tile.pixels``), nodata pixels False.
-    No instances: an empty mask, without a SAM call."""
-    if not instances:
-        return np.zeros((tile.height, tile.width), dtype=bool)
-    return _union(instance_masks(segmenter, embedding, instances, tile)[1], tile)
-
-
-def instance_masks(
-    segmenter: Segmenter, embedding: Any, instances: Sequence[InstanceResult], tile: Tile
-) -> tuple[tuple[InstanceResult, ...], np.ndarray]:
-    """One SAM call per instance on ``embedding``: the instances with their predicted-IoU ``score``
-    and their (N, H, W) bool masks on ``tile``, nodata pixels False."""
-    masks, scores = predict_scored(segmenter, embedding, [i.pixel for i in instances])
-    scored = tuple(replace(instance, score=float(score)) for instance, score in zip(instances, scores))
-    return scored, np.asarray(masks, dtype=bool) & tile.valid
 
 
 def scored_mask(inference: Inference, min_score: float) -> tuple[np.ndarray, np.ndarray | None]:
@@ -502,7 +463,7 @@ def scored_mask(inference: Inference, min_score: float) -> tuple[np.ndarray, np.
             f"{MIN_SCORE.name} needs mask scores, and this segmenter predicts none: drop the minimum score"
         )
     kept = masks & (scores >= min_score)[:, None, None]
-    return _union(kept, inference.tile), kept
+    return union_of(kept, inference.tile), kept
 
 
 def check_vector_options(

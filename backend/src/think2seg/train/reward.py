@@ -1,8 +1,8 @@
 """The paper's mask-only reward: ``2 × IoU + 1 × valid JSON + 1 × format`` per generated answer.
 
 The IoU is that of the mask the frozen SAM makes from the answer's prompts, computed through the
-same parse → scale → segment code as inference (:func:`~think2seg.engine.answer_instances`,
-:func:`~think2seg.engine.union_mask`) on the sample's image at its own resolution, against the
+same parse → scale → segment code as inference (:func:`~think2seg.instances.answer_instances`,
+:func:`~think2seg.instances.union_mask`) on the sample's image at its own resolution, against the
 sample's ground truth, with the benchmark's rules (:func:`~think2seg.eval.metrics.score`): an
 unparseable answer scores 0, an empty answer on an empty target scores 1. SAM's image embedding is
 computed once per sample and reused for every generation of its group.
@@ -22,11 +22,11 @@ from typing import Any
 import numpy as np
 from affine import Affine
 
-from think2seg.engine import answer_instances, union_mask
 from think2seg.eval.datasets import Sample
 from think2seg.eval.metrics import score
 from think2seg.eval.predict import Loaded, load
 from think2seg.geo.arrays import tile_from_array
+from think2seg.instances import answer_instances, union_mask
 from think2seg.models.base import Segmenter
 from think2seg.think2seg_rs.answer import AnswerStatus
 from think2seg.think2seg_rs.rewards import format_valid, json_valid
