@@ -10,7 +10,6 @@ done its layers appeared (green), disappeared (red) and persisted (grey) are loa
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,7 +36,7 @@ from .api.errors import ApiError, qgis_terms
 from .compat import RASTER_LAYER, QAction
 from .dock import Think2SegDock
 from .errors import ResultsError, Think2SegError, TileError
-from .jobs import POLL_S, percent
+from .jobs import percent, run_job
 from .log import guard_slot, logger
 from .notify import Notifier
 from .settings import Settings
@@ -186,23 +185,6 @@ def view_bounds(before: QgsRasterLayer, after: QgsRasterLayer, visible: QgsRecta
     return [bounds.xMinimum(), bounds.yMinimum(), bounds.xMaximum(), bounds.yMaximum()]
 
 
-def run_change_job(
-    client: BlockingClient, request: dict, *, canceled: Callable[[], bool], progress: Callable[[dict], None]
-) -> dict:
-    """Start a change job and follow it until it ends, as :func:`.jobs.run_job` follows a batch job;
-    cancelling asks the backend to stop it. Blocking: call it from a worker thread only. Raises ApiError."""
-    status = client.post_json("/v1/change", request)
-    cancel_sent = False
-    while status["state"] == "running":
-        if canceled() and not cancel_sent:
-            client.delete(f"/v1/jobs/{status['id']}")
-            cancel_sent = True
-        time.sleep(POLL_S)
-        status = client.get(f"/v1/jobs/{status['id']}")
-        progress(status)
-    return status
-
-
 class ChangeJobTask(QgsTask):
     """Runs and follows one change job; ``done(status | None, error)`` is called on the GUI thread.
     Its description in QGIS's task manager says where the job stands (the backend's message)."""
@@ -219,8 +201,12 @@ class ChangeJobTask(QgsTask):
 
     def run(self) -> bool:
         try:
-            self.job_status = run_change_job(
-                BlockingClient(self.settings), self.request, canceled=self.isCanceled, progress=self._progress
+            self.job_status = run_job(
+                BlockingClient(self.settings),
+                self.request,
+                canceled=self.isCanceled,
+                progress=self._progress,
+                route="/v1/change",
             )
         except ApiError as exc:
             self.error = exc.message

@@ -18,14 +18,20 @@ POLL_S = 1.0
 
 
 def run_job(
-    client: BlockingClient, request: dict, *, canceled: Callable[[], bool], progress: Callable[[dict], None]
+    client: BlockingClient,
+    request: dict,
+    *,
+    canceled: Callable[[], bool],
+    progress: Callable[[dict], None],
+    route: str = "/v1/jobs",
 ) -> dict:
-    """Start a job and wait for it; cancelling asks the backend to stop it. Returns the last status.
+    """Start a job (``route``: a batch job, or ``/v1/change``) and wait for it; cancelling asks the
+    backend to stop it. Returns the last status.
 
     ``progress`` gets every status while the job runs. Blocking: call it from a worker thread only.
     Raises :class:`ApiError`.
     """
-    status = client.post_json("/v1/jobs", request)
+    status = client.post_json(route, request)
     job = status["id"]
     cancel_sent = False
     while status["state"] == "running":

@@ -32,7 +32,7 @@ from rasterio.windows import Window
 from shapely.geometry import Polygon
 
 from think2seg.errors import BoundsError, InputError, MissingCRSError, RasterError
-from think2seg.geo.read import RasterSource, window_for_bounds
+from think2seg.geo.read import RasterSource, check_bounds, window_for_bounds
 from think2seg.geo.reproject import Reprojection, crs_label
 
 RESAMPLING_METHODS = ("nearest", "bilinear", "cubic", "cubic_spline", "lanczos", "average", "mode")
@@ -177,17 +177,6 @@ def check_resampling(method: str) -> str:
     if method not in RESAMPLING_METHODS:
         raise InputError(f"unknown resampling {method!r}: choose one of {', '.join(RESAMPLING_METHODS)}")
     return method
-
-
-def check_bounds(bounds: Sequence[float]) -> tuple[float, float, float, float]:
-    """(minx, miny, maxx, maxy) as floats; a :class:`BoundsError` unless four finite numbers with min < max."""
-    values = list(bounds)
-    if len(values) != 4 or not all(isinstance(v, (int, float)) and math.isfinite(v) for v in values):
-        raise BoundsError(f"bounds must be four finite numbers MINX MINY MAXX MAXY, got {values}")
-    minx, miny, maxx, maxy = (float(v) for v in values)
-    if maxx <= minx or maxy <= miny:
-        raise BoundsError(f"bounds must have MINX < MAXX and MINY < MAXY, got {values}")
-    return minx, miny, maxx, maxy
 
 
 def _inside(common: Polygon, box_xyxy: tuple[float, float, float, float], before: RasterFrame) -> Polygon:

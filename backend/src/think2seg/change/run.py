@@ -31,7 +31,6 @@ from think2seg.change.align import (
     DEFAULT_RESAMPLING,
     Alignment,
     align,
-    check_bounds,
     check_resampling,
     write_after_vrt,
 )
@@ -41,6 +40,7 @@ from think2seg.change.layers import ChangeRun, carried, change_layer, date_segme
 from think2seg.change.segment import DateSegments, read_window_tiles, segment_tiles, segment_window
 from think2seg.engine import Engine, VectorArgs
 from think2seg.errors import InputError
+from think2seg.geo.read import check_bounds
 from think2seg.options import MAX_SIDE_PX, TILE_SIZE_PX
 from think2seg.output.atomic import check_output_path
 from think2seg.think2seg_rs.prompt import validate_question

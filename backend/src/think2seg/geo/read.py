@@ -68,7 +68,7 @@ def read_tile(
     """
     at_xy = None
     if bounds is not None and resolution_m is not None:
-        minx, miny, maxx, maxy = _check_bounds(bounds)
+        minx, miny, maxx, maxy = check_bounds(bounds)
         at_xy = ((minx + maxx) / 2, (miny + maxy) / 2)
     with RasterSource(
         path, pixel_coords=pixel_coords, resolution_m=resolution_m, stac_asset=stac_asset, resolution_at_xy=at_xy
@@ -287,7 +287,7 @@ def window_for_bounds(
 
     Raises :class:`BoundsError` when the bounds are malformed or miss the raster.
     """
-    minx, miny, maxx, maxy = _check_bounds(bounds)
+    minx, miny, maxx, maxy = check_bounds(bounds)
     inverse = ~transform
     cols, rows = zip(*(inverse @ (x, y) for x in (minx, maxx) for y in (miny, maxy)))
     col0 = math.floor(min(cols) + _SNAP_TOLERANCE_PX)
@@ -363,7 +363,8 @@ def _first_line(exc: Exception) -> str:
     return text[0] if text else type(exc).__name__
 
 
-def _check_bounds(bounds: Sequence[float]) -> tuple[float, float, float, float]:
+def check_bounds(bounds: Sequence[float]) -> tuple[float, float, float, float]:
+    """(minx, miny, maxx, maxy) as floats; a :class:`BoundsError` unless four finite numbers with min < max."""
     values = list(bounds)
     if len(values) != 4 or not all(isinstance(v, (int, float)) and math.isfinite(v) for v in values):
         raise BoundsError(f"bounds must be four finite numbers MINX MINY MAXX MAXY, got {values}")
