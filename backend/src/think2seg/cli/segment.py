@@ -15,6 +15,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 
+import pandas as pd
+
 from think2seg.classes import ClassQuestions
 from think2seg.cli.options import (
     add_class_options,
@@ -33,7 +35,7 @@ from think2seg.options import check_min_area
 from think2seg.output.atomic import check_output_path
 from think2seg.output.formats import VECTOR_FORMATS, check_vector_output, write_vector
 from think2seg.output.geojson import to_feature_collection
-from think2seg.output.gpkg import result_layers, write_gpkg
+from think2seg.output.gpkg import result_layers, write_gpkg_layers
 from think2seg.output.maskfile import write_mask_geotiff
 from think2seg.result import SegmentationResult
 from think2seg.tile import Tile
@@ -102,9 +104,10 @@ def run(args: argparse.Namespace) -> int:
     engine = model_spec(args).load()
     results = _segment(engine, tile, classes, args, timer)
     notes: list[str] = []
+    layers = result_layers(results)
     with timer.stage("write"):
         if output is not None:
-            notes = _write(results, output, overwrite=args.overwrite)
+            notes = _write(layers, output, overwrite=args.overwrite)
         if mask_out is not None:
             write_mask_geotiff(results, mask_out, overwrite=args.overwrite)
     for note in notes:
@@ -114,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
             json.dump(to_feature_collection(result), sys.stdout)
             sys.stdout.write("\n")
     else:
-        _print_summary(results, timer.seconds, [p for p in (output, mask_out) if p])
+        _print_summary(results, layers.get("class_overlaps"), timer.seconds, [p for p in (output, mask_out) if p])
     return 0
 
 
@@ -138,21 +141,26 @@ def _segment(
     return [replace(result, class_name=name)]
 
 
-def _write(results: Sequence[SegmentationResult], output: Path, *, overwrite: bool) -> list[str]:
+def _write(layers: dict[str, pd.DataFrame], output: Path, *, overwrite: bool) -> list[str]:
     if output.suffix.lower() == ".gpkg":
-        write_gpkg(results, output, overwrite=overwrite)
+        write_gpkg_layers(layers, output, overwrite=overwrite)
         return []
-    return write_vector(result_layers(results), output, overwrite=overwrite)
+    return write_vector(layers, output, overwrite=overwrite)
 
 
-def _print_summary(results: Sequence[SegmentationResult], seconds: dict[str, float], outputs: list[Path]) -> None:
+def _print_summary(
+    results: Sequence[SegmentationResult],
+    overlaps: pd.DataFrame | None,
+    seconds: dict[str, float],
+    outputs: list[Path],
+) -> None:
     if len(results) == 1:
         print(format_summary(results[0], seconds, outputs=outputs))
         return
     for result in results:
         print(f"== {result.class_name or result.question}")
         print(format_summary(result, result.timings_s))
-    print(format_overlaps(results))
+    print(format_overlaps(overlaps, georeferenced=results[0].crs is not None))
     for path in outputs:
         print(f"wrote      {path}")
 

@@ -7,8 +7,9 @@ import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
+import pandas as pd
+
 from think2seg.geo.overlaps import overlap_totals
-from think2seg.output.gpkg import result_layers
 from think2seg.result import SegmentationResult
 from think2seg.timing import STAGES
 
@@ -39,13 +40,12 @@ def format_scores(result: SegmentationResult) -> str:
     return f" (SAM scores {', '.join(f'{s:.2f}' for s in scores)})" if scores else ""
 
 
-def format_overlaps(results: Sequence[SegmentationResult]) -> str:
-    """One line per pair of classes that claim the same ground (kept in both), or that none do."""
-    layers = result_layers(results)
-    totals = overlap_totals(layers["class_overlaps"]) if "class_overlaps" in layers else {}
+def format_overlaps(overlaps: pd.DataFrame | None, *, georeferenced: bool) -> str:
+    """One line per pair of classes that claim the same ground (kept in both), or that none do;
+    ``overlaps`` is a ``class_overlaps`` layer."""
+    totals = overlap_totals(overlaps) if overlaps is not None else {}
     if not totals:
         return "overlaps   none between the classes"
-    georeferenced = results[0].crs is not None
     return "\n".join(
         f"overlaps   {a} and {b}: {format_area(area, georeferenced)} (kept in both: layer class_overlaps)"
         for (a, b), area in totals.items()

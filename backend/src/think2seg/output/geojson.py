@@ -37,9 +37,9 @@ def to_feature_collection(result: SegmentationResult) -> dict[str, Any]:
             "type": "Feature",
             "geometry": mapping(geometry),
             "properties": {
-                "area_m2": _number(area),
+                "area_m2": json_number(area),
                 "instance": int(instance),
-                "score": _number(score),
+                "score": json_number(score),
                 "class": name,
             },
         }
@@ -61,7 +61,7 @@ def to_feature_collection(result: SegmentationResult) -> dict[str, Any]:
         model=result.model,
         segmenter=result.segmenter,
         created_at=result.created_at.isoformat(),
-        total_area_m2=_number(result.total_area_m2),
+        total_area_m2=json_number(result.total_area_m2),
         notes=list(result.notes),
         timings_ms={k: round(v * 1000, 3) for k, v in result.timings_s.items()},
         prompts={"type": "FeatureCollection", "features": _prompt_features(result, name)},
@@ -87,10 +87,11 @@ def _feature(geometry: Any, index: int, kind: str, view: Any, score: float) -> d
         "instance": index,
         "kind": kind,
         "view_840": list(view) if view is not None else None,
-        "score": _number(score),
+        "score": json_number(score),
     }
     return {"type": "Feature", "geometry": mapping(geometry), "properties": properties}
 
 
-def _number(value: float) -> float | None:
+def json_number(value: float) -> float | None:
+    """``value`` for JSON: NaN (unknown) as null."""
     return None if math.isnan(value) else float(value)

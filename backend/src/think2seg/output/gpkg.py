@@ -68,7 +68,11 @@ def write_gpkg(
 ) -> None:
     """Write ``result`` (or several, e.g. one per class) to the GeoPackage ``path`` (replaced only
     when ``overwrite``)."""
-    layers = result_layers(result)
+    write_gpkg_layers(result_layers(result), path, overwrite=overwrite)
+
+
+def write_gpkg_layers(layers: dict[str, pd.DataFrame], path: Path, *, overwrite: bool = False) -> None:
+    """Write the frames of :func:`result_layers` to the GeoPackage ``path``, whole or not at all."""
     with atomic_output(path, overwrite=overwrite) as temporary:
         try:
             _write_layers(layers, temporary)
@@ -89,9 +93,24 @@ def result_layers(result: SegmentationResult | Sequence[SegmentationResult]) -> 
         "prompt_points": _concat([_points(r) for r in results]),
         "runs": pd.concat([runs_frame(r) for r in results], ignore_index=True),
     }
-    if len({r.class_name or r.question for r in results}) > 1:
-        layers["class_overlaps"] = class_overlaps(segments, crs=results[0].crs)
+    overlaps = _overlaps(results, segments)
+    if overlaps is not None:
+        layers["class_overlaps"] = overlaps
     return layers
+
+
+def class_overlaps_of(results: Sequence[SegmentationResult]) -> gpd.GeoDataFrame | None:
+    """Where the results' classes overlap (see :func:`~think2seg.geo.overlaps.class_overlaps`);
+    None when they are all one class."""
+    return _overlaps(results, None)
+
+
+def _overlaps(results: Sequence[SegmentationResult], segments: gpd.GeoDataFrame | None) -> gpd.GeoDataFrame | None:
+    if len({r.class_name or r.question for r in results}) < 2:
+        return None
+    if segments is None:
+        segments = _concat([segments_frame(r) for r in results])
+    return class_overlaps(segments, crs=results[0].crs)
 
 
 def _boxes(result: SegmentationResult) -> gpd.GeoDataFrame:

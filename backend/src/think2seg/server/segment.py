@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import io
-import math
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import replace
@@ -16,8 +15,8 @@ from rasterio.crs import CRS
 
 from think2seg.engine import Inference, check_vector_options
 from think2seg.geo.overlaps import overlap_totals
-from think2seg.output.geojson import to_feature_collection
-from think2seg.output.gpkg import result_layers
+from think2seg.output.geojson import json_number, to_feature_collection
+from think2seg.output.gpkg import class_overlaps_of
 from think2seg.output.maskfile import MASK_NODATA
 from think2seg.result import SegmentationResult
 from think2seg.server.errors import RETRY_AFTER_S, ApiError
@@ -84,9 +83,9 @@ def reply(
     body["window"] = _window(results[0])
     body["mask"] = _mask(results[0]) if options.include_mask else None
     body["classes"] = [_class(r) for r in results]
-    overlaps = result_layers(results).get("class_overlaps")
+    overlaps = class_overlaps_of(results)
     totals = overlap_totals(overlaps) if overlaps is not None else {}
-    body["class_overlaps"] = [{"class_a": a, "class_b": b, "area_m2": _number(m2)} for (a, b), m2 in totals.items()]
+    body["class_overlaps"] = [{"class_a": a, "class_b": b, "area_m2": json_number(m2)} for (a, b), m2 in totals.items()]
     body["api_version"] = API_VERSION
     return body
 
@@ -117,7 +116,7 @@ def _combined(results: list[SegmentationResult], timer: StageTimer) -> dict[str,
         message=f"{len(results)} classes: each one's answer is under classes",
         reasoning="",
         raw_answer="",
-        total_area_m2=_number(sum(r.total_area_m2 for r in results)),
+        total_area_m2=json_number(sum(r.total_area_m2 for r in results)),
         timings_ms={k: round(v * 1000, 3) for k, v in timer.seconds.items()},
     )
     return body
@@ -132,12 +131,8 @@ def _class(result: SegmentationResult) -> dict[str, Any]:
         "reasoning": result.reasoning,
         "raw_answer": result.raw_answer,
         "polygons": len(result.polygons),
-        "total_area_m2": _number(result.total_area_m2),
+        "total_area_m2": json_number(result.total_area_m2),
     }
-
-
-def _number(value: float) -> float | None:
-    return None if math.isnan(value) else float(value)
 
 
 def _window(result: SegmentationResult) -> dict[str, Any]:
