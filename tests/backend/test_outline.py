@@ -1,5 +1,4 @@
 import math
-import time
 
 import numpy as np
 import pytest
@@ -9,8 +8,8 @@ from shapely import affinity
 from shapely.geometry import LineString, Point, Polygon, box
 
 from think2seg.errors import InputError
+from think2seg.geo import outline as outline_module
 from think2seg.geo.outline import AREA_TOLERANCE, DEFAULT_TOLERANCE_PX, OUTLINES, clean_outlines
-from think2seg.geo.simplify import simplified
 from think2seg.geo.vectorize import pixel_polygons
 
 CLEANING = [outline for outline in OUTLINES if outline != "pixel"]
@@ -147,7 +146,7 @@ def test_an_axis_aligned_building_gets_exactly_axis_aligned_edges():
 def test_simplify_keeps_topology_between_polygons_by_itself():
     """The joint Douglas-Peucker needs no cutting afterwards: neighbours one pixel apart stay apart."""
     polygons = pixel_polygons(np.random.default_rng(3).random((96, 96)) < 0.55)
-    simple = simplified(polygons, 2.0)
+    simple = outline_module._simplified(polygons, 2.0)
     assert shapely.is_valid(simple).all()
     left, right = shapely.STRtree(simple).query(simple, predicate="intersects")
     pairs = left < right
@@ -250,24 +249,3 @@ def test_unknown_outline_lists_the_choices():
 def test_bad_tolerance_is_refused(tolerance: object):
     with pytest.raises(InputError, match="tolerance_px must be a number >= 0"):
         clean_outlines(biggest(SHAPES["lake"]), outline="simplify", tolerance_px=tolerance)  # type: ignore[arg-type]
-
-
-def speckled_disc(size: int = 512, seed: int = 5) -> np.ndarray:
-    """A segmenter at its worst: a big disc riddled with one-pixel holes, speckle all around it."""
-    rows, cols = np.indices((size, size))
-    disc = (rows - size / 2) ** 2 + (cols - size / 2) ** 2 < (0.4 * size) ** 2
-    return disc ^ (np.random.default_rng(seed).random((size, size)) < 0.08)
-
-
-@pytest.mark.parametrize("outline", CLEANING)
-def test_a_speckled_mask_is_cleaned_in_seconds(outline: str):
-    """Thousands of holes and islands next to each other once took minutes (every ring compared
-    with every other); now the work grows with the number of neighbours, not its square."""
-    polygons = pixel_polygons(speckled_disc())
-    assert len(polygons) > 1000 and max(len(p.interiors) for p in polygons) > 5000
-    started = time.perf_counter()
-    cleaned, index = clean_outlines(polygons, outline=outline)
-    assert time.perf_counter() - started < 10.0
-    check_guarantees(polygons, cleaned, index)
-    disc = cleaned[index == int(np.argmax(shapely.area(polygons)))]
-    assert shapely.get_num_interior_rings(disc).sum() > 5000  # the holes are kept, not swallowed

@@ -24,10 +24,8 @@ from collections.abc import Callable
 import numpy as np
 import shapely
 from shapely.geometry import LinearRing, Polygon
-from shapely.geometry.base import BaseGeometry
 
 from think2seg.errors import InputError
-from think2seg.geo.simplify import geometry_array, simplified
 
 OUTLINES = ("pixel", "simplify", "smooth", "regularize")
 """``pixel`` exact pixel edges; ``simplify`` Douglas-Peucker, topology kept within and between
@@ -53,7 +51,6 @@ AXIS_SNAP_DEG = 1.5
 noise tilts the measured direction of an axis-aligned building by a fraction of a degree."""
 
 _CRUMB_PX2 = 1e-3  # parts smaller than this (px²) left over by cutting overlaps are dropped
-_MITRE_LIMIT = 5.0  # GEOS's default: a mitre longer than this many offset distances is bevelled
 
 
 def clean_outlines(
@@ -103,116 +100,59 @@ def _checked(outline: str, tolerance_px: float | None) -> float:
 # --- simplify ---------------------------------------------------------------------------------
 
 
+def _simplified(polygons: np.ndarray, tolerance_px: float) -> np.ndarray:
+    """Douglas-Peucker over all polygons at once, so no ring crosses its own or another's rings.
+
+    GEOS's topology-preserving simplifier takes every ring of a collection into account (an
+    island in a hole stays in the hole, neighbours one pixel apart stay apart) and never
+    collapses a ring, so the collection's parts come back one for one.
+    """
+    collection = shapely.geometrycollections(list(polygons))
+    simple = shapely.get_parts(shapely.simplify(collection, tolerance_px, preserve_topology=True))
+    if len(simple) != len(polygons):  # GEOS keeps every part; anything else is a bug to report
+        raise RuntimeError(f"simplification returned {len(simple)} polygons for {len(polygons)}")
+    return simple
+
+
+# --- smooth -----------------------------------------------------------------------------------
+
+
 def _smoothed(polygons: np.ndarray, tolerance_px: float) -> np.ndarray:
-    """Staircase removed (:func:`simplified`), each ring's corners cut (:func:`_chaikin`), then
+    """Staircase removed (:func:`_simplified`), each ring's corners cut (:func:`_chaikin`), then
     the outline offset by the one distance that gives back the pixel area (corner cutting shrinks
     convex shapes: a 10 x 10 square loses about 8%)."""
-    rings, owner = shapely.get_rings(simplified(polygons, tolerance_px), return_index=True)
-    xy, ring = _open_rings(rings)
-    xy, ring = _chaikin(xy, ring, SMOOTH_CUT * tolerance_px)
+    cut_px = SMOOTH_CUT * tolerance_px
     smooth = _valid(
-        geometry_array(shapely.polygons(geometry_array(shapely.linearrings(xy, indices=ring)), indices=owner))
+        np.array([_map_rings(p, lambda xy: _chaikin(xy, cut_px)) for p in _simplified(polygons, tolerance_px)])
     )
     length = shapely.length(smooth)
     offset_px = (shapely.area(polygons) - shapely.area(smooth)) / np.where(length > 0, length, 1.0)
-    return _offset(smooth, offset_px)
+    return shapely.buffer(smooth, offset_px, join_style="mitre")
 
 
-def _open_rings(rings: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The corners of all ``rings`` ((n, 2), closing points left out) and each one's ring index."""
-    xy, ring = shapely.get_coordinates(rings, return_index=True)
-    closing = np.append(ring[1:] != ring[:-1], True)
-    return xy[~closing], ring[~closing]
-
-
-def _next_corner(ring: np.ndarray) -> np.ndarray:
-    """For corners grouped by ``ring`` (as :func:`_open_rings` gives them): the next one's index,
-    the first corner of its ring after the last."""
-    first = np.flatnonzero(np.append(True, ring[1:] != ring[:-1]))
-    following = np.arange(1, len(ring) + 1)
-    following[np.append(first[1:], len(ring)) - 1] = first
-    return following
-
-
-def _chaikin(xy: np.ndarray, ring: np.ndarray, cut_px: float) -> tuple[np.ndarray, np.ndarray]:
-    """Corners ``xy`` of rings ``ring`` (see :func:`_open_rings`) after :data:`SMOOTH_ITERATIONS`
-    rounds of corner cutting: each edge gives the points a quarter of its length (at most
-    ``cut_px``) from its ends. Corners are rounded, long straight edges stay straight."""
+def _chaikin(ring_xy: np.ndarray, cut_px: float) -> np.ndarray:
+    """A closed ring ((n + 1, 2), first point repeated) after :data:`SMOOTH_ITERATIONS` rounds of
+    corner cutting: each edge gives the points a quarter of its length (at most ``cut_px``) from
+    its ends. Corners are rounded, long straight edges stay straight."""
+    xy = ring_xy[:-1]
     for _ in range(SMOOTH_ITERATIONS):
-        edge = xy[_next_corner(ring)] - xy
+        edge = np.roll(xy, -1, axis=0) - xy
         length = np.hypot(edge[:, 0], edge[:, 1])[:, None]
         share = np.minimum(0.25, cut_px / np.maximum(length, 1e-12))
-        xy = np.stack([xy + share * edge, xy + (1 - share) * edge], axis=1).reshape(-1, 2)
-        ring = np.repeat(ring, 2)
-    return xy, ring
-
-
-def _offset(polygons: np.ndarray, distance_px: np.ndarray) -> np.ndarray:
-    """Each polygon grown by ``distance_px`` (negative: shrunk), mitre joins.
-
-    The buffer of a polygon is its shell's buffer less its holes' buffers by the opposite
-    distance, so each ring is offset on its own, all at once (:func:`_mitred`): every corner
-    moved along its mitre, at a fraction of the cost of GEOS's buffer on a polygon with thousands
-    of holes. Where that does not give a valid Polygon (the offset closed a gap or a hole, or a
-    corner is too sharp) GEOS's buffer decides, ring by ring.
-    """
-    result = np.asarray(polygons, dtype=object).copy()
-    simple = (shapely.get_type_id(result) == shapely.GeometryType.POLYGON) & ~shapely.is_empty(result)
-    index = np.flatnonzero(simple)
-    rings, local = shapely.get_rings(result[simple], return_index=True)  # local: position in index
-    shell = np.append(True, local[1:] != local[:-1])
-    ring_distance = np.where(shell, 1.0, -1.0) * distance_px[index][local]
-    moved, fine = _mitred(rings, ring_distance)
-    joined = geometry_array(shapely.polygons(moved, indices=local))
-    fine = (np.bincount(local, weights=~fine, minlength=len(index)) == 0) & shapely.is_valid(joined)
-    result[index[fine]] = joined[fine]
-    for k in np.flatnonzero(~fine):
-        result[index[k]] = _offset_ring_by_ring(rings[local == k], ring_distance[local == k])
-    rest = np.flatnonzero(~simple)
-    result[rest] = shapely.buffer(result[rest], distance_px[rest], join_style="mitre")
-    return result
-
-
-def _offset_ring_by_ring(rings: np.ndarray, distance_px: np.ndarray) -> object:
-    """The shell ``rings[0]`` grown by ``distance_px[0]`` less the holes ``rings[1:]`` grown by
-    theirs (negative: the holes shrink as the polygon grows), GEOS's buffer where mitres fail."""
-    moved, fine = _mitred(rings, distance_px)
-    areas = geometry_array(shapely.polygons(moved))
-    fine &= shapely.is_valid(areas)
-    areas[~fine] = shapely.buffer(shapely.polygons(rings[~fine]), distance_px[~fine], join_style="mitre")
-    return shapely.difference(areas[0], shapely.union_all(areas[1:])) if len(areas) > 1 else areas[0]
-
-
-def _mitred(rings: np.ndarray, distance_px: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Each ring with its edges moved ``distance_px`` away from the area it encloses (negative:
-    into it), corners on the mitres, so each edge stays parallel to itself; and whether that
-    worked (no repeated corner, no corner past :data:`_MITRE_LIMIT`, no edge turned around; the
-    ring may still cross itself)."""
-    xy, ring = _open_rings(rings)
-    following = _next_corner(ring)
-    edge = xy[following] - xy
-    length = np.hypot(edge[:, 0], edge[:, 1])
-    out = np.stack([edge[:, 1], -edge[:, 0]], axis=1) / np.maximum(length, 1e-12)[:, None]
-    out *= np.where(shapely.is_ccw(rings), 1.0, -1.0)[ring, None]  # right of a counter-clockwise ring
-    before = np.empty_like(out)
-    before[following] = out  # the edge arriving at each corner
-    cosine = 1 + (before * out).sum(axis=1)
-    moved = xy + distance_px[ring, None] * (before + out) / np.maximum(cosine, 1e-12)[:, None]
-    turned = (moved[following] - moved) * edge
-    bad = (length <= 1e-12) | (cosine < 2 / _MITRE_LIMIT**2) | (turned.sum(axis=1) <= 0)
-    fine = np.bincount(ring, weights=bad, minlength=len(rings)) == 0
-    return shapely.linearrings(moved, indices=ring), fine
+        near, far = xy + share * edge, xy + (1 - share) * edge
+        xy = np.stack([near, far], axis=1).reshape(-1, 2)
+    return np.vstack([xy, xy[:1]])
 
 
 # --- regularize -------------------------------------------------------------------------------
 
 
 def _regularized(polygons: np.ndarray, tolerance_px: float) -> np.ndarray:
-    """Staircase removed (:func:`simplified`), then every ring squared up along the polygon's
+    """Staircase removed (:func:`_simplified`), then every ring squared up along the polygon's
     dominant direction (:func:`_dominant_angle`): each edge becomes parallel or perpendicular to
     it, runs of parallel edges become one edge at their length-weighted offset, and jogs that step
     less than ``2 * tolerance_px`` are removed."""
-    return np.array([_squared_polygon(p, 2 * tolerance_px) for p in simplified(polygons, tolerance_px)], dtype=object)
+    return np.array([_squared_polygon(p, 2 * tolerance_px) for p in _simplified(polygons, tolerance_px)], dtype=object)
 
 
 def _squared_polygon(polygon: Polygon, min_run_px: float) -> Polygon:
@@ -323,46 +263,21 @@ def _separated(cleaned: np.ndarray, pixels: np.ndarray) -> np.ndarray:
     """
     cleaned = cleaned.copy()
     for i, others in _overlapping(cleaned, pixels):
-        cleaned[i] = _cut(cleaned[i], pixels[others])
+        cleaned[i] = shapely.difference(cleaned[i], shapely.union_all(pixels[others]))
     for i, others in _overlapping(cleaned, cleaned):
         earlier = others[others < i]
         if len(earlier):
-            cleaned[i] = _cut(cleaned[i], cleaned[earlier])
+            cleaned[i] = shapely.difference(cleaned[i], shapely.union_all(cleaned[earlier]))
     return cleaned
 
 
-def _cut(geometry: BaseGeometry, cutters: np.ndarray) -> BaseGeometry:
-    """``geometry`` less ``cutters``: the small ones unioned first, each one larger than
-    ``geometry`` on its own (GEOS clips it to ``geometry``'s extent; a union would not)."""
-    large = shapely.get_num_coordinates(cutters) > shapely.get_num_coordinates(geometry)
-    if (~large).any():
-        geometry = shapely.difference(geometry, shapely.union_all(cutters[~large]))
-    for cutter in cutters[large]:
-        geometry = shapely.difference(geometry, cutter)
-    return geometry
-
-
 def _overlapping(geometries: np.ndarray, others: np.ndarray) -> list[tuple[int, np.ndarray]]:
-    """For each ``geometries[i]`` whose interior meets that of some ``others[j]`` (j != i): (i, js).
-
-    Candidates by bounding box, then by a test with the geometry with more vertices prepared (a
-    huge polygon with thousands of holes then costs ``log n`` per neighbour, not ``n``); only the
-    pairs that meet at all are related in full.
-    """
-    left, right = shapely.STRtree(others).query(geometries)
+    """For each ``geometries[i]`` whose interior meets that of some ``others[j]`` (j != i): (i, js)."""
+    left, right = shapely.STRtree(others).query(geometries, predicate="intersects")
     pairs = left != right
     left, right = left[pairs], right[pairs]
-    first, second = geometries[left], others[right]
-    swap = shapely.get_num_coordinates(first) < shapely.get_num_coordinates(second)
-    first, second = np.where(swap, second, first), np.where(swap, first, second)
-    fresh = first[~shapely.is_prepared(first)]
-    shapely.prepare(fresh)
-    try:
-        meet = shapely.intersects(first, second)
-        meet[meet] = shapely.relate_pattern(first[meet], second[meet], "T********")
-    finally:
-        shapely.destroy_prepared(fresh)  # the caller's polygons are left as they came
-    left, right = left[meet], right[meet]
+    inside = shapely.relate_pattern(geometries[left], others[right], "T********")
+    left, right = left[inside], right[inside]
     return [(int(i), right[left == i]) for i in np.unique(left)]
 
 
@@ -386,7 +301,7 @@ def _within_area(cleaned: np.ndarray, pixels: np.ndarray) -> tuple[np.ndarray, n
 
 
 _METHODS: dict[str, Callable[[np.ndarray, float], np.ndarray]] = {
-    "simplify": simplified,
+    "simplify": _simplified,
     "smooth": _smoothed,
     "regularize": _regularized,
 }
