@@ -1,6 +1,7 @@
-"""The Batch… dialog: one question over every tile of a raster, the whole of it, the visible part
-or inside an area of interest, on the backend's models or on Ray model workers. It remembers its
-values, shows how many tiles the run has, and only gathers values (the plugin starts the job)."""
+"""The Batch… dialog: one question, or the panel's classes (all asked of each tile in one job), over
+every tile of a raster, the whole of it, the visible part or inside an area of interest, on the
+backend's models or on Ray model workers. It remembers its values, shows how many tiles the run
+has, and only gathers values (the plugin starts the job)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from qgis.core import (
     QgsVectorLayer,
 )
 from qgis.gui import QgsFileWidget, QgsMapLayerComboBox
+from qgis.PyQt.QtCore import Qt
 from qgis.PyQt.QtWidgets import (
     QButtonGroup,
     QCheckBox,
@@ -31,6 +33,7 @@ from qgis.PyQt.QtWidgets import (
     QWidget,
 )
 
+from .classes import classes_title
 from .errors import TileError
 from .settings import Settings
 from .tile import local_file, pixel_window
@@ -60,6 +63,7 @@ class BatchChoice:
     bounds: list[float] | None = None  # in the raster's CRS
     aoi_path: str | None = None
     workers: int = 0  # Ray model workers on the backend; 0: its own models
+    classes: dict[str, str] | None = None  # name -> question, in order, asked instead of the question ("")
 
 
 def tile_count(width_px: int, height_px: int, tile_size_px: int, overlap_px: int) -> int:
@@ -73,7 +77,8 @@ def tile_count(width_px: int, height_px: int, tile_size_px: int, overlap_px: int
 
 
 class BatchDialog(QDialog):
-    """Layer, question, area, tile size, overlap, workers and output of a batch job."""
+    """Layer, question (or ``classes``: name -> question, shown read-only), area, tile size, overlap,
+    workers and output of a batch job."""
 
     def __init__(
         self,
@@ -84,16 +89,19 @@ class BatchDialog(QDialog):
         *,
         visible: QgsRectangle | None = None,
         visible_crs: QgsCoordinateReferenceSystem | None = None,
+        classes: dict[str, str] | None = None,
     ) -> None:
         super().__init__(parent)
         self.setWindowTitle("Think2Seg batch: every tile of a raster")
         self.settings, self.visible, self.visible_crs = settings, visible, visible_crs
+        self.classes = dict(classes or {})
         form = QFormLayout(self)
         self.layer_box = QgsMapLayerComboBox()
         self.layer_box.setFilters(QgsMapLayerProxyModel.Filter.RasterLayer)
         if layer is not None:
             self.layer_box.setLayer(layer)
         self.question = QLineEdit(question)
+        self.classes_summary = _summary(self.classes)
         self.tile_size = _spin(64, 8192, settings.batch_tile_size_px, "the side of each tile, in the raster's pixels")
         self.overlap = _spin(
             0, 4096, settings.batch_overlap_px, "pixels shared by neighbouring tiles (at most half a tile)"
@@ -119,7 +127,10 @@ class BatchDialog(QDialog):
         self.overwrite = QCheckBox("Overwrite this file (start again)")
         self._exclusive()
         form.insertRow(0, "Raster", self.layer_box)
-        form.insertRow(1, "Question", self.question)
+        if self.classes:  # the panel's classes are asked instead of the question (its field is not shown)
+            form.insertRow(1, "Classes", self.classes_summary)
+        else:
+            form.insertRow(1, "Question", self.question)
         form.addRow("Area of interest", self.aoi_box)
         form.addRow("Tile size", self.tile_size)
         form.addRow("Overlap", self.overlap)
@@ -191,7 +202,11 @@ class BatchDialog(QDialog):
         window = pixel_window(layer, bounds)
         count = tile_count(window.width, window.height, self.tile_size.value(), self.overlap.value())
         what = "at most " if self.area_choice() == AOI else ""
-        self.tiles.setText(f"{what}{plural(count, 'tile')} over {window.width:,} x {window.height:,} px")
+        text = f"{what}{plural(count, 'tile')} over {window.width:,} x {window.height:,} px"
+        if self.classes:
+            pairs = plural(count * len(self.classes), "tile × class pair")
+            text += f", each asked {plural(len(self.classes), 'class', 'classes')} ({what}{pairs})"
+        self.tiles.setText(text)
 
     def choice(self) -> BatchChoice | str:
         """The job, or why it cannot run."""
@@ -199,7 +214,7 @@ class BatchDialog(QDialog):
         path = local_file(layer) if isinstance(layer, QgsRasterLayer) else None
         if path is None:
             return "batch jobs need a raster file that the backend can read: choose a file-based raster layer"
-        if not self.question.text().strip():
+        if not self.classes and not self.question.text().strip():
             return "type a question first"
         output = self.output.filePath()
         if not output:
@@ -219,7 +234,7 @@ class BatchDialog(QDialog):
         return BatchChoice(
             layer,
             path,
-            self.question.text().strip(),
+            "" if self.classes else self.question.text().strip(),
             self.tile_size.value(),
             self.overlap.value(),
             output,
@@ -229,6 +244,7 @@ class BatchDialog(QDialog):
             bounds,
             aoi,
             self.workers.value(),
+            dict(self.classes) or None,
         )
 
     def _remember(self, output: str) -> None:
@@ -261,6 +277,18 @@ def _in_crs(
     if source is None or not source.isValid() or source == target:
         return QgsRectangle(rectangle)
     return QgsCoordinateTransform(source, target, QgsProject.instance()).transformBoundingBox(rectangle)
+
+
+def _summary(classes: dict[str, str]) -> QLabel:
+    """The classes a job asks, read-only: “3 classes: buildings, roads, water”, then each one's question."""
+    label = QLabel()
+    if classes:
+        lines = [classes_title(classes)] + [f"• {name}: {question}" for name, question in classes.items()]
+        label.setText("\n".join(lines))
+        label.setToolTip('The classes ticked in the Think2Seg panel; edit them there (or untick "Several classes")')
+    label.setWordWrap(True)
+    label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+    return label
 
 
 def _spin(low: int, high: int, value: int, tooltip: str) -> QSpinBox:

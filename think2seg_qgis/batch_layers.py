@@ -1,6 +1,7 @@
-"""A batch output on the map: its stitched segments and its tiles (coloured by status), in a group
-"Think2Seg › <question> (<file>)". Loading the same output again replaces its layers, so reruns,
-resumes and overwrites never leave stale copies."""
+"""A batch output on the map: its stitched segments (coloured by class for a job with classes) and
+its tiles (coloured by status), in a group "Think2Seg › <question or classes> (<file>)". Loading
+the same output again replaces its layers, so reruns, resumes and overwrites never leave stale
+copies."""
 
 from __future__ import annotations
 
@@ -20,8 +21,14 @@ def group_name(question: str, output: str) -> str:
     return f"{question} ({Path(output).name})"
 
 
-def load_output(project: QgsProject, output: str, question: str) -> dict[str, QgsVectorLayer]:
-    """Add the output's ``segments`` and ``tiles`` layers (replacing earlier copies); raises ResultsError."""
+def load_output(
+    project: QgsProject, output: str, question: str, *, classes: list[str] | None = None
+) -> dict[str, QgsVectorLayer]:
+    """Add the output's ``segments`` and ``tiles`` layers (replacing earlier copies); raises ResultsError.
+
+    ``question`` names them (for a job with classes, e.g. “3 classes: buildings, roads, water”); with
+    ``classes`` (the job's class names, in order) the segments get one colour per class, as the
+    panel's results do."""
     forget_output(project, output)
     layers = {}
     for table, name in (("segments", f"segments — {question}"), ("tiles", "tiles (status)")):
@@ -30,7 +37,11 @@ def load_output(project: QgsProject, output: str, question: str) -> dict[str, Qg
             raise ResultsError(f"the batch output {output} has no readable “{table}” layer: run the batch again")
         layer.setCustomProperty(OUTPUT_KEY, str(Path(output)))
         layers[table] = layer
-    layers["segments"].setRenderer(QgsSingleSymbolRenderer(styles.fill(SEGMENTS_RGB)))
+    segments = layers["segments"]
+    if classes and segments.fields().indexOf(styles.CLASS_FIELD) >= 0:
+        styles.categorize_classes(segments, list(classes))
+    else:
+        segments.setRenderer(QgsSingleSymbolRenderer(styles.fill(SEGMENTS_RGB)))
     styles.style_tiles(layers["tiles"])
     for table in ("segments", "tiles"):  # segments above their tiles
         project.addMapLayer(layers[table], False)

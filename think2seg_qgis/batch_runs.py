@@ -1,5 +1,6 @@
 """The batch jobs the plugin runs: starts them (from the Batch… dialog or a Resume button), shows
-their progress in the panel, and when each ends loads its layers and says how it went."""
+their progress in the panel, and when each ends loads its layers (a job with classes coloured by
+class) and says how it went."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from qgis.core import Qgis, QgsApplication, QgsProject
 from .batch_dialog import BatchChoice
 from .batch_layers import forget_output, group_name, load_output
 from .errors import Think2SegError
-from .jobs import BatchJobTask, end_text, job_request, progress_text
+from .jobs import BatchJobTask, end_text, job_request, job_title, progress_text
 from .log import guard_slot, logger
 from .notify import Notifier
 from .settings import Settings
@@ -44,6 +45,7 @@ class BatchJobs:
             bounds_crs=crs_text(choice.layer.crs()) if choice.bounds else None,
             aoi_path=choice.aoi_path,
             workers=choice.workers,
+            classes=choice.classes,
             settings=self.settings,
         )
         if choice.overwrite:
@@ -66,7 +68,7 @@ class BatchJobs:
 
     def _show(self) -> None:
         lines = [
-            f"Batch “{task.request['question']}”: {progress_text(task.last_status)}"
+            f"Batch “{job_title(task.request)}”: {progress_text(task.last_status)}"
             for task in self.tasks
             if task.last_status is not None
         ]
@@ -81,7 +83,7 @@ class BatchJobs:
             return
         self._show()
         if error or status is None:
-            self.notify.say(f"Batch “{task.request['question']}” failed: {error}", Level.Critical)
+            self.notify.say(f"Batch “{job_title(task.request)}” failed: {error}", Level.Critical)
             return
         loaded = self._load(status)
         level = {"done": Level.Success, "cancelled": Level.Info}.get(status["state"], Level.Warning)
@@ -93,10 +95,11 @@ class BatchJobs:
         """Load a job's output layers; returns their group name ('' when there is nothing to show yet)."""
         if status["state"] not in ("done", "cancelled"):
             return ""
+        title = job_title(status)
         try:
-            load_output(self.project, status["output_path"], status["question"])
+            load_output(self.project, status["output_path"], title, classes=status.get("classes"))
         except Think2SegError as exc:
             if status["state"] == "done":
                 self.notify.say(str(exc), Level.Warning)
             return ""
-        return group_name(status["question"], status["output_path"])
+        return group_name(title, status["output_path"])

@@ -59,6 +59,12 @@ def _check_row(number: int, name: str, question: str) -> None:
         raise ClassError(f"the question of “{name}” is longer than {MAX_QUESTION_CHARS} characters: shorten it")
 
 
+def classes_title(names: Iterable[str]) -> str:
+    """“3 classes: buildings, roads, water”: what a job or run that asks several classes asks."""
+    names = [str(name) for name in names]
+    return f"{plural(len(names), 'class', 'classes')}: {', '.join(names)}"
+
+
 def parse_class_lines(text: str) -> dict[str, str]:
     """Classes from text, one per line: ``name: question``, or only a question (then its own name).
 

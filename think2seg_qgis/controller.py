@@ -87,23 +87,28 @@ class RunController:
             self.dock.reload_history()
 
     def _ask_classes(self) -> None:
+        classes = self.checked_classes()
+        if classes and self._start(classes=classes):
+            self.dock.reasoning.setPlainText(
+                f"Asking {plural(len(classes), 'class', 'classes')}: {', '.join(classes)}. "
+                "Each one's reasoning appears here once all are answered."
+            )
+
+    def checked_classes(self) -> dict[str, str]:
+        """The panel's class list as a request's ``classes`` (name -> question, in the rows' order);
+        {} after telling the user what to change when it cannot be sent or is empty."""
         try:
             classes = self.dock.class_list.classes()
         except ClassError as exc:
             self.notify.say(str(exc), Qgis.MessageLevel.Warning)
-            return
+            return {}
         if not classes:
             self.notify.say(
                 "the class list is empty: add a class (a name and what to segment, e.g. buildings: “segment the "
                 "buildings”), or untick “Several classes” to ask the question",
                 Qgis.MessageLevel.Warning,
             )
-            return
-        if self._start(classes=classes):
-            self.dock.reasoning.setPlainText(
-                f"Asking {plural(len(classes), 'class', 'classes')}: {', '.join(classes)}. "
-                "Each one's reasoning appears here once all are answered."
-            )
+        return classes
 
     def resegment(self, prompt_set: PromptSet) -> None:
         if not prompt_set.prompts:

@@ -185,7 +185,9 @@ class Think2SegDock(QDockWidget):
         self.export_button = QPushButton("Export…", self)
         self.export_button.setToolTip("Write every Think2Seg result (or the selected polygons) to a GeoPackage")
         self.batch_button = QPushButton("Batch…", self)
-        self.batch_button.setToolTip("Ask the question over every tile of a whole raster")
+        self.batch_button.setToolTip(
+            "Ask the question (or, with “Several classes” ticked, every class) over every tile of a whole raster"
+        )
         self.settings_button = QPushButton("Settings…", self)
         buttons = (
             (self.draw_box_button, self.draw_point_button, self.resegment_button),

@@ -236,22 +236,11 @@ class Think2SegPlugin:
 
     @guard_slot
     def batch(self) -> None:
-        if self.dock.classes_on():
-            self.notify.say(
-                'batch jobs ask one question: untick "Several classes" and type the question, or run the '
-                "Think2Seg Processing algorithm, which runs one job per class",
-                Level.Warning,
-            )
+        """The Batch… dialog for the panel's question, or for its classes (one job asks them all)."""
+        classes = self.controller.checked_classes() if self.dock.classes_on() else None
+        if classes == {}:  # told what to change
             return
-        canvas = self.iface.mapCanvas()
-        dialog = BatchDialog(
-            self.dock.question_text(),
-            self.dock.layer(),
-            self.settings,
-            self.dock,
-            visible=canvas.extent(),
-            visible_crs=canvas.mapSettings().destinationCrs(),
-        )
+        dialog = self.batch_dialog(classes)
         if dialog.exec() != QDialog.DialogCode.Accepted:
             return
         choice = dialog.choice()
@@ -259,6 +248,18 @@ class Think2SegPlugin:
             self.notify.say(choice, Level.Warning)
             return
         self.run_batch(choice)
+
+    def batch_dialog(self, classes: dict[str, str] | None) -> BatchDialog:
+        canvas = self.iface.mapCanvas()
+        return BatchDialog(
+            self.dock.question_text(),
+            self.dock.layer(),
+            self.settings,
+            self.dock,
+            visible=canvas.extent(),
+            visible_crs=canvas.mapSettings().destinationCrs(),
+            classes=classes,
+        )
 
     def run_batch(self, choice: BatchChoice) -> BatchJobTask:
         return self.jobs.run(choice)

@@ -1,6 +1,7 @@
 """A stand-in for `think2seg serve` (standard library only), for plugin tests that need replies on
 cue: a slow or silent /v1/segment (a question, explicit prompts or several classes), and batch jobs
-that run until cancelled (or end at once, writing their output through a test's hook)."""
+(a question or several classes) that run until cancelled, or end at once, writing their output
+through a test's hook (job_output.write_job_output writes one shaped as the backend's)."""
 
 from __future__ import annotations
 
@@ -44,6 +45,7 @@ class FakeBackend:
         self.job_workers_alive: int | None = None
         self.job_retries = 0
         self.job_question = ""
+        self.job_classes: list[str] | None = None
         self.class_status: dict[str, str] = {}
         self.on_job: Callable[[dict], None] | None = None
         self.job_output = ""  # a change job's output_path (a batch job's status keeps the golden one)
@@ -75,8 +77,12 @@ class FakeBackend:
         if path == "/v1/segment":
             return 200, None
         if path == "/v1/jobs" and method == "POST":
+            problem = _job_problem(body)
+            if problem:
+                return 422, _invalid(f"the request does not fit the API: {problem}")
             self.job_state, self.job_workers = "running", int(body.get("workers") or 0)
-            self.job_question = str(body.get("question") or "")
+            self.job_question, self.job_output = str(body.get("question") or ""), str(body["output_path"])
+            self.job_classes = list(body["classes"]) if body.get("classes") else None
             if self.on_job is not None:
                 self.on_job(body)
                 self.job_state = "done"
@@ -90,16 +96,20 @@ class FakeBackend:
         return 404, {"error": {"code": "not_found", "message": f"no route {path}"}}
 
     def _job(self) -> dict:
-        status = json.loads((FIXTURES / "api" / "job_status.reply.json").read_text())
+        classes = self.job_classes or []
+        golden = "job_classes_status.reply.json" if classes else "job_status.reply.json"
+        status = json.loads((FIXTURES / "api" / golden).read_text())
+        pairs = max(1, len(classes))  # as the backend counts: a tile once per class
         return {
             **status,
             "id": JOB_ID,
-            "question": self.job_question or status["question"],
+            "question": f"{len(classes)} classes: {', '.join(classes)}" if classes else self.job_question,
+            "classes": classes or None,
             "output_path": self.job_output or status["output_path"],
             "state": self.job_state,
             "message": self.job_message,
-            "tiles_done": 1,
-            "tiles_total": 4,
+            "tiles_done": 1 * pairs,
+            "tiles_total": 4 * pairs,
             "eta_s": 30.0,
             "tiles_per_s": 0.1,
             "workers": self.job_workers,
@@ -111,7 +121,7 @@ class FakeBackend:
         """A change job: refused with ``change_error``, done at once through ``on_change``, or running."""
         if self.change_error is not None:
             return self.change_error
-        self.job_state, self.job_workers = "running", 0
+        self.job_state, self.job_workers, self.job_classes = "running", 0, None
         self.job_question, self.job_output = str(body.get("question") or ""), str(body.get("output_path") or "")
         if self.on_change is not None:
             self.on_change(body)
@@ -202,7 +212,11 @@ def _handler(fake: FakeBackend) -> type[BaseHTTPRequestHandler]:
                 fake.uploads.append((body, parts.get("file") or b""))
             else:
                 try:
-                    body = json.loads(raw) if raw else {}
+                    body = json.loads(raw, object_pairs_hook=_refuse_repeated) if raw else {}
+                except _RepeatedKey as exc:  # as the backend: parsers would keep the last silently
+                    fake.requests.append((method, self.path, {"raw": len(raw)}))
+                    self._reply(422, _invalid(exc.message))
+                    return
                 except ValueError:
                     body = {"raw": len(raw)}
             fake.requests.append((method, self.path, body))
@@ -210,6 +224,9 @@ def _handler(fake: FakeBackend) -> type[BaseHTTPRequestHandler]:
             if reply is None:
                 self._stream(body)
                 return
+            self._reply(status, reply)
+
+        def _reply(self, status: int, reply: dict) -> None:
             data = json.dumps(reply).encode()
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
@@ -237,6 +254,45 @@ def _handler(fake: FakeBackend) -> type[BaseHTTPRequestHandler]:
                 return
 
     return Handler
+
+
+class _RepeatedKey(ValueError):
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        # think2seg.server.guards.repeated_key_message
+        self.message = (
+            f"the request names {key!r} twice in one JSON object: give each key once (each class under its own name)"
+        )
+
+
+def _refuse_repeated(pairs: list[tuple[str, object]]) -> dict:
+    seen: set[str] = set()
+    for key, _value in pairs:
+        if key in seen:
+            raise _RepeatedKey(key)
+        seen.add(key)
+    return dict(pairs)
+
+
+def _job_problem(body: dict) -> str:
+    """Why the backend's JobRequest refuses ``body`` (in pydantic's words for a model check), or ''."""
+    question, classes = body.get("question"), body.get("classes")
+    if (question is None) == (classes is None):
+        return "Value error, give a question or classes (one of the two)"
+    if question == "":
+        return "question: String should have at least 1 character"
+    if question is not None and not str(question).strip():
+        return 'Value error, the question is empty: ask what to segment, e.g. "every solar farm"'
+    if classes is not None and not (isinstance(classes, dict) and classes):
+        return "classes: Dictionary should have at least 1 item after validation, not 0"
+    for name, asked in (classes or {}).items():
+        if not str(asked).strip():
+            return f'Value error, class {name!r} has an empty question: ask what to segment, e.g. "segment the roads"'
+    return ""
+
+
+def _invalid(message: str) -> dict:
+    return {"error": {"code": "invalid_input", "message": message}}
 
 
 def _multipart(content_type: str, raw: bytes) -> dict[str, bytes]:

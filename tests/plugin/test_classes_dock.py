@@ -1,37 +1,29 @@
 """Several classes from the panel and from Processing: the class list sends `classes`, each class's
 answer is shown, overlaps are told, the results layer is coloured by class (later classes get a
-colour too), min_score/outline go with every request, and Settings keep all of it."""
+colour too), min_score/outline go with every request, and Settings keep all of it. Processing asks
+every class in one batch job."""
 
 from __future__ import annotations
 
 import json
 
 import pytest
+from job_output import write_job_output
 from qgis.core import (
     Qgis,
     QgsApplication,
     QgsCategorizedSymbolRenderer,
-    QgsCoordinateReferenceSystem,
-    QgsCoordinateTransformContext,
     QgsExpressionContextUtils,
-    QgsFeature,
-    QgsField,
-    QgsFields,
-    QgsGeometry,
     QgsProcessingContext,
     QgsProcessingFeedback,
-    QgsRectangle,
     QgsRenderContext,
     QgsSettings,
-    QgsVectorFileWriter,
     QgsVectorLayer,
 )
 
-from think2seg_qgis import compat
 from think2seg_qgis.class_list import ClassList
 from think2seg_qgis.classes import ClassError, class_request, parse_class_lines
 from think2seg_qgis.dialogs import SettingsDialog
-from think2seg_qgis.processing.class_outputs import class_outputs
 from think2seg_qgis.settings import Settings
 
 from qgis_helpers import FIXTURES, wait_until
@@ -238,28 +230,6 @@ def test_the_settings_dialog_saves_min_score_and_outline_and_keeps_the_rest(plug
 # --- Processing ---------------------------------------------------------------------------------------
 
 
-def write_segments(body: dict) -> None:
-    """What a batch job writes (its class is its question, as the backend writes it), on the fake's thread."""
-    fields = QgsFields()
-    for name, kind in (("question", compat.FIELD_STRING), ("class", compat.FIELD_STRING)):
-        fields.append(QgsField(name, kind))
-    for name, kind in (("area_m2", compat.FIELD_DOUBLE), ("score", compat.FIELD_DOUBLE)):
-        fields.append(QgsField(name, kind))
-    options = QgsVectorFileWriter.SaveVectorOptions()
-    options.driverName, options.layerName = "GPKG", "segments"
-    crs = QgsCoordinateReferenceSystem("EPSG:32633")
-    writer = QgsVectorFileWriter.create(
-        body["output_path"], fields, compat.WKB_POLYGON, crs, QgsCoordinateTransformContext(), options
-    )
-    for index in range(2):
-        feature = QgsFeature(fields)
-        x = 512000 + 100 * index
-        feature.setGeometry(QgsGeometry.fromRect(QgsRectangle(x, 5261616, x + 50, 5261666)))
-        feature.setAttributes([body["question"], body["question"], 2500.0, 0.8 + 0.1 * index])
-        writer.addFeature(feature)
-    del writer
-
-
 class Feedback(QgsProcessingFeedback):
     def __init__(self) -> None:
         super().__init__()
@@ -282,10 +252,8 @@ def run_algorithm(project, parameters: dict) -> tuple[dict, bool, Feedback, QgsP
     return results, ok, feedback, context
 
 
-def test_processing_runs_one_job_per_class_and_gathers_them_with_class_and_score(
-    plugin, fake_backend, raster, tmp_path
-):
-    fake_backend.on_job = write_segments
+def test_processing_asks_every_class_in_one_job_and_colours_the_output_by_class(plugin, fake_backend, raster, tmp_path):
+    fake_backend.on_job = write_job_output
     plugin.settings.min_score, plugin.settings.outline = 0.25, "smooth"
     output = tmp_path / "town.gpkg"
     lines = "buildings: segment the buildings\nwater: segment the lakes"
@@ -293,14 +261,11 @@ def test_processing_runs_one_job_per_class_and_gathers_them_with_class_and_score
         plugin.project, {"INPUT": raster, "CLASSES": lines, "OUTPUT": str(output)}
     )
     assert ok, feedback.errors
-    jobs = fake_backend.sent("POST", "/v1/jobs")
-    paths = class_outputs(str(output), dict(CLASSES))
-    assert [(j["question"], j["output_path"]) for j in jobs] == [
-        ("segment the buildings", paths["buildings"]),
-        ("segment the lakes", paths["water"]),
-    ]
-    assert paths["buildings"] == str(tmp_path / "town.buildings.gpkg")
-    assert all((j["min_score"], j["outline"], j["resume"]) == (0.25, "smooth", False) for j in jobs)
+    (job,) = fake_backend.sent("POST", "/v1/jobs")  # one job, not one per class
+    assert job["classes"] == dict(CLASSES) and list(job["classes"]) == ["buildings", "water"]
+    assert "question" not in job and job["output_path"] == str(output)
+    assert (job["min_score"], job["outline"], job["resume"]) == (0.25, "smooth", False)
+    assert sorted(path.name for path in tmp_path.glob("town*")) == ["town.gpkg"]  # no per-class files
     segments = QgsVectorLayer(results["SEGMENTS"], "segments", "ogr")
     assert segments.isValid() and results["SEGMENTS"] == f"{output}|layername=segments"
     rows = sorted((f["class"], round(f["score"], 2), f["question"]) for f in segments.getFeatures())
@@ -311,15 +276,27 @@ def test_processing_runs_one_job_per_class_and_gathers_them_with_class_and_score
         ("water", 0.9, "segment the lakes"),
     ]
     assert segments.crs().authid() == "EPSG:32633"
-    assert any("4 polygons of 2 classes gathered" in info for info in feedback.infos)
+    assert any(info.startswith("Batch “2 classes: buildings, water” done") for info in feedback.infos), feedback.infos
     details = context.layersToLoadOnCompletion()[results["SEGMENTS"]]
     assert details.name == "Think2Seg: buildings, water"
     details.postProcessor().postProcessLayer(segments, context, feedback)  # as QGIS does once it loads it
     assert list(categories(segments)) == ["buildings", "water"]
 
 
+def test_processing_resume_continues_the_one_file_of_the_classes(plugin, fake_backend, raster, tmp_path):
+    fake_backend.on_job = write_job_output
+    output = tmp_path / "town.gpkg"
+    lines = "buildings: segment the buildings\nwater: segment the lakes"
+    parameters = {"INPUT": raster, "CLASSES": lines, "OUTPUT": str(output), "RESUME": True}
+    _results, ok, feedback, _context = run_algorithm(plugin.project, parameters)
+    assert ok, feedback.errors
+    (job,) = fake_backend.sent("POST", "/v1/jobs")
+    assert (job["resume"], job["overwrite"], job["output_path"]) == (True, False, str(output))
+    assert job["classes"] == dict(CLASSES)
+
+
 def test_processing_still_asks_one_question_into_its_output(plugin, fake_backend, raster, tmp_path):
-    fake_backend.on_job = write_segments
+    fake_backend.on_job = write_job_output
     output = tmp_path / "river.gpkg"
     results, ok, feedback, _context = run_algorithm(
         plugin.project, {"INPUT": raster, "QUESTION": RIVER, "OUTPUT": str(output)}
@@ -344,13 +321,6 @@ def test_processing_refuses_an_unclear_request(plugin, fake_backend, raster, tmp
     _results, ok, feedback, _context = run_algorithm(plugin.project, parameters)
     assert not ok and any(error in message for message in feedback.errors), feedback.errors
     assert not fake_backend.sent("POST", "/v1/jobs")
-
-
-def test_class_outputs_are_one_file_per_class(tmp_path):
-    paths = class_outputs(str(tmp_path / "out.gpkg"), {"a b": "q", "a/b": "q", "": "q", "ü": "q"})
-    assert len(set(paths.values())) == 4
-    assert paths["a b"] == str(tmp_path / "out.a_b.gpkg") and paths["a/b"] == str(tmp_path / "out.a_b_2.gpkg")
-    assert paths[""] == str(tmp_path / "out.class3.gpkg") and paths["ü"] == str(tmp_path / "out.ü.gpkg")
 
 
 def test_each_class_keeps_its_own_instances_for_re_segment(plugin, fake_backend, raster):

@@ -1,5 +1,5 @@
 """Processing provider "Think2Seg" with one algorithm: segment raster by question, or by several
-classes (a batch job per class, gathered into one layer with a class field)."""
+classes (one batch job that asks every class of each tile; each polygon has its class)."""
 
 from __future__ import annotations
 
@@ -25,12 +25,9 @@ from .. import compat, styles
 from ..api.client import BlockingClient
 from ..api.errors import ApiError
 from ..classes import ClassError, parse_class_lines
-from ..errors import ResultsError
 from ..jobs import end_text, job_request, percent, progress_text, run_job
 from ..settings import Settings
 from ..tile import local_file
-from ..wording import plural
-from .class_outputs import class_outputs, merge_segments
 
 ICON = Path(__file__).resolve().parent.parent / "icons" / "think2seg.svg"
 
@@ -75,10 +72,10 @@ class SegmentRasterByQuestion(QgsProcessingAlgorithm):
             "the run ends). The raster must be a file; a backend started from the Think2Seg panel reads and "
             "writes any folder (temporary outputs included), one started elsewhere only its --data-root folders.\n\n"
             "Several classes instead of the question: one 'name: question' per line (e.g. 'buildings: segment the "
-            "buildings'). Each class runs as its own job into OUTPUT.<name>.gpkg beside the output (Resume and "
-            "Overwrite apply to each); their polygons are then gathered in the output's 'segments' layer, with the "
-            "class in its 'class' field and SAM's score in 'score'. Settings' simplification, minimum area, "
-            "minimum SAM score and outline go with every job."
+            "buildings'). One job asks every class of each tile (its progress counts tile × class pairs) and writes "
+            "them all to the output's 'segments' layer, with the class in its 'class' field and SAM's score in "
+            "'score', coloured by class; Resume continues that one file (with the same classes). Settings' "
+            "simplification, minimum area, minimum SAM score and outline go with the job."
         )
 
     def createInstance(self) -> SegmentRasterByQuestion:
@@ -132,13 +129,10 @@ class SegmentRasterByQuestion(QgsProcessingAlgorithm):
             "resume": resume,
             "overwrite": overwrite,
         }
-        if classes:
-            self._run_classes(raster, output, classes, options, feedback)
-            title = ", ".join(classes)
-        else:
-            feedback.pushInfo(end_text(_run(raster, output, question, options, feedback)))
-            title = question
+        status = _run(raster, output, question, classes, options, feedback)
+        feedback.pushInfo(end_text(status))
         segments = f"{output}|layername=segments"
+        title = ", ".join(classes) if classes else question
         details = QgsProcessingContext.LayerDetails(f"Think2Seg: {title}", context.project(), self.SEGMENTS)
         if classes:
             details.setPostProcessor(_ClassStyle.create(list(classes)))
@@ -161,48 +155,25 @@ class SegmentRasterByQuestion(QgsProcessingAlgorithm):
             )
         return question, classes
 
-    def _run_classes(
-        self, raster: str, output: str, classes: dict[str, str], options: dict, feedback: QgsProcessingFeedback
-    ) -> None:
-        """One job per class (each into its own file), then their polygons gathered into ``output``."""
-        paths = class_outputs(output, classes)
-        for index, (name, question) in enumerate(classes.items()):
-            if feedback.isCanceled():
-                raise QgsProcessingException(
-                    f"cancelled before the class “{name}”: run again with RESUME to continue the classes' files"
-                )
-            feedback.pushInfo(f"class {index + 1} of {len(classes)}, {name}: “{question}” → {paths[name]}")
-            status = _run(raster, paths[name], question, options, feedback, part=(index, len(classes)))
-            feedback.pushInfo(end_text(status))
-        try:
-            count = merge_segments(paths, output)
-        except ResultsError as exc:
-            raise QgsProcessingException(str(exc)) from exc
-        feedback.pushInfo(
-            f"{plural(count, 'polygon')} of {plural(len(classes), 'class', 'classes')} gathered in {output} "
-            "(layer segments; its class field names the class)"
-        )
-
 
 def _run(
     raster: str,
     output: str,
     question: str,
+    classes: dict[str, str],
     options: dict,
     feedback: QgsProcessingFeedback,
-    *,
-    part: tuple[int, int] = (0, 1),
 ) -> dict:
-    """Run one batch job to its end (the ``part`` of the whole run it is, for the progress bar);
-    returns its status, raises QgsProcessingException unless it is done."""
+    """Run one batch job (the question, or every class of each tile) to its end; returns its status,
+    raises QgsProcessingException unless it is done."""
     settings = Settings()
-    request = {**job_request(raster, output, question, settings=settings, **options), **settings.vector_options()}
+    request = job_request(raster, output, question, classes=classes or None, settings=settings, **options)
     try:
         status = run_job(
             BlockingClient(settings),
             request,
             canceled=feedback.isCanceled,
-            progress=lambda status: _show_progress(feedback, status, part=part),
+            progress=lambda status: _show_progress(feedback, status),
         )
     except ApiError as exc:
         raise QgsProcessingException(exc.message) from exc
@@ -212,7 +183,7 @@ def _run(
 
 
 class _ClassStyle(QgsProcessingLayerPostProcessorInterface):
-    """Colours the gathered segments by class once QGIS loads them (kept alive until then: QGIS
+    """Colours the job's segments by class once QGIS loads them (kept alive until then: QGIS
     holds only a pointer)."""
 
     _alive: list[_ClassStyle] = []
@@ -235,10 +206,8 @@ class _ClassStyle(QgsProcessingLayerPostProcessorInterface):
             self._alive.remove(self)
 
 
-def _show_progress(feedback: QgsProcessingFeedback, status: dict, *, part: tuple[int, int] = (0, 1)) -> None:
-    """The job's figures in the algorithm's dialog: the bar (over all ``part[1]`` jobs, this one being
-    ``part[0]``), and the tiles, pace, ETA and workers."""
-    index, count = part
-    feedback.setProgress((index + percent(status) / 100.0) * 100.0 / count)
-    text = progress_text(status)
-    feedback.setProgressText(f"class {index + 1} of {count}: {text}" if count > 1 else text)
+def _show_progress(feedback: QgsProcessingFeedback, status: dict) -> None:
+    """The job's figures in the algorithm's dialog: the bar, and the tiles (or tile × class pairs),
+    pace, ETA and workers."""
+    feedback.setProgress(percent(status))
+    feedback.setProgressText(progress_text(status))
