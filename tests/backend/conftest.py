@@ -111,3 +111,17 @@ class FixedPrompter:
 @pytest.fixture
 def box_segmenter() -> BoxSegmenter:
     return BoxSegmenter()
+
+
+@pytest.fixture
+def cli(tiny_lvlm_dir, tiny_sam2_dir, capsys):
+    """``think2seg ARGS`` in this process with the tiny models: (exit code, stdout, stderr)."""
+    from think2seg.cli import main
+
+    def run(*args):
+        models = ["--lvlm", str(tiny_lvlm_dir), "--segmenter", str(tiny_sam2_dir), "--device", "cpu"]
+        code = main([*map(str, args), *models])
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return run

@@ -125,17 +125,6 @@ def _classes_file(tmp_path):
 # --- the CLI with the tiny models -------------------------------------------------------------------
 
 
-@pytest.fixture
-def cli(tiny_lvlm_dir, tiny_sam2_dir, capsys):
-    def run(*args):
-        models = ["--lvlm", str(tiny_lvlm_dir), "--segmenter", str(tiny_sam2_dir), "--device", "cpu"]
-        code = main([*map(str, args), *models])
-        out, err = capsys.readouterr()
-        return code, out, err
-
-    return run
-
-
 @pytest.mark.slow
 def test_segment_with_repeated_questions_writes_a_class_column_and_a_band_per_class(cli, tmp_path):
     raster = write_raster(tmp_path / "scene.tif", scene(120, 160))

@@ -49,6 +49,30 @@ class ClassQuestions:
         object.__setattr__(self, "questions", checked)
 
 
+@dataclass(frozen=True)
+class Ask:
+    """One question of one class, as a run asks it; ``class_name`` is ``""`` for a question asked
+    without a class."""
+
+    class_name: str
+    question: str
+
+    @property
+    def label(self) -> str:
+        """The ``class`` column of what this question finds: the class name, else the question."""
+        return self.class_name or self.question
+
+    @property
+    def key(self) -> tuple[str, str]:
+        """(class column, question): what tells this question's rows apart in a run's tables."""
+        return self.label, self.question
+
+
+def asks_of(classes: Sequence[ClassQuestions]) -> tuple[Ask, ...]:
+    """Every question of every class, in the order given."""
+    return tuple(Ask(c.name, q) for c in classes for q in c.questions)
+
+
 def load_classes(path: str | os.PathLike[str]) -> list[ClassQuestions]:
     """The classes of a ``.yaml``/``.yml``/``.json`` file mapping class value -> question or list of questions."""
     file = Path(path).expanduser()

@@ -5,14 +5,17 @@ are final as they are and are streamed through in chunks; pieces that touch a se
 across tiles first, still in pixels. Then, per polygon: outline cleaning in pixels (as ``segment``
 does it: ``simplify_px`` is a tolerance in pixels whatever the geotransform), georeferencing,
 clipping to the AOI, areas (in the raster's own CRS), the minimum area, and last the explicit
-reprojection into a target CRS. Each raster of a run is finalized on its own: its rows of
-``segments`` are replaced and the other rasters' rows stay. Running it again gives the same layer,
+reprojection into a target CRS. Cleaning outlines (any ``outline`` but ``pixel``) looks at each
+polygon's neighbours, so then all of a raster's polygons are cleaned together, as ``segment`` cleans
+all of a window's: the same polygons in both. Each raster and question of a run is finalized on its
+own: its rows of ``segments`` are replaced and the other rows stay. Running it again gives the same layer,
 so a run interrupted while finalizing simply finalizes again when resumed.
 """
 
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterator
 from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,35 +61,67 @@ class FinalStats:
 
 
 def finalize(path: Path, stamp: RunStamp, finishing: Finishing, *, crs: CRS | None) -> FinalStats:
-    """(Re)write the ``segments`` rows of ``stamp.source`` in ``path`` (output CRS ``crs``) from the
-    pieces of its finished tiles."""
+    """(Re)write the ``segments`` rows of ``stamp``'s raster and question in ``path`` (output CRS
+    ``crs``) from the pieces of its finished tiles."""
     writer = _SegmentsWriter(path, stamp, crs)
-    source = "'" + stamp.source.replace("'", "''") + "'"
+    together = finishing.outline != "pixel" or finishing.simplify_px > 0  # cleaning looks at neighbours
+    held: list[Polygons] = []
+    for chunk in _single_pieces(path, stamp):
+        if together:
+            held.append(chunk)
+        else:
+            writer.write(*_finish(*chunk, finishing))
+    held.append(_stitched(path, stamp))
+    geometries, tiles, scores = (np.concatenate(parts) for parts in zip(*held))
+    writer.write(*_finish(geometries, tiles, scores, finishing))
+    writer.close()
+    return FinalStats(writer.count, writer.area)
+
+
+Polygons = tuple[np.ndarray, np.ndarray, np.ndarray]
+"""Pixel-coordinate polygons, the tiles each spans, and their scores."""
+
+
+def _where(stamp: RunStamp) -> str:
+    """The SQL condition on ``tile_pieces p`` for ``stamp``'s raster and question."""
+    return " AND ".join(f"p.{name} = {_quoted(value)}" for name, value in _keys(stamp).items())
+
+
+def _keys(stamp: RunStamp) -> dict[str, str]:
+    return {"source": stamp.source, "class": stamp.label, "question": stamp.question}
+
+
+def _quoted(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _single_pieces(path: Path, stamp: RunStamp) -> Iterator[Polygons]:
+    """The pieces that touch no seam (each a whole object of one tile), in chunks of :data:`CHUNK_PIECES`."""
     last_fid = -1
     while True:
         chunk = pyogrio.read_dataframe(
             path,
-            sql=f"SELECT p.fid, p.score, p.geom {_COMMITTED} WHERE p.source = {source} AND p.seam = 0 AND p.fid > {last_fid} "
-            f"ORDER BY p.fid LIMIT {CHUNK_PIECES}",
+            sql=f"SELECT p.fid, p.score, p.geom {_COMMITTED} WHERE {_where(stamp)} AND p.seam = 0 "
+            f"AND p.fid > {last_fid} ORDER BY p.fid LIMIT {CHUNK_PIECES}",
             fid_as_index=True,
         )
         if chunk.empty:
-            break
+            return
         last_fid = int(chunk.index[-1])
-        ones = np.ones(len(chunk), dtype=np.int32)
-        writer.write(*_finish(chunk.geometry.to_numpy(), ones, _floats(chunk["score"]), finishing))
+        yield chunk.geometry.to_numpy(), np.ones(len(chunk), dtype=np.int32), _floats(chunk["score"])
+
+
+def _stitched(path: Path, stamp: RunStamp) -> Polygons:
+    """The objects whose pieces touch a seam, merged across tiles."""
     seams = pyogrio.read_dataframe(
-        path,
-        sql=f"SELECT p.tile_id, p.score, p.geom {_COMMITTED} WHERE p.source = {source} AND p.seam = 1 ORDER BY p.fid",
+        path, sql=f"SELECT p.tile_id, p.score, p.geom {_COMMITTED} WHERE {_where(stamp)} AND p.seam = 1 ORDER BY p.fid"
     )
     # Merged in whole-pixel coordinates, where seam edges are exactly collinear whatever the
     # transform (a rotated one would make them cross in floating point).
     merged = merge_seam_pieces(list(seams.geometry.to_numpy()), seams["tile_id"].tolist(), _floats(seams["score"]))
     geometries = np.array([m.geometry for m in merged], dtype=object)
     tiles = np.array([m.tiles for m in merged], dtype=np.int32)
-    writer.write(*_finish(geometries, tiles, np.array([m.score for m in merged], dtype=np.float64), finishing))
-    writer.close()
-    return FinalStats(writer.count, writer.area)
+    return geometries, tiles, np.array([m.score for m in merged], dtype=np.float64)
 
 
 def _floats(values: pd.Series) -> np.ndarray:
@@ -127,7 +162,7 @@ class _SegmentsWriter:
     def __init__(self, path: Path, stamp: RunStamp, crs: CRS | None) -> None:
         self.path, self.stamp, self.crs = path, stamp, crs
         self.count, self.area = 0, 0.0
-        self._started = _delete_rows(path, stamp.source)  # False: the layer is created by the first write
+        self._started = _delete_rows(path, stamp)  # False: the layer is created by the first write
 
     def write(self, polygons: np.ndarray, tiles: np.ndarray, scores: np.ndarray, areas: np.ndarray) -> None:
         if not len(polygons) and self._started:
@@ -149,10 +184,12 @@ class _SegmentsWriter:
             self.write(np.array([], dtype=object), np.array([], dtype=np.int32), empty, empty)
 
 
-def _delete_rows(path: Path, source: str) -> bool:
-    """Delete ``source``'s rows of ``segments``; False when the layer does not exist yet."""
+def _delete_rows(path: Path, stamp: RunStamp) -> bool:
+    """Delete the rows of ``segments`` of ``stamp``'s raster and question; False when the layer does not exist yet."""
+    keys = _keys(stamp)
     with closing(sqlite3.connect(path)) as connection, connection:
         found = connection.execute("SELECT 1 FROM gpkg_contents WHERE table_name = 'segments'").fetchone()
         if found is not None:
-            connection.execute("DELETE FROM segments WHERE source = ?", (source,))
+            condition = " AND ".join(f'"{name}" = ?' for name in keys)
+            connection.execute(f"DELETE FROM segments WHERE {condition}", tuple(keys.values()))
     return found is not None

@@ -114,13 +114,14 @@ class BatchEngine(Protocol):
     segmenter: Segmenter
 
     def infer_batch(
-        self, tiles: Sequence[Tile], question: str, *, views: Sequence[Image.Image | None] | None = None
+        self, tiles: Sequence[Tile], question: str | Sequence[str], *, views: Sequence[Image.Image | None] | None = None
     ) -> list[Inference]: ...
 
 
 @dataclass(frozen=True)
 class BatchSummary:
-    """What a run did, over all its rasters. ``counts`` holds this execution's tiles per status (ok,
+    """What a run did, over all its rasters. ``counts`` holds this execution's tile results (one per
+    tile and question) per status (ok,
     no_target, unparseable, failed, no_data, outside_aoi); ``tiles_before`` were finished by earlier
     ones. ``batch_size`` is the size the run ended with, after ``oom_splits`` halvings on
     out-of-memory (in this process; with workers, the first worker's planned size)."""
@@ -146,6 +147,15 @@ class BatchSummary:
     output_crs: str = ""
     reprojected: bool = False
     """Whether the polygons were reprojected into ``output_crs`` (``--target-crs``)."""
+    questions: int = 1
+    """Questions asked of every tile (its classes'); tiles and counts are of tile-question pairs."""
+
+    def grid_text(self) -> str:
+        """The grid's size: "16 tiles", or "16 tiles x 3 questions = 48 results" with several."""
+        if self.questions == 1:
+            return f"{self.tiles_total} tiles"
+        tiles = self.tiles_total // self.questions
+        return f"{tiles} tiles x {self.questions} questions = {self.tiles_total} results"
 
     @property
     def processed(self) -> int:

@@ -6,6 +6,7 @@ import json
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+from think2seg.classes import Ask
 from think2seg.geo.read import RasterSource
 
 PIECES = "pixel"
@@ -16,6 +17,7 @@ LAYOUT = 2
 """The tables' layout: 2 = any number of rasters per file, every row keyed by its ``source``."""
 RUN_KEYS = (
     "question",
+    "classes",
     "tile_size_px",
     "overlap_px",
     "model",
@@ -31,6 +33,13 @@ RUN_KEYS = (
     "layout",
 )
 """The parameters every raster of one run shares; the others (source, raster, region, AOI, stretch) are per raster."""
+
+
+def stored_classes(asks: tuple[Ask, ...]) -> list[list[str]] | None:
+    """``asks`` as :attr:`BatchParams.classes` stores them (None for one question without a class)."""
+    if len(asks) == 1 and not asks[0].class_name:
+        return None
+    return [[ask.class_name, ask.question] for ask in asks]
 
 
 @dataclass(frozen=True)
@@ -61,6 +70,15 @@ class BatchParams:
     """The coordinates of the ``tile_pieces`` layer (a format marker, not an option)."""
     layout: int = LAYOUT
     """The tables' layout (a format marker, not an option)."""
+    classes: list[list[str]] | None = None
+    """Every (class name, question) the run asks of each tile (None: ``question`` alone, without a
+    class name; ``question`` is then the first of them)."""
+
+    def asks(self) -> tuple[Ask, ...]:
+        """The questions the run asks of every tile, in order."""
+        if self.classes is None:
+            return (Ask("", self.question),)
+        return tuple(Ask(name, question) for name, question in self.classes)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -74,6 +92,7 @@ class BatchParams:
         values.setdefault("target_crs", None)
         values.setdefault("min_score", 0.0)
         values.setdefault("outline", "pixel")
+        values.setdefault("classes", None)  # one question per run, before classes
         return cls(**{f.name: values[f.name] for f in fields(cls)})
 
     def format_problem(self) -> str | None:

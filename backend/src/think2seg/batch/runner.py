@@ -1,7 +1,11 @@
-"""Run one question over every tile of one or more rasters: plan, infer, record, stitch.
+"""Run questions (one, or every question of several classes) over every tile of one or more rasters:
+plan, infer, record, stitch.
 
     rasters ─▶ grids ─▶ segment_tiles (here, or on Ray workers) ─▶ outcomes ─▶ GeoPackage (this process only)
-    finished tiles of each raster ─▶ stitch seams ─▶ segments
+    finished tiles of each raster and question ─▶ stitch seams ─▶ segments
+
+Each tile is read once and asked all the questions in one model batch (one SAM encoding); a result
+is recorded per tile and question, so a resumed run redoes only the questions a tile still lacks.
 
 Memory stays flat in the rasters' size: tiles are read one window at a time, results go to the
 GeoPackage as tiles finish, and stitching keeps only the pieces that touch a seam. Every raster is
@@ -36,11 +40,12 @@ from think2seg.batch.finalize import FinalStats, Finishing, finalize
 from think2seg.batch.grid import GridTile, TileGrid
 from think2seg.batch.inputs import RasterRef, check_one_crs, check_rasters, raster_name, raster_ref
 from think2seg.batch.options import BatchEngine, BatchOptions, BatchProgress, BatchSummary, ModelSpec
-from think2seg.batch.params import BatchParams, raster_fingerprint
+from think2seg.batch.params import BatchParams, raster_fingerprint, stored_classes
 from think2seg.batch.region import aoi_fingerprint, batch_region, load_aoi
 from think2seg.batch.store import BatchStore, RasterEntry, TileRecord
-from think2seg.batch.work import RasterTiles, TileOutcome, segment_tiles
+from think2seg.batch.work import RasterTiles, TileOutcome, failed_tile, segment_tiles
 from think2seg.batch.workers import WorkerPool, require_ray, worker_pool
+from think2seg.classes import Ask, ClassQuestions, asks_of, classes_from_questions
 from think2seg.errors import BoundsError, Cancelled, InputError
 from think2seg.geo.read import RasterSource, RasterSpec
 from think2seg.geo.reproject import crs_label
@@ -59,7 +64,7 @@ Rasters = str | os.PathLike[str] | Sequence[str | os.PathLike[str]]
 
 def run_batch(
     rasters: Rasters,
-    question: str,
+    question: str | Sequence[ClassQuestions],
     output: str | os.PathLike[str],
     *,
     models: ModelSpec | BatchEngine,
@@ -70,6 +75,9 @@ def run_batch(
 ) -> BatchSummary:
     """Segment ``question`` over the whole of each raster (or its bounds/AOI) into the GeoPackage ``output``.
 
+    ``question`` is one question, or classes (:mod:`think2seg.classes`): every question of every
+    class is asked of each tile in one pass, and every row says its ``class``.
+
     ``rasters`` is one path or several (see :func:`~think2seg.batch.inputs.expand_rasters` for
     globs and folders). ``models`` is a :class:`ModelSpec` (loaded only if unfinished tiles remain;
     required with ``options.workers``) or an engine: anything with ``infer_batch`` and
@@ -79,7 +87,7 @@ def run_batch(
     input (a tile's failure is recorded instead).
     """
     started = time.perf_counter()
-    question = validate_question(question)
+    asks = _asks(question)
     paths = [raster_ref(rasters)] if isinstance(rasters, (str, os.PathLike)) else [raster_ref(r) for r in rasters]
     infos = check_rasters(  # every problem at once, before any model
         paths, pixel_coords=options.pixel_coords, resolution_m=options.resolution_m, stac_asset=options.stac_asset
@@ -90,13 +98,30 @@ def run_batch(
             raise InputError("Ray workers load their own models: give a ModelSpec, not a loaded engine")
         require_ray()  # the missing extra is said before anything is written
     run_id = uuid.uuid4().hex
-    plans, skipped = _plan_all(paths, question, models, options, out_crs, run_id)
+    plans, skipped = _plan_all(paths, asks, models, options, out_crs, run_id)
     store = BatchStore.open(Path(output), [p.entry for p in plans], out_crs, options.continuation)
     run = _Run(plans, store, models, options, on_progress, stop)
     run.execute(progress)
     with run.timer.stage("finalize"):
-        stats = [finalize(store.path, plan.entry.stamp, plan.finishing(options, store), crs=out_crs) for plan in plans]
+        stats = [
+            finalize(store.path, plan.entry.stamp_for(ask), plan.finishing(options, store), crs=out_crs)
+            for plan in plans
+            for ask in plan.entry.asks
+        ]
     return run.summary(stats, skipped, time.perf_counter() - started)
+
+
+def _asks(question: str | Sequence[ClassQuestions]) -> tuple[Ask, ...]:
+    """The questions of the run: one, or every question of the classes (checked before any work)."""
+    if isinstance(question, str):
+        return asks_of(classes_from_questions([validate_question(question)]))
+    asks = asks_of(question)
+    if not asks:
+        raise InputError("give at least one question or class")
+    repeated = [a.label for a, n in Counter(asks).items() if n > 1]
+    if repeated:
+        raise InputError(f"{repeated[0]!r} is asked twice: give each class and question once")
+    return asks
 
 
 @dataclass
@@ -148,7 +173,7 @@ class _Raster:
 
 def _plan_all(
     paths: list[RasterRef],
-    question: str,
+    asks: tuple[Ask, ...],
     models: ModelSpec | BatchEngine,
     options: BatchOptions,
     out_crs: CRS | None,
@@ -158,7 +183,7 @@ def _plan_all(
     plans, skipped, errors = [], [], []
     for path in paths:
         try:
-            plans.append(_plan(path, question, models, options, out_crs, run_id))
+            plans.append(_plan(path, asks, models, options, out_crs, run_id))
         except BoundsError as exc:
             if len(paths) == 1:
                 raise
@@ -171,7 +196,7 @@ def _plan_all(
 
 def _plan(
     path: RasterRef,
-    question: str,
+    asks: tuple[Ask, ...],
     models: ModelSpec | BatchEngine,
     options: BatchOptions,
     out_crs: CRS | None,
@@ -185,14 +210,16 @@ def _plan(
         aoi = load_aoi(options.aoi, source.crs) if options.aoi else None
         region = batch_region(source, bounds=options.bounds, aoi=aoi)
         grid = TileGrid(region, options.tile_size_px, options.overlap_px)
-        params = _params(source, question, region, aoi, models, options, out_crs)
-        stamp = RunStamp(run_id, question, params.model, params.segmenter, params.source, datetime.now(timezone.utc))
+        params = _params(source, asks, region, aoi, models, options, out_crs)
+        stamp = RunStamp(
+            run_id, params.question, params.model, params.segmenter, params.source, datetime.now(timezone.utc)
+        )
         return _Raster(spec, source.transform, source.crs, grid, aoi, RasterEntry(params, stamp, source.crs))
 
 
 def _params(
     source: RasterSource,
-    question: str,
+    asks: tuple[Ask, ...],
     region: Window,
     aoi: BaseGeometry | None,
     models: ModelSpec | BatchEngine,
@@ -202,7 +229,8 @@ def _params(
     model, segmenter, max_new_tokens = _model_names(models)
     limits = source.stretch_limits(region)
     return BatchParams(
-        question=question,
+        question=asks[0].question,
+        classes=stored_classes(asks),
         source=str(source.path.resolve()) if source.location.is_local else source.location.label,
         raster=raster_fingerprint(source),
         region=(int(region.col_off), int(region.row_off), int(region.width), int(region.height)),
@@ -245,8 +273,9 @@ class _Run:
         self.sizer = BatchSizer(1, requested=1)
         self.on_progress, self.stop = on_progress, stop
         self.finished_before = {source: store.finished(source) for source in self.rasters}
-        self.total = sum(len(r.grid) for r in rasters)
-        self.before = sum(len(done) for done in self.finished_before.values())
+        self.questions = len(rasters[0].entry.asks)
+        self.total = sum(len(r.grid) for r in rasters) * self.questions  # tile-question pairs
+        self.before = sum(len(d) for done in self.finished_before.values() for d in done.values())
         self.counts: Counter[str] = Counter()
         self.workers_alive, self.retries = 0, 0
         self.timer = StageTimer()
@@ -262,8 +291,8 @@ class _Run:
                 if works and pool is None:
                     self._load()
                 self.bar = tqdm(total=self.total, initial=self.before, unit="tile", disable=not progress, smoothing=0.1)
-                for source, tile in outside:
-                    self._record_outside(source, tile)
+                for source, tile, asks in outside:
+                    self._record_outside(source, tile, asks)
                 if pool is not None:
                     report = pool.run(works, self.record, self._status, self.stop)
                     self.sizer = BatchSizer(report.batch_size, requested=report.batch_size)
@@ -279,31 +308,27 @@ class _Run:
                 self.bar.close()
             self.timer.add("write", self.store.write_s)
 
-    def _split(self) -> tuple[list[RasterTiles], list[tuple[str, GridTile]]]:
-        """The unfinished tiles: per raster, those to segment; and those outside the AOI."""
+    def _split(self) -> tuple[list[RasterTiles], list[tuple[str, GridTile, tuple[Ask, ...]]]]:
+        """The unfinished tiles: per raster and set of questions still to ask, those to segment; and
+        those outside the AOI (with the questions they lack)."""
         works, outside = [], []
         for source, raster in self.rasters.items():
             done = self.finished_before[source]
-            inside = []
+            inside: dict[tuple[Ask, ...], list[GridTile]] = {}  # usually one set: every question
             for tile in raster.grid:
-                if tile.tile_id in done:
+                missing = tuple(a for a in raster.entry.asks if tile.tile_id not in done.get(a.key, {}))
+                if not missing:
                     continue
                 if raster.aoi is None or shapely.intersects(raster.footprint(tile.core), raster.aoi):
-                    inside.append(tile)
+                    inside.setdefault(missing, []).append(tile)
                 else:
-                    outside.append((source, tile))
-            if inside:
-                limits = {int(k): (lo, hi) for k, (lo, hi) in raster.entry.params.stretch.items()}
-                question = raster.entry.params.question
+                    outside.append((source, tile, missing))
+            limits = {int(k): (lo, hi) for k, (lo, hi) in raster.entry.params.stretch.items()}
+            for asks, tiles in inside.items():
+                options = self.options
                 works.append(
                     RasterTiles(
-                        source,
-                        raster.spec,
-                        question,
-                        tuple(inside),
-                        limits,
-                        self.options.pixel_coords,
-                        self.options.min_score,
+                        source, raster.spec, asks, tuple(tiles), limits, options.pixel_coords, options.min_score
                     )
                 )
         return works, outside
@@ -343,7 +368,9 @@ class _Run:
             tiles_total=self.total,
             tiles_before=self.before,
             counts=dict(self.counts),
-            previously_failed=sum(s.is_failure for done in self.finished_before.values() for s in done.values()),
+            previously_failed=sum(
+                s.is_failure for done in self.finished_before.values() for d in done.values() for s in d.values()
+            ),
             polygons=sum(s.polygons for s in stats),
             total_area_m2=sum(s.total_area_m2 for s in stats),
             seconds=dict(self.timer.seconds),
@@ -357,12 +384,13 @@ class _Run:
             retries=self.retries,
             output_crs=crs_label(self.store.crs),
             reprojected=self.options.target_crs is not None,
+            questions=self.questions,
         )
 
-    def _record_outside(self, source: str, grid_tile: GridTile) -> None:
+    def _record_outside(self, source: str, grid_tile: GridTile, asks: tuple[Ask, ...]) -> None:
         footprint = self.rasters[source].footprint(grid_tile.window)
-        outcome = TileOutcome(grid_tile, TileStatus.OUTSIDE_AOI, "the tile misses the AOI")
-        self._record(TileRecord(source, outcome, footprint))
+        for outcome in failed_tile(grid_tile, asks, TileStatus.OUTSIDE_AOI, "the tile misses the AOI"):
+            self._record(TileRecord(source, outcome, footprint))
 
     def record(self, source: str, outcome: TileOutcome) -> None:
         """Record a finished tile of ``source`` (from this process or a worker)."""

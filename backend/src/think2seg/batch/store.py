@@ -3,8 +3,8 @@
 Layers: ``runs`` (the parameters, one row per raster), ``tiles`` (one row per finished tile:
 footprint, status, time, instances, reasoning), ``tile_pieces`` (each tile's core polygons, the raw
 material of ``segments``), ``prompt_boxes``, ``prompt_points`` and, once the run ends, ``segments``.
-One file holds any number of rasters: every row says its ``source`` raster, and tiles are keyed by
-(source, tile_id).
+One file holds any number of rasters and questions: every row says its ``source`` raster, its
+``class`` and its ``question``, and tile results are keyed by (source, class, question, tile_id).
 
 ``tile_pieces`` is in whole-pixel coordinates of its raster (x = column, y = row, y down; vertices
 are pixel corners), so it has no CRS: pieces of one object from neighbouring tiles share their seam
@@ -41,8 +41,10 @@ from shapely.geometry import Polygon
 
 from think2seg._version import __version__
 from think2seg.batch.grid import GridTile
+from think2seg.batch.layout import ADDED_COLUMNS, add_missing_columns, has_all_layers, remove_gpkg
 from think2seg.batch.params import BatchParams
 from think2seg.batch.work import TileOutcome
+from think2seg.classes import Ask
 from think2seg.errors import InputError, OutputError
 from think2seg.geo.reproject import Reprojection, crs_label
 from think2seg.output.atomic import check_output_path
@@ -68,6 +70,18 @@ class RasterEntry:
     def source(self) -> str:
         return self.params.source
 
+    @property
+    def asks(self) -> tuple[Ask, ...]:
+        return self.params.asks()
+
+    def stamp_for(self, ask: Ask) -> RunStamp:
+        """The stamp of the features ``ask`` finds (its question and class)."""
+        return replace(self.stamp, question=ask.question, class_name=ask.class_name)
+
+
+Finished = dict[tuple[str, str], dict[int, TileStatus]]
+"""(class, question) -> tile_id -> status of the committed tile results of one raster."""
+
 
 @dataclass
 class TileRecord:
@@ -92,6 +106,11 @@ class TileRecord:
     @property
     def pieces(self) -> np.ndarray:
         return self.outcome.pieces
+
+    @property
+    def ask(self) -> Ask:
+        assert self.outcome.ask is not None  # noqa: S101 (every producer of outcomes sets it)
+        return self.outcome.ask
 
 
 class BatchStore:
@@ -142,10 +161,10 @@ class BatchStore:
         return next(iter(self._stored.values())).params.run_level()
 
     def complete(self) -> bool:
-        return _has_all_layers(self.path)
+        return has_all_layers(self.path)
 
     def remove(self) -> None:
-        _remove(self.path)
+        remove_gpkg(self.path)
 
     def create(self) -> None:
         self._write("runs", self._runs_frame(list(self.entries.values())), None)
@@ -186,7 +205,7 @@ class BatchStore:
     def _continue(self) -> None:
         """Adopt the stored stamps, add the columns a file written before them lacks, and record
         the rasters the file did not hold yet."""
-        _add_missing_columns(self.path, ADDED_COLUMNS)
+        add_missing_columns(self.path, ADDED_COLUMNS, question=next(iter(self._stored.values())).params.question)
         run_id = next(iter(self._stored.values())).stamp.run_id
         added = []
         for source, entry in self.entries.items():
@@ -202,18 +221,23 @@ class BatchStore:
     def discard(self) -> None:
         """Delete a file this run created and that holds no finished tile (e.g. the models failed to load)."""
         if self.created and not self._pending and not any(self.finished(s) for s in self.entries):
-            _remove(self.path)
+            remove_gpkg(self.path)
 
-    def finished(self, source: str) -> dict[int, TileStatus]:
-        """tile_id -> status of every tile of ``source`` with a committed result."""
+    def finished(self, source: str) -> Finished:
+        """(class, question) -> tile_id -> status of every tile result of ``source`` committed."""
         frame = pyogrio.read_dataframe(
             self.path,
             layer="tiles",
-            columns=["tile_id", "status"],
+            columns=["class", "question", "tile_id", "status"],
             read_geometry=False,
             where=f"source = {_quoted(source)}",
         )
-        return dict(zip(frame["tile_id"].astype(int), map(TileStatus, frame["status"])))
+        done: Finished = {}
+        for label, question, tile_id, status in frame[["class", "question", "tile_id", "status"]].itertuples(
+            index=False
+        ):
+            done.setdefault((label, question), {})[int(tile_id)] = TileStatus(status)
+        return done
 
     def add(self, record: TileRecord) -> None:
         """Queue a tile's result; written with others at most every few seconds or tiles."""
@@ -262,15 +286,16 @@ class BatchStore:
     def _runs_frame(self, entries: Sequence[RasterEntry]) -> pd.DataFrame:
         rows = []
         for entry in entries:
-            row = entry.stamp.row(status="batch")
-            row.update(
-                kind="batch",
-                params=entry.params.to_json(),
-                raster_crs=crs_label(entry.crs),
-                output_crs=crs_label(self.crs),
-                think2seg_version=__version__,
-            )
-            rows.append(row)
+            for ask in entry.asks:  # one row per raster and question, as in ``segment``
+                row = entry.stamp_for(ask).row(status="batch")
+                row.update(
+                    kind="batch",
+                    params=entry.params.to_json(),
+                    raster_crs=crs_label(entry.crs),
+                    output_crs=crs_label(self.crs),
+                    think2seg_version=__version__,
+                )
+                rows.append(row)
         frame = pd.DataFrame(rows)
         frame["created_at"] = frame["created_at"].astype("datetime64[ms, UTC]")
         return frame
@@ -298,6 +323,8 @@ class BatchStore:
         windows = [(r.tile.window, r.tile.core) for r in records]
         columns = {
             "source": texts([r.source for r in records]),
+            "class": texts([r.ask.label for r in records]),
+            "question": texts([r.ask.question for r in records]),
             "tile_id": ints([r.tile.tile_id for r in records]),
             "row": ints([r.tile.row for r in records]),
             "col": ints([r.tile.col for r in records]),
@@ -328,6 +355,8 @@ class BatchStore:
         counts = [len(r.pieces) for r in records]
         columns = {
             "source": pd.Series(np.repeat([r.source for r in records], counts), dtype="object"),
+            "class": pd.Series(np.repeat([r.ask.label for r in records], counts), dtype="object"),
+            "question": pd.Series(np.repeat([r.ask.question for r in records], counts), dtype="object"),
             "tile_id": pd.Series(np.repeat([r.tile.tile_id for r in records], counts), dtype="int32"),
             "attempt": pd.Series(np.repeat([r.attempt for r in records], counts), dtype="object"),
             "seam": pd.Series(np.concatenate([r.seams for r in records] or [np.array([], dtype=bool)]), dtype="int32"),
@@ -342,7 +371,7 @@ class BatchStore:
             entry = self.entries[r.source]
             frame = boxes_frame(
                 r.outcome.instances,
-                entry.stamp,
+                entry.stamp_for(r.ask),
                 status=r.status.value,
                 reasoning=r.outcome.reasoning,
                 crs=entry.crs,
@@ -357,7 +386,9 @@ class BatchStore:
         frames = []
         for r in records:
             entry = self.entries[r.source]
-            frame = points_frame(r.outcome.instances, entry.stamp, status=r.status.value, crs=entry.crs, tags=_tags(r))
+            frame = points_frame(
+                r.outcome.instances, entry.stamp_for(r.ask), status=r.status.value, crs=entry.crs, tags=_tags(r)
+            )
             frames.append(self._in_output_crs(frame, entry))
         return _concat(frames or [points_frame((), self._any_stamp(), status="", crs=self.crs, tags=EMPTY_TAGS)])
 
@@ -391,43 +422,6 @@ def _concat(frames: list[gpd.GeoDataFrame]) -> gpd.GeoDataFrame:
     return pd.concat(filled, ignore_index=True) if len(filled) > 1 else (filled or frames)[0]
 
 
-LAYERS = ("runs", "tiles", "tile_pieces", "prompt_boxes", "prompt_points")
-
-
-ADDED_COLUMNS = {
-    "tile_pieces": {"score": "REAL"},
-    "prompt_boxes": {"score": "REAL", "class": "TEXT"},
-    "prompt_points": {"score": "REAL", "class": "TEXT"},
-    "segments": {"score": "REAL", "class": "TEXT"},
-    "runs": {"class": "TEXT"},
-}
-"""Columns added since the first batch layout: a run stored before them gets them (NULL, i.e. unknown)
-when it is continued, so its old and new rows fit one table."""
-
-
-def _add_missing_columns(path: Path, added: dict[str, dict[str, str]]) -> None:
-    with closing(sqlite3.connect(path)) as connection, connection:
-        for layer, columns in added.items():
-            present = {row[1] for row in connection.execute(f'PRAGMA table_info("{layer}")')}
-            if not present:  # no such table yet (segments before the first finalize)
-                continue
-            for name, kind in columns.items():
-                if name not in present:
-                    connection.execute(f'ALTER TABLE "{layer}" ADD COLUMN "{name}" {kind}')
-                    if name == "class":  # a run without named classes: its class is its question
-                        connection.execute(f'UPDATE "{layer}" SET "class" = question')
-
-
-def _remove(path: Path) -> None:
-    """Delete a GeoPackage and SQLite's files beside it."""
-    for leftover in (path, *(path.with_name(path.name + suffix) for suffix in ("-wal", "-shm", "-journal"))):
-        leftover.unlink(missing_ok=True)
-
-
-def _has_all_layers(path: Path) -> bool:
-    return set(LAYERS) <= {str(name) for name, _ in pyogrio.list_layers(path)}
-
-
 def _quoted(text: str) -> str:
     """``text`` as an SQL string literal."""
     return "'" + text.replace("'", "''") + "'"
@@ -447,6 +441,8 @@ def _read_runs(path: Path, policy: Continuation) -> dict[str, RasterEntry]:
         raise OutputError(policy.unreadable_message(path, problem))
     entries = {}
     for (_, row), params in zip(runs.iterrows(), all_params):
+        if params.source in entries:  # one row per question of a raster: the first holds its stamp
+            continue
         created = pd.Timestamp(row["created_at"]).to_pydatetime()
         stamp = RunStamp(row["run_id"], row["question"], row["model"], row["segmenter"], row["source"], created)
         crs_wkt = params.raster.get("crs")

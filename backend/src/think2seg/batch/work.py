@@ -1,6 +1,10 @@
 """The work on one raster's tiles, the same in the driver's process and in a Ray worker.
 
-    planned tiles ─▶ read + 840 view ─▶ engine.infer_batch (micro-batches) ─▶ core pieces ─▶ outcomes
+    planned tiles ─▶ read + 840 view ─▶ engine.infer_batch (micro-batches of tile × question) ─▶ core pieces
+                 ─▶ one outcome per tile and question
+
+Every question of the run (its classes) is asked of a tile in the same model batch: the tile is read
+and its view made once, and SAM encodes it once for all its questions.
 
 An outcome is everything the driver needs to record a tile except what depends on the whole grid
 (which core edges are seams) or on the output (footprints): both are added by the driver, which
@@ -19,6 +23,7 @@ import numpy as np
 from think2seg.batch.grid import GridTile
 from think2seg.batch.options import BatchEngine
 from think2seg.batch.tiles import Prefetcher, ReadTile, read_tiles
+from think2seg.classes import Ask
 from think2seg.engine import Inference, scored_mask
 from think2seg.geo.bands import StretchLimits
 from think2seg.geo.read import RasterSpec
@@ -38,7 +43,8 @@ class RasterTiles:
 
     source: str
     raster: RasterSpec
-    question: str
+    asks: tuple[Ask, ...]
+    """The questions asked of each of these tiles (all of the run's, or those a tile still lacks)."""
     tiles: tuple[GridTile, ...]
     limits: StretchLimits
     pixel_coords: bool = False
@@ -47,7 +53,7 @@ class RasterTiles:
 
 @dataclass
 class TileOutcome:
-    """What one tile attempt produced; ``pieces`` are its core's polygons in whole-pixel
+    """What one tile attempt produced for one question (``ask``); ``pieces`` are its core's polygons in whole-pixel
     coordinates of the raster, ``scores`` the score of the instance that produced each piece (NaN:
     unknown), ``timings`` the seconds of each stage it went through."""
 
@@ -61,6 +67,13 @@ class TileOutcome:
     pieces: np.ndarray = field(default_factory=lambda: np.array([], dtype=object))
     timings: dict[str, float] = field(default_factory=dict)
     scores: np.ndarray = field(default_factory=lambda: np.array([], dtype=np.float64))
+    ask: Ask | None = None
+    """The question this outcome answers (set by every producer; None only in hand-made outcomes)."""
+
+
+def failed_tile(grid_tile: GridTile, asks: tuple[Ask, ...], status: TileStatus, message: str) -> list[TileOutcome]:
+    """One outcome per question for a tile that got no answer (failed, outside the AOI...)."""
+    return [TileOutcome(grid_tile, status, message, ask=ask) for ask in asks]
 
 
 def segment_tiles(
@@ -71,7 +84,9 @@ def segment_tiles(
     prefetch: int = 0,
     stop: threading.Event | None = None,
 ) -> Iterator[TileOutcome]:
-    """Outcomes of ``work``'s tiles, in micro-batches of the sizer's current size.
+    """Outcomes of ``work``'s tiles, one per tile and question, in micro-batches of about the
+    sizer's current size (counted in tile-question pairs, in whole tiles so that all the questions
+    of a tile share its SAM encoding).
 
     The reader keeps the next batch (and ``prefetch`` tiles more) ready while the models work.
     Tiles without data or that cannot be read cost no model call. Setting ``stop`` ends the
@@ -83,10 +98,10 @@ def segment_tiles(
     try:
         for item in prefetcher if prefetcher is not None else items:
             if item.error or item.tile is None or not item.tile.has_data:
-                yield _unread(item)
+                yield from _unread(item, work.asks)
                 continue
             batch.append(item)
-            if len(batch) >= sizer.size:
+            if len(batch) * len(work.asks) >= sizer.size:
                 if stop is not None and stop.is_set():
                     return
                 yield from _infer(engine, work, batch, sizer)
@@ -98,28 +113,33 @@ def segment_tiles(
             prefetcher.close()
 
 
-def _unread(item: ReadTile) -> TileOutcome:
-    timings = dict(item.timer.seconds)
-    if item.error:
-        return TileOutcome(item.grid_tile, TileStatus.FAILED, item.error, timings=timings)
-    return TileOutcome(item.grid_tile, TileStatus.NO_DATA, "the tile holds only nodata pixels", timings=timings)
+def _unread(item: ReadTile, asks: tuple[Ask, ...]) -> Iterator[TileOutcome]:
+    status, message = (
+        (TileStatus.FAILED, item.error) if item.error else (TileStatus.NO_DATA, "the tile holds only nodata pixels")
+    )
+    for ask in asks:  # the read's time is counted once, with the first question
+        timings = dict(item.timer.seconds) if ask is asks[0] else {}
+        yield TileOutcome(item.grid_tile, status, message, timings=timings, ask=ask)
 
 
 def _infer(engine: BatchEngine, work: RasterTiles, batch: list[ReadTile], sizer: BatchSizer) -> Iterator[TileOutcome]:
-    def infer(items: list[ReadTile]) -> list[Inference]:
-        tiles = [i.tile for i in items if i.tile is not None]  # all: only tiles read are batched
-        return engine.infer_batch(tiles, work.question, views=[i.view for i in items])
+    def infer(pairs: list[tuple[ReadTile, Ask]]) -> list[Inference]:
+        tiles = [i.tile for i, _ in pairs if i.tile is not None]  # all: only tiles read are batched
+        questions = [ask.question for _, ask in pairs]
+        return engine.infer_batch(tiles, questions, views=[i.view for i, _ in pairs])
 
-    for outcome in push(batch, infer, sizer):
-        item, inference = outcome.item, outcome.result
+    pairs = [(item, ask) for item in batch for ask in work.asks]  # one tile object per tile: encoded once
+    for outcome in push(pairs, infer, sizer):
+        (item, ask), inference = outcome.item, outcome.result
+        read_s = dict(item.timer.seconds) if ask is work.asks[0] else {}  # the read counted once per tile
         if inference is None:
-            log.warning("tile %d failed: %s", item.grid_tile.tile_id, outcome.message)
+            log.warning("tile %d failed (%s): %s", item.grid_tile.tile_id, ask.label, outcome.message)
             yield TileOutcome(
-                item.grid_tile, TileStatus.FAILED, outcome.message, outcome.seconds, timings=dict(item.timer.seconds)
+                item.grid_tile, TileStatus.FAILED, outcome.message, outcome.seconds, timings=read_s, ask=ask
             )
             continue
         timer = StageTimer()
-        timer.merge(item.timer.seconds)
+        timer.merge(read_s)
         timer.merge(inference.timings_s)
         with timer.stage("vectorize"):
             pieces, scores = core_pieces(item.grid_tile, inference, min_score=work.min_score)
@@ -127,13 +147,14 @@ def _infer(engine: BatchEngine, work: RasterTiles, batch: list[ReadTile], sizer:
             item.grid_tile,
             TileStatus.from_result(inference.status),
             inference.message,
-            outcome.seconds + item.timer.total,
+            outcome.seconds + sum(read_s.values()),
             inference.instances,
             inference.reasoning,
             inference.raw_answer,
             pieces,
             dict(timer.seconds),
             scores,
+            ask,
         )
 
 

@@ -33,7 +33,7 @@ from types import ModuleType
 from typing import Any
 
 from think2seg.batch.options import BatchOptions, ModelSpec
-from think2seg.batch.work import RasterTiles, TileOutcome, segment_tiles
+from think2seg.batch.work import RasterTiles, TileOutcome, failed_tile, segment_tiles
 from think2seg.errors import DeviceError, InputError, ModelError
 from think2seg.runs.microbatch import BatchSize, BatchSizer
 from think2seg.runs.states import TileStatus
@@ -268,7 +268,8 @@ class WorkerPool:
             self.deaths[key] += 1
             if self.deaths[key] >= MAX_DEATHS:
                 message = f"the worker died {MAX_DEATHS} times on this tile (killed, out of memory or node lost)"
-                self.record(chunk.source, TileOutcome(tile, TileStatus.FAILED, message))
+                for outcome in failed_tile(tile, chunk.asks, TileStatus.FAILED, message):
+                    self.record(chunk.source, outcome)
             else:
                 again.append(tile)
         if again:
@@ -277,7 +278,8 @@ class WorkerPool:
 
     def _fail(self, chunk: RasterTiles, message: str) -> None:
         for tile in chunk.tiles:
-            self.record(chunk.source, TileOutcome(tile, TileStatus.FAILED, message))
+            for outcome in failed_tile(tile, chunk.asks, TileStatus.FAILED, message):
+                self.record(chunk.source, outcome)
 
     def _feed(self, index: int) -> None:
         """Send chunks to worker ``index`` until it holds ``IN_FLIGHT`` of them."""
@@ -285,7 +287,7 @@ class WorkerPool:
             return
         held = sum(1 for i, chunk in self.pending.values() if i == index and chunk is not None)
         for _ in range(IN_FLIGHT - held):
-            chunk = self._take(max(2, 2 * self.sizes[index]))
+            chunk = self._take(self.sizes[index])
             if chunk is None:
                 return
             self.pending[self.actors[index].segment.remote(chunk)] = (index, chunk)
@@ -293,12 +295,14 @@ class WorkerPool:
     def _left(self) -> bool:
         return any(work.tiles for work in self.queue)
 
-    def _take(self, size: int) -> RasterTiles | None:
-        """The next ``size`` tiles of one raster (two batches: the worker reads one while it infers one)."""
+    def _take(self, batch_size: int) -> RasterTiles | None:
+        """The next tiles of one raster for a worker of ``batch_size`` (tile-question pairs): two
+        batches, so the worker reads one while it infers the other."""
         while self.queue and not self.queue[0].tiles:
             self.queue.popleft()
         if not self.queue:
             return None
         head = self.queue[0]
+        size = max(2, 2 * max(1, batch_size // len(head.asks)))
         self.queue[0] = replace(head, tiles=head.tiles[size:])
         return replace(head, tiles=head.tiles[:size])

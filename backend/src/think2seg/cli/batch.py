@@ -1,5 +1,8 @@
 """``think2seg batch RASTER [RASTER ...] QUESTION -o OUT.gpkg``: one question over every tile of the rasters.
 
+``--question`` (repeated) or ``--classes FILE`` instead of QUESTION asks several in one pass: every
+tile is read once and asked all of them in one model batch; every row says its ``class``.
+
 Exit status: 0 done; 1 bad input or an error (nothing is written, or the output keeps what was
 finished); 2 bad usage; 3 done but some tiles failed (``--retry-failed`` redoes them); 130 interrupted
 (``--resume`` continues).
@@ -13,21 +16,25 @@ import signal
 import sys
 from pathlib import Path
 
-from think2seg.batch.inputs import expand_rasters
+from think2seg.batch.inputs import RasterRef, expand_rasters
 from think2seg.batch.options import BatchOptions, BatchSummary
 from think2seg.batch.runner import run_batch
+from think2seg.classes import ClassQuestions
 from think2seg.cli.options import (
     add_batch_size,
     add_bounds,
+    add_class_options,
     add_gpkg_output,
     add_model_options,
     add_option,
     add_remote_options,
     add_vector_options,
+    classes_from_args,
     model_spec,
 )
 from think2seg.cli.summary import format_area, format_timings
 from think2seg.errors import InputError
+from think2seg.geo.remote import is_remote
 from think2seg.options import OVERLAP_PX, PREFETCH, TILE_SIZE_PX
 from think2seg.output.formats import VECTOR_FORMATS, check_vector_output, export_layer
 
@@ -42,18 +49,19 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         "batch",
         help="segment every tile of one or many rasters of any size",
         description=(
-            "Ask one question over every tile of one or many rasters (or of --bounds / --aoi) and write stitched "
+            "Ask one question (or several: --question repeated, --classes FILE) over every tile of one or many "
+            "rasters (or of --bounds / --aoi) and write stitched "
             "polygons to one GeoPackage as tiles finish; every row names its source raster. Interrupted runs "
             "continue with --resume. --workers N runs the models on N Ray workers (GPUs or CPU shares)."
         ),
     )
     parser.add_argument(
-        "rasters",
+        "inputs",
         nargs="*",
-        metavar="RASTER",
-        help="rasters GDAL reads (GeoTIFF, COG, VRT...): files, folders (their rasters) or quoted globs like 'tiles/*.tif'",
+        metavar="RASTER ... QUESTION",
+        help="rasters GDAL reads (GeoTIFF, COG, VRT...): files, folders (their rasters) or quoted globs like "
+        "'tiles/*.tif'; then what to segment, e.g. \"every solar farm\" (unless --question or --classes says it)",
     )
-    parser.add_argument("question", help='what to segment, e.g. "every solar farm"')
     parser.add_argument(
         "--from-list", type=Path, metavar="FILE", help="also the rasters listed in FILE (one path or glob per line)"
     )
@@ -110,6 +118,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         metavar="ADDR",
         help="the Ray cluster the workers join (default RAY_ADDRESS, else a local Ray instance)",
     )
+    add_class_options(parser)
     add_vector_options(parser)
     add_model_options(parser)
     parser.set_defaults(run=run_command)
@@ -119,14 +128,12 @@ def run_command(args: argparse.Namespace) -> int:
     export = check_vector_output(args.export, overwrite=args.overwrite) if args.export else None
     if export is not None and export == Path(args.output).expanduser().absolute():
         raise InputError(f"--export {export.name} is the run's own output: choose another file")
+    rasters, classes = _rasters_and_classes(args)
     options = BatchOptions.named_like(args)
     models = model_spec(args)
-    rasters = expand_rasters(args.rasters, from_list=args.from_list)
     previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
-        summary = run_batch(
-            rasters, args.question, args.output, models=models, options=options, progress=not args.quiet
-        )
+        summary = run_batch(rasters, classes, args.output, models=models, options=options, progress=not args.quiet)
     except KeyboardInterrupt:
         print(
             f"think2seg: interrupted; the finished tiles are saved in {args.output}: "
@@ -142,6 +149,24 @@ def run_command(args: argparse.Namespace) -> int:
             log.warning("%s: %s", export.name, note)
         print(f"exported   {export}")
     return EXIT_SOME_TILES_FAILED if summary.failed or summary.previously_failed else 0
+
+
+def _rasters_and_classes(args: argparse.Namespace) -> tuple[list[RasterRef], list[ClassQuestions]]:
+    """The rasters and what to ask of them: the last positional is the question unless
+    ``--question`` or ``--classes`` says what to segment."""
+    inputs = list(args.inputs)
+    told = bool(args.questions) or args.classes is not None
+    if told and inputs and _looks_like_a_question(inputs[-1]):
+        args.question = inputs.pop()  # refused below, with what to do
+    else:
+        args.question = None if told or not inputs else inputs.pop()
+    classes = classes_from_args(args)
+    return expand_rasters(inputs, from_list=args.from_list), classes
+
+
+def _looks_like_a_question(text: str) -> bool:
+    """Words, not a raster: no such file, no URL, and spaces in it."""
+    return " " in text.strip() and not is_remote(text) and not Path(text).expanduser().exists()
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -168,7 +193,7 @@ def format_batch_summary(summary: BatchSummary) -> str:
         f"output     {summary.output}"
         + (f" ({summary.rasters} rasters)" if summary.rasters > 1 else "")
         + (f", reprojected into {summary.output_crs}" if summary.reprojected else ""),
-        f"tiles      {summary.tiles_total} in the grid; segmented now {summary.processed}"
+        f"tiles      {summary.tiles_total if summary.questions == 1 else summary.grid_text()} in the grid; segmented now {summary.processed}"
         + (f" ({done_now})" if done_now else "")
         + f"; skipped {summary.skipped}"
         + (f" ({skipped})" if skipped else "")

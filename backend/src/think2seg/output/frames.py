@@ -26,6 +26,11 @@ class RunStamp:
     created_at: datetime
     class_name: str = ""
 
+    @property
+    def label(self) -> str:
+        """The ``class`` column's value."""
+        return self.class_name or self.question
+
     def columns(self, count: int, *, status: str, tags: Mapping[str, object] | None = None) -> dict[str, object]:
         """Column data for ``count`` features; ``tags`` adds constant columns (int, float or str)."""
         return dict(self._series(count, status=status, tags=tags))
@@ -38,7 +43,7 @@ class RunStamp:
         texts = {
             "run_id": self.run_id,
             "question": self.question,
-            "class": self.class_name or self.question,
+            "class": self.label,
             "status": status,
             "model": self.model,
             "segmenter": self.segmenter,

@@ -12,7 +12,9 @@ GeoPackage 1.2.
 
 from __future__ import annotations
 
+import functools
 import json
+import sqlite3
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -21,6 +23,7 @@ from pathlib import Path
 import geopandas as gpd
 import pandas as pd
 import pyogrio
+import shapely
 from pyogrio.errors import DataLayerError, DataSourceError
 
 from think2seg._version import __version__
@@ -200,3 +203,40 @@ def runs_frame(result: SegmentationResult) -> pd.DataFrame:
     frame = pd.DataFrame([row])
     frame["created_at"] = frame["created_at"].astype("datetime64[ms, UTC]")
     return frame
+
+
+def with_gpkg_functions(connection: sqlite3.Connection) -> sqlite3.Connection:
+    """``connection`` with the SQL functions GDAL's R-tree triggers call (ST_IsEmpty, ST_MinX...).
+
+    Plain SQLite lacks them, and a trigger that names them stops every UPDATE of the table from
+    being prepared, even one that leaves the geometry alone (the trigger then never calls them).
+    Read from the GeoPackage geometry blob: its header's empty flag, and its WKB's bounds.
+    """
+    connection.create_function("ST_IsEmpty", 1, _blob_is_empty, deterministic=True)
+    for index, name in enumerate(("ST_MinX", "ST_MinY", "ST_MaxX", "ST_MaxY")):
+        connection.create_function(name, 1, functools.partial(_blob_bound, index), deterministic=True)
+    return connection
+
+
+_ENVELOPE_BYTES = {0: 0, 1: 32, 2: 48, 3: 48, 4: 64}
+
+
+def _blob_geometry(blob: bytes) -> shapely.Geometry | None:
+    if blob is None or len(blob) < 8 or blob[:2] != b"GP":
+        return None
+    envelope = _ENVELOPE_BYTES.get((blob[3] >> 1) & 0b111, 0)
+    return shapely.from_wkb(bytes(blob[8 + envelope :]))
+
+
+def _blob_is_empty(blob: bytes | None) -> int | None:
+    if blob is None:
+        return None
+    if len(blob) >= 4 and blob[:2] == b"GP" and blob[3] & 0b10000:  # the header's empty-geometry flag
+        return 1
+    geometry = _blob_geometry(blob)
+    return int(geometry is None or bool(shapely.is_empty(geometry)))
+
+
+def _blob_bound(index: int, blob: bytes | None) -> float | None:
+    geometry = _blob_geometry(blob) if blob is not None else None
+    return None if geometry is None or shapely.is_empty(geometry) else float(shapely.bounds(geometry)[index])
