@@ -454,10 +454,12 @@ def test_openapi_lists_every_route_and_both_segment_bodies(client):
         ("segment_prompts.request.json", SegmentByReference),
         ("segment_upload.request.json", UploadMeta),
         ("job.request.json", JobRequest),
+        ("job_classes.request.json", JobRequest),
         ("change.request.json", ChangeRequest),
         ("health.reply.json", HealthReply),
         ("segment.reply.json", SegmentReply),
         ("job_status.reply.json", JobStatus),
+        ("job_classes_status.reply.json", JobStatus),
         ("job_list.reply.json", JobList),
     ],
 )

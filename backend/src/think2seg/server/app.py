@@ -25,7 +25,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from think2seg._version import __version__
 from think2seg.server import segment
 from think2seg.server.errors import ApiError, envelope, install_api_error_handler, install_handlers, to_api_error
-from think2seg.server.guards import BodyTooLarge, GuardMiddleware
+from think2seg.server.guards import BodyTooLarge, GuardMiddleware, repeated_key, repeated_key_message
 from think2seg.server.jobs import JobManager
 from think2seg.server.schemas import (
     ChangeRequest,
@@ -121,6 +121,12 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
     return app.openapi_schema
 
 
+async def refuse_repeated_keys(request: Request) -> None:
+    """422 for a JSON body that names a key twice in one object (parsers would keep the last silently)."""
+    if request.headers.get("content-type", "").startswith("application/json"):
+        _refuse_repeated(await request.body())
+
+
 def require_token(request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(_bearer)) -> None:
     expected = request.app.state.token
     given = credentials.credentials if credentials is not None else ""
@@ -133,6 +139,7 @@ def require_token(request: Request, credentials: HTTPAuthorizationCredentials | 
 
 def _routes(app: FastAPI, state: ModelState, jobs: JobManager, settings: ServerSettings) -> None:
     auth = [Depends(require_token)]
+    json_body = [*auth, Depends(refuse_repeated_keys)]
 
     @app.get("/v1/health", response_model=HealthReply, tags=["health"])
     def health() -> HealthReply:
@@ -196,7 +203,7 @@ def _routes(app: FastAPI, state: ModelState, jobs: JobManager, settings: ServerS
 
     @app.post(
         "/v1/jobs",
-        dependencies=auth,
+        dependencies=json_body,
         tags=["jobs"],
         status_code=status.HTTP_202_ACCEPTED,
         response_model=JobStatus,
@@ -209,7 +216,7 @@ def _routes(app: FastAPI, state: ModelState, jobs: JobManager, settings: ServerS
 
     @app.post(
         "/v1/change",
-        dependencies=auth,
+        dependencies=json_body,
         tags=["jobs"],
         status_code=status.HTTP_202_ACCEPTED,
         response_model=JobStatus,
@@ -238,7 +245,9 @@ async def _tile_and_options(request: Request, settings: ServerSettings, timer: S
     content_type = request.headers.get("content-type", "")
     try:
         if content_type.startswith("application/json"):
-            options = SegmentByReference.model_validate_json(await request.body())
+            body = await request.body()
+            _refuse_repeated(body)
+            options = SegmentByReference.model_validate_json(body)
             with timer.stage("read"):
                 tile, prompts_crs = await run_in_threadpool(tile_by_reference, options, settings)
             return tile, prompts_crs, options
@@ -249,6 +258,7 @@ async def _tile_and_options(request: Request, settings: ServerSettings, timer: S
                 raise ApiError(
                     422, "invalid_input", "a multipart request needs a 'file' part and a 'request' part (JSON options)"
                 )
+            _refuse_repeated(meta_text)
             meta = UploadMeta.model_validate_json(meta_text)
             with timer.stage("read"):
                 tile = await run_in_threadpool(tile_from_upload, await upload.read(), meta, settings)
@@ -265,6 +275,12 @@ async def _tile_and_options(request: Request, settings: ServerSettings, timer: S
     raise ApiError(
         415, "unsupported_media_type", "send application/json (raster by reference) or multipart/form-data (upload)"
     )
+
+
+def _refuse_repeated(body: str | bytes) -> None:
+    key = repeated_key(body)
+    if key is not None:
+        raise ApiError(422, "invalid_input", repeated_key_message(key))
 
 
 async def _events(

@@ -1,4 +1,5 @@
-"""Refuse what a local model server must not answer: browser pages, foreign hosts, huge bodies.
+"""Refuse what a local model server must not answer: browser pages, foreign hosts, huge bodies,
+JSON that names a key twice.
 
 A web page in the user's browser can send requests to 127.0.0.1; DNS rebinding can even make them
 look same-origin. So every request that carries an ``Origin`` header is refused unless that origin
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
+from typing import Any
 
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -107,3 +109,28 @@ async def _send_error(send: Send, status: int, code: str, message: str) -> None:
         }
     )
     await send({"type": "http.response.body", "body": body})
+
+
+def repeated_key(text: str | bytes) -> str | None:
+    """A key that some object of the JSON ``text`` names twice (None if none, or if it is no JSON:
+    the request's validation says that). Python's and pydantic's parsers silently keep the last
+    value, so ``{"classes": {"roads": "A", "roads": "B"}}`` would lose a class without a word."""
+    repeated: list[str] = []
+
+    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
+        seen: set[str] = set()
+        for key, _ in items:
+            if key in seen:
+                repeated.append(key)
+            seen.add(key)
+        return dict(items)
+
+    try:
+        json.loads(text, object_pairs_hook=pairs)
+    except ValueError:
+        return None
+    return repeated[0] if repeated else None
+
+
+def repeated_key_message(key: str) -> str:
+    return f"the request names {key!r} twice in one JSON object: give each key once (each class under its own name)"

@@ -31,6 +31,7 @@ from think2seg.batch.runner import run_batch
 from think2seg.change.align import align
 from think2seg.change.compare import CHANGE_LAYERS
 from think2seg.change.run import ChangeOptions, ChangeSummary, run_change
+from think2seg.classes import ClassQuestions
 from think2seg.engine import Engine, Inference
 from think2seg.errors import Cancelled, Think2SegError
 from think2seg.geo.read import RasterSource
@@ -79,6 +80,7 @@ class Job:
     finished_at: datetime | None = None
     stop: threading.Event = field(default_factory=threading.Event)
     thread: threading.Thread | None = None
+    classes: list[str] | None = None
 
     def status(self) -> JobStatus:
         return JobStatus(
@@ -86,6 +88,7 @@ class Job:
             state=self.state.value,
             message=self.message,
             question=self.question,
+            classes=self.classes,
             raster_path=str(self.raster),
             output_path=str(self.output),
             created_at=self.created_at.isoformat(),
@@ -103,6 +106,8 @@ class BatchWork:
     output: Path
     options: BatchOptions
     models: Callable[[BatchOptions], ModelSpec | BatchEngine]
+    asked: str | list[ClassQuestions] = ""
+    """The question, or the classes, asked of every tile."""
     progress: BatchProgress | None = None
     summary: BatchSummary | None = None
     after_cancel: str = "the GeoPackage is resumable: POST /v1/jobs again with resume=true"
@@ -113,7 +118,7 @@ class BatchWork:
 
         self.summary = run_batch(
             self.raster,
-            job.question,
+            self.asked,
             self.output,
             models=self.models(self.options),
             options=self.options,
@@ -285,8 +290,8 @@ class JobManager:
         options = BatchOptions.named_like(  # prefetch: the default
             request, bounds=bounds, aoi=aoi, terms=HTTP_TERMS, workers=workers, ray_address=self.settings.ray_address
         )
-        work = BatchWork(raster, output, options, self._models)
-        job = Job(request.question, raster, output, work)
+        work = BatchWork(raster, output, options, self._models, _asked(request))
+        job = Job(_asked_text(request), raster, output, work, classes=list(request.classes or {}) or None)
         if workers:
             job.message = f"starting {workers} Ray model worker{'s' if workers > 1 else ''}"
         return job
@@ -349,6 +354,20 @@ class JobManager:
             del self._jobs[job_id]
 
 
+def _asked(request: JobRequest) -> str | list[ClassQuestions]:
+    """What a job asks: its question, or its classes (each checked now: a bad one is a 422)."""
+    if request.classes is None:
+        return validate_question(request.question or "")
+    return [ClassQuestions(name, (question,)) for name, question in request.classes.items()]
+
+
+def _asked_text(request: JobRequest) -> str:
+    """The job's question as its status shows it (the class names when it asks several)."""
+    if request.classes is None:
+        return request.question or ""
+    return f"{len(request.classes)} classes: {', '.join(request.classes)}"
+
+
 def bounds_in_raster_crs(raster: Path, bounds: Sequence[float] | None, bounds_crs: CrsIn | None) -> list[float] | None:
     """``bounds`` given in ``bounds_crs`` (default: the raster's own), in the raster's CRS."""
     if bounds is None or not bounds_crs:
@@ -396,5 +415,5 @@ def _change_message(summary: ChangeSummary) -> str:
 
 def _done_message(summary: BatchSummary) -> str:
     failed = summary.failed + summary.previously_failed
-    text = f"{summary.polygons} polygons from {summary.tiles_total} tiles"
+    text = f"{summary.polygons} polygons from {summary.grid_text()}"
     return text + (f"; {failed} tile(s) failed: POST again with retry_failed=true to redo them" if failed else "")

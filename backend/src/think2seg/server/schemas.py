@@ -20,6 +20,8 @@ MAX_CLASSES = 32
 """Classes one /v1/segment request may ask (one model batch)."""
 
 ClassName = Annotated[str, Field(min_length=1, max_length=100, pattern=r"\S")]
+ClassesIn = dict[ClassName, Annotated[str, Field(max_length=MAX_QUESTION_CHARS)]]
+"""Class name -> question (a name given twice is refused before validation: see server.guards)."""
 
 Outline = Literal["pixel", "simplify", "smooth", "regularize"]
 """think2seg.geo.outline.OUTLINES, spelled out so the JSON schema lists the choices."""
@@ -88,7 +90,7 @@ class SegmentOptions(_Strict):
     """What to segment: a question (LVLM + SAM), or explicit prompts (SAM alone)."""
 
     question: str | None = Field(None, max_length=MAX_QUESTION_CHARS)
-    classes: dict[ClassName, Annotated[str, Field(max_length=MAX_QUESTION_CHARS)]] | None = Field(
+    classes: ClassesIn | None = Field(
         None,
         min_length=1,
         max_length=MAX_CLASSES,
@@ -109,10 +111,14 @@ class SegmentOptions(_Strict):
             raise ValueError("give one of a question, classes or explicit prompts")
         if self.question is not None and not self.question.strip():
             raise ValueError('the question is empty: ask what to segment, e.g. "segment the river"')
-        for name, question in (self.classes or {}).items():
-            if not question.strip():
-                raise ValueError(f'class {name!r} has an empty question: ask what to segment, e.g. "segment the roads"')
+        _check_classes(self.classes)
         return self
+
+
+def _check_classes(classes: dict[str, str] | None) -> None:
+    for name, question in (classes or {}).items():
+        if not question.strip():
+            raise ValueError(f'class {name!r} has an empty question: ask what to segment, e.g. "segment the roads"')
 
 
 class SegmentByReference(SegmentOptions):
@@ -199,7 +205,14 @@ class JobRequest(_Strict):
 
     raster_path: str = Field(min_length=1)
     output_path: str = Field(min_length=1, description="the GeoPackage to write (.gpkg)")
-    question: str = Field(min_length=1, max_length=MAX_QUESTION_CHARS)
+    question: str | None = Field(None, min_length=1, max_length=MAX_QUESTION_CHARS)
+    classes: ClassesIn | None = Field(
+        None,
+        min_length=1,
+        max_length=MAX_CLASSES,
+        description="several things at once: class name -> question, all asked of each tile in one pass; "
+        "each polygon gets its class",
+    )
     tile_size_px: int = TILE_SIZE_PX.field()
     overlap_px: int = OVERLAP_PX.field()
     bounds: list[float] | None = Field(None, min_length=4, max_length=4)
@@ -223,12 +236,14 @@ class JobRequest(_Strict):
         "own models); default the server's `serve --workers`",
     )
 
-    @field_validator("question")
-    @classmethod
-    def _not_blank(cls, value: str) -> str:
-        if not value.strip():
+    @model_validator(mode="after")
+    def _question_or_classes(self) -> JobRequest:
+        if (self.question is None) == (self.classes is None):
+            raise ValueError("give a question or classes (one of the two)")
+        if self.question is not None and not self.question.strip():
             raise ValueError('the question is empty: ask what to segment, e.g. "every solar farm"')
-        return value
+        _check_classes(self.classes)
+        return self
 
 
 class ChangeRequest(_Strict):
@@ -268,10 +283,13 @@ class JobStatus(_Strict):
     id: str
     state: Literal["running", "done", "failed", "cancelled"]
     message: str
-    question: str
+    question: str = Field(description="the question, or '<n> classes: <names>' for a job that asks several classes")
+    classes: list[str] | None = Field(None, description="the class names a job with classes asks, in order; else None")
     raster_path: str
     output_path: str
-    tiles_done: int
+    tiles_done: int = Field(
+        description="tiles finished; with classes, (tile, class) pairs: a tile counts once per class"
+    )
     tiles_total: int | None
     failures: int
     polygons: int | None = Field(description="stitched polygons, once the job is done")
