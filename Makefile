@@ -15,7 +15,7 @@ DEMO_QUESTION := segment the river
 PLUGIN_TESTS := cd tests/plugin && QT_QPA_PLATFORM=offscreen ../../$(QGIS_VENV)/bin/python -m pytest -c pytest.ini .
 E2E_TESTS := cd tests/e2e && QT_QPA_PLATFORM=offscreen ../../$(QGIS_VENV)/bin/python -m pytest -c pytest.ini .
 
-.PHONY: setup qgis demo test test-backend test-plugin lint bench package deploy screenshot clean
+.PHONY: setup qgis demo test test-backend test-plugin lint bench gpu-wheels gpu-check gpu-check-dry package deploy screenshot clean
 
 setup: $(STAMP)
 
@@ -62,6 +62,37 @@ bench: setup
 	$(BIN)/python bench/gpu_throughput.py
 	$(BIN)/python bench/workers_scaling.py
 	$(BIN)/python bench/train_step.py
+
+# The GPU figures in one prepared run (README "Benchmarks"). `make gpu-wheels` (here, where pip reaches
+# PyPI) downloads into .gpu-wheels/ the wheels a GPU machine's Python 3.12 lacks (it has its own torch,
+# transformers, numpy, pandas...): rasterio and pyogrio at the releases whose wheels are smallest (each
+# bundles GDAL; the newest would not fit), the rest as installed in .venv. The working tree and the
+# wheels must stay under the 64 MiB that may travel to that machine: checked, with 2 MiB to spare.
+# `make gpu-check` runs there (scripts/gpu_check.sh installs the wheels, then every part);
+# `make gpu-check-dry` runs every part here on the CPU with the tiny models, to know the script works.
+GPU_WHEELS_DIR := .gpu-wheels
+GPU_WHEEL_PINS := rasterio==1.4.3 pyogrio==0.10.0
+GPU_WHEELS_AS_VENV := affine cligj click-plugins shapely pyproj geopandas json-repair platformdirs
+GPU_PLATFORMS := --platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux_2_28_x86_64
+MIB := 1048576
+
+gpu-wheels: setup
+	rm -rf $(GPU_WHEELS_DIR)
+	$(BIN)/python -m pip download --quiet --only-binary=:all: --no-deps --python-version 3.12 --implementation cp \
+		$(GPU_PLATFORMS) -d $(GPU_WHEELS_DIR) $(GPU_WHEEL_PINS) $$($(BIN)/python -c "import importlib.metadata as m; \
+		print(' '.join(f'{d}=={m.version(d)}' for d in '$(GPU_WHEELS_AS_VENV)'.split()))")
+	@wheels=$$(du -cb $(GPU_WHEELS_DIR)/*.whl | tail -1 | cut -f1); \
+	tree=$$(git ls-files -co --exclude-standard -z | du -cb --files0-from=- 2>/dev/null | tail -1 | cut -f1); \
+	echo "gpu-wheels: $$(ls $(GPU_WHEELS_DIR)/*.whl | wc -l) wheels, $$((wheels / $(MIB))) MiB; working tree" \
+		"$$((tree / $(MIB))) MiB; together $$(((wheels + tree) / $(MIB))) MiB of the 64 MiB that may travel"; \
+	test $$((wheels + tree)) -le $$((62 * $(MIB))) || { echo "gpu-wheels: over 62 MiB: drop a wheel or" \
+		"pick releases with smaller wheels (GPU_WHEEL_PINS)"; exit 1; }
+
+gpu-check:
+	scripts/gpu_check.sh results/gpu
+
+gpu-check-dry: setup
+	scripts/gpu_check.sh bench/out/gpu-check-dry --dry-run
 
 # dist/think2seg_qgis.zip for QGIS's "Install from ZIP". Needs nothing but Python: no venv, no
 # install (Bandit checks the plugin in `make test`).

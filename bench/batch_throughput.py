@@ -16,12 +16,22 @@ tiles/s at batch sizes 1, 8 and 32 on an 8192² raster of content (81 tiles).
 
 Random weights give meaningless outputs, so the LVLM's text is replaced by a fixed two-instance
 answer and SAM's masks by ellipses in the instance boxes (see stand_ins.py); both models still run.
+
+CLI part (--cli, any device; --json PATH writes its figures): the `think2seg batch` command itself,
+as a user runs it, over a generated --size² raster of content with --batch-size (default auto). The
+random-weight models are saved to folders first and the command loads them with --lvlm/--segmenter,
+so there are no stand-ins: the LVLM writes --new-tokens tokens of noise that do not parse (each tile
+is `unparseable`, SAM is not called), and the figures are those of reading, the LVLM and writing.
+Reports tiles/s (without the models' loading), the batch size the run chose, and peak GPU memory.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
+import re
 import resource
 import subprocess
 import sys
@@ -36,6 +46,7 @@ from rasterio.windows import Window
 from think2seg.batch.options import BatchOptions
 from think2seg.batch.runner import run_batch
 from think2seg.engine import Engine
+from think2seg.runs.microbatch import parse_batch_size
 
 from stand_ins import FixedText, SubstituteMasks, ellipse_in_box, random_weight_models
 
@@ -166,17 +177,94 @@ def gpu_report(args: argparse.Namespace) -> None:
         print(f"{batch_size:>6} {row['segmented_per_s']:>8.2f} {row['peak_gpu_gib']:>13.1f}")
 
 
+def save_models(arch: str, device: str, folder: Path, new_tokens: int) -> tuple[Path, Path]:
+    """The random-weight prompter and segmenter saved as model folders (what --lvlm/--segmenter load)."""
+    import torch
+
+    prompter, segmenter = random_weight_models(arch, device, folder / "built", new_tokens)
+    lvlm, sam = folder / "lvlm", folder / "sam2"
+    for model, path in ((prompter, lvlm), (segmenter, sam)):
+        model.model.save_pretrained(path)
+        model.processor.save_pretrained(path)
+    del prompter, segmenter
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+    return lvlm, sam
+
+
+def cli_run(args: argparse.Namespace) -> dict:
+    """``think2seg batch`` over a generated raster with saved random-weight models; its figures."""
+    from think2seg.cli import main as think2seg
+
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        start = time.perf_counter()
+        raster = make_raster(folder / "r.tif", args.size, content=args.size)
+        lvlm, sam = save_models(args.arch, args.device, folder, args.new_tokens)
+        prepared_s = time.perf_counter() - start
+        command = ["batch", str(raster), "segment the river", "-o", str(folder / "out.gpkg"), "--quiet"]
+        command += ["--batch-size", str(args.batch_size), "--lvlm", str(lvlm), "--segmenter", str(sam)]
+        command += ["--device", args.device, "--max-new-tokens", str(args.new_tokens)]
+        printed = io.StringIO()
+        start = time.perf_counter()
+        with contextlib.redirect_stdout(printed):
+            code = think2seg(command)
+        wall = time.perf_counter() - start
+    print(printed.getvalue(), end="", flush=True)
+    if code not in (0, 3):
+        raise SystemExit(f"think2seg batch exited with {code}")
+    figures = parse_batch_summary(printed.getvalue())
+    run_s = figures["wall_s"] - figures["load_s"]
+    figures |= {"command": "think2seg " + " ".join(command[:2]) + " ...", "exit_code": code, "raster_px": args.size}
+    figures |= {"cli_wall_s": wall, "prepare_s": prepared_s, "tiles_per_s": figures["tiles"] / run_s}
+    return figures | {"peak_gpu_gib": _peak_gpu_gib(), "device": args.device, "arch": args.arch}
+
+
+SUMMARY_LINES = {
+    "tiles": r"^tiles\s+(\d+) in the grid",
+    "segmented": r"segmented now (\d+)",
+    "batch_size": r"^batches\s+(\d+) tile\(s\) at once",
+    "wall_s": r"^time\s+wall ([\d.]+)s",
+    "load_s": r"\bload ([\d.]+)s",
+}
+
+
+def parse_batch_summary(text: str) -> dict:
+    """The figures of the summary `think2seg batch` prints (its tiles, batch size, wall and load
+    seconds, and the count of each tile status)."""
+    figures: dict = {}
+    for name, pattern in SUMMARY_LINES.items():
+        found = re.search(pattern, text, re.MULTILINE)
+        if found is None and name != "load_s":  # no load stage: every tile was skipped
+            raise SystemExit(f"no {name!r} in the summary of think2seg batch:\n{text}")
+        figures[name] = (float if name.endswith("_s") else int)(found.group(1)) if found else 0.0
+    statuses = re.search(r"segmented now \d+ \(([^)]*)\)", text)
+    pairs = [part.rsplit(" ", 1) for part in statuses.group(1).split(", ")] if statuses else []
+    return figures | {"statuses": {status: int(count) for status, count in pairs}}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--cli", action="store_true", help="time the think2seg batch command (see above)")
+    parser.add_argument("--json", type=Path, metavar="PATH", help="with --cli: also write the figures here as JSON")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--size", type=int, default=4096, help=argparse.SUPPRESS)
+    parser.add_argument("--size", type=int, default=4096, help="with --cli: the raster's side in pixels")
     parser.add_argument("--content", type=int, default=CONTENT_PX, help=argparse.SUPPRESS)
-    parser.add_argument("--arch", default="tiny", help=argparse.SUPPRESS)
+    parser.add_argument("--arch", default="tiny", help="with --cli: tiny or real (default tiny)")
     parser.add_argument("--prefetch", type=int, default=4, help=argparse.SUPPRESS)
-    parser.add_argument("--batch-size", type=int, default=1, help=argparse.SUPPRESS)
-    parser.add_argument("--new-tokens", type=int, default=128, help=argparse.SUPPRESS)
+    parser.add_argument("--batch-size", type=parse_batch_size, help="with --cli: N or auto (default auto)")
+    parser.add_argument("--new-tokens", type=int, default=128, help="tokens per answer (default 128)")
     args = parser.parse_args()
+    if args.cli:
+        args.batch_size = args.batch_size or "auto"
+        figures = cli_run(args)
+        print(json.dumps(figures))
+        if args.json:
+            args.json.write_text(json.dumps(figures, indent=1))
+        return
+    args.batch_size = args.batch_size or 1
     if args.child:
         child(args)
     elif args.device.startswith("cuda"):

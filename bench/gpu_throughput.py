@@ -12,6 +12,10 @@ The same in-memory tiles go through each path:
                  by a reader thread while the models work, SAM encoded in chunks, one decoder call per tile
   +compile       (with --compile) the optimized path with a static KV cache and a compiled decoding step
 
+--paths picks which of them run (b1, bN, optimized, compiled; e.g. ``--paths compiled`` times the
+compiled path alone) and --json PATH also writes the figures as JSON, rewritten after each path, so a
+run stopped part-way still leaves the paths it finished.
+
 The models have random weights and write exactly --new-tokens tokens; their text is then replaced by a
 two-instance answer so SAM does a trained model's work. Each path is warmed up before it is timed.
 Reported per path: tiles/s, milliseconds per tile per stage, peak GPU memory, and the decode step
@@ -24,6 +28,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import functools
+import json
+import os
 import sys
 import tempfile
 import time
@@ -49,6 +55,8 @@ from stand_ins import ANSWER, FixedText, random_weight_models
 
 QUESTION = "segment the river and the flooded fields beside it"
 SCALE = (840, 840)
+PATHS = ("b1", "bN", "optimized", "compiled")
+"""What --paths names: reference-b1, reference-b<--reference-batch>, optimized, optimized+compile."""
 
 
 @dataclasses.dataclass
@@ -64,6 +72,9 @@ class PathResult:
     @property
     def tiles_per_s(self) -> float:
         return self.tiles / self.wall_s
+
+    def ms_per_tile(self) -> dict[str, float]:
+        return {stage: 1000 * seconds / self.tiles for stage, seconds in self.timer.seconds.items()}
 
 
 def make_tiles(count: int, size: int, seed: int = 0) -> list[Tile]:
@@ -213,7 +224,26 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--reference-tiles", type=int, default=8, help="tiles for reference-b1 (default 8)")
     parser.add_argument("--reference-batch", type=int, default=20, help="the plain-generate batch (default 20)")
     parser.add_argument("--compile", action="store_true", help="also time the static-cache, compiled path")
-    return parser.parse_args(argv)
+    parser.add_argument(
+        "--paths",
+        type=_paths,
+        default=("b1", "bN", "optimized"),
+        help="comma-separated paths to time, of b1, bN, optimized, compiled (default b1,bN,optimized; "
+        "--compile adds compiled)",
+    )
+    parser.add_argument("--json", type=Path, metavar="PATH", help="also write the figures here as JSON")
+    args = parser.parse_args(argv)
+    if args.compile and "compiled" not in args.paths:
+        args.paths = (*args.paths, "compiled")
+    return args
+
+
+def _paths(text: str) -> tuple[str, ...]:
+    names = tuple(dict.fromkeys(name.strip() for name in text.split(",") if name.strip()))
+    unknown = [name for name in names if name not in PATHS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"--paths takes a comma-separated list of {', '.join(PATHS)}, not {text!r}")
+    return names
 
 
 def main(argv: list[str] | None = None) -> list[PathResult]:
@@ -253,15 +283,59 @@ def run_paths(
         optimized_path(engine, tiles[: sizer.size], sizer)  # warm-up (and compilation, with --compile)
         return timed(name, sizer.size, tiles[:count], lambda: optimized_path(engine, tiles[:count], sizer), device)
 
-    results = [reference(1, args.reference_tiles), reference(args.reference_batch, args.reference_batch)]
-    results.append(optimized("optimized"))
-    if args.compile:
+    def compiled() -> PathResult:
         prompter.static_cache = True
-        results.append(optimized("optimized+compile"))
-        prompter.static_cache = False
+        try:
+            return optimized("optimized+compile")
+        finally:
+            prompter.static_cache = False
+
+    runs = {
+        "b1": lambda: reference(1, args.reference_tiles),
+        "bN": lambda: reference(args.reference_batch, args.reference_batch),
+        "optimized": lambda: optimized("optimized"),
+        "compiled": compiled,
+    }
     bandwidth = bandwidth_gbs(device, 1024 if device.type == "cuda" else 256)
+    setup = {"device": _device_label(device), "arch": arch, "tile_px": size, "new_tokens": new_tokens}
+    setup |= {"prompt_tokens": prompt_tokens, "bandwidth_gbs": bandwidth}
+    results: list[PathResult] = []
+    for name in [name for name in PATHS if name in args.paths]:
+        if args.json:
+            write_json(args.json, results, setup, prompter, running=name)
+        results.append(runs[name]())
+        print(f"{results[-1].name}: {results[-1].tiles_per_s:.3g} tiles/s", flush=True)
+    if args.json:
+        write_json(args.json, results, setup, prompter, running=None)
     print(report(results, prompter, prompt_tokens, bandwidth), flush=True)
     return results
+
+
+def write_json(
+    path: Path, results: list[PathResult], setup: dict, prompter: QwenPrompter, *, running: str | None
+) -> None:
+    """The paths finished so far, and the one ``running`` now (None: all done), as JSON; replaced
+    atomically, so a reader never sees half a file."""
+    paths = []
+    for r in results:
+        roofline_ms = 1000 * step_bytes(prompter, r.batch, setup["prompt_tokens"]) / (setup["bandwidth_gbs"] * 1e9)
+        paths.append(
+            {
+                "name": r.name,
+                "batch": r.batch,
+                "tiles": r.tiles,
+                "wall_s": r.wall_s,
+                "tiles_per_s": r.tiles_per_s,
+                "ms_per_tile": r.ms_per_tile(),
+                "peak_gib": r.peak_gib if r.peak_gib == r.peak_gib else None,  # NaN off CUDA
+                "decode_step_ms": r.decode_step_ms,
+                "roofline_step_ms": roofline_ms,
+                "roofline_fraction": roofline_ms / r.decode_step_ms if r.decode_step_ms > 0 else None,
+            }
+        )
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(json.dumps(setup | {"complete": running is None, "running": running, "paths": paths}, indent=1))
+    os.replace(partial, path)
 
 
 def report(results: list[PathResult], prompter: QwenPrompter, prompt_tokens: int, bandwidth: float) -> str:
@@ -269,21 +343,25 @@ def report(results: list[PathResult], prompter: QwenPrompter, prompt_tokens: int
     head = "| path | batch | tiles | tiles/s | vs b1 | " + " | ".join(f"{s} ms" for s in stages)
     head += " | peak GiB | decode ms/step | roofline ms/step | of roofline |"
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
-    base = results[0].tiles_per_s
+    by_name = {r.name: r for r in results}
+    base = by_name.get("reference-b1")
     for r in results:
-        per_tile = [1000 * r.timer.seconds.get(s, 0.0) / r.tiles for s in stages]
+        per_tile = r.ms_per_tile()
         roofline = 1000 * step_bytes(prompter, r.batch, prompt_tokens) / (bandwidth * 1e9)
-        cells = [r.name, str(r.batch), str(r.tiles), f"{r.tiles_per_s:.3g}", f"{r.tiles_per_s / base:.2f}x"]
-        cells += [f"{ms:.1f}" for ms in per_tile]
+        cells = [r.name, str(r.batch), str(r.tiles), f"{r.tiles_per_s:.3g}"]
+        cells.append(f"{r.tiles_per_s / base.tiles_per_s:.2f}x" if base else "-")
+        cells += [f"{per_tile.get(s, 0.0):.1f}" for s in stages]
         peak = f"{r.peak_gib:.1f}" if r.peak_gib == r.peak_gib else "-"  # NaN off CUDA
         cells += [peak, f"{r.decode_step_ms:.2f}", f"{roofline:.2f}"]
         cells.append(f"{roofline / r.decode_step_ms:.0%}" if r.decode_step_ms > 0 else "-")
         lines.append("| " + " | ".join(cells) + " |")
     lines.append(f"\nmemory bandwidth (device copy): {bandwidth:.0f} GB/s")
-    if len(results) >= 3:
+    plain = next((r for r in results if r.name.startswith("reference-b") and r is not base), None)
+    if "optimized" in by_name and base and plain:
+        best = by_name["optimized"].tiles_per_s
         lines.append(
-            f"optimized vs reference-b1: {results[2].tiles_per_s / base:.1f}x; "
-            f"vs reference-b{results[1].batch}: {results[2].tiles_per_s / results[1].tiles_per_s:.1f}x"
+            f"optimized vs reference-b1: {best / base.tiles_per_s:.1f}x; "
+            f"vs {plain.name}: {best / plain.tiles_per_s:.1f}x"
         )
     return "\n".join(lines)
 

@@ -13,13 +13,15 @@ in full and are timed; the substitution only gives parse, vectorize and write th
 trained model would (random SAM weights give logits near 0 everywhere, i.e. thousands of
 speckle polygons no trained model produces). The window is the bundled sample scene resampled to
 --size pixels. Prints mean seconds per stage over --repeats runs after one warm-up, the share of
-the non-model stages (read, parse, vectorize, write), and on CUDA the peak GPU memory.
+the non-model stages (read, parse, vectorize, write), and on CUDA the peak GPU memory; --json PATH
+also writes these figures as JSON.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib.util
+import json
 import statistics
 import sys
 import tempfile
@@ -99,11 +101,13 @@ def run_once(engine: Engine, raster: Path, out: Path) -> tuple[dict[str, float],
     return dict(timer.seconds), len(result.polygons)
 
 
-def report(runs: list[dict[str, float]], polygons: int, args: argparse.Namespace) -> None:
+def report(runs: list[dict[str, float]], polygons: int, args: argparse.Namespace) -> dict:
+    """Prints the mean seconds per stage; returns the figures (what --json writes)."""
     means = {stage: statistics.mean(run.get(stage, 0.0) for run in runs) for stage in STAGES}
     total = sum(means.values())
+    device = plan_device(args.device)
     print(
-        f"\n{args.arch} architectures on {plan_device(args.device).label}, {args.size}x{args.size} window, "
+        f"\n{args.arch} architectures on {device.label}, {args.size}x{args.size} window, "
         f"{args.new_tokens} new tokens, {polygons} polygons, mean of {len(runs)} runs"
     )
     print(f"{'stage':<14}{'seconds':>10}{'share':>9}")
@@ -114,8 +118,23 @@ def report(runs: list[dict[str, float]], polygons: int, args: argparse.Namespace
     print(f"non-model stages (read, parse, vectorize, write): {non_model:.4f} s = {non_model / total:.1%} of the total")
     print(f"model input preparation (prepare): {means['prepare'] / total:.1%} of the total")
     print(f"LVLM decode: {args.new_tokens / means['lvlm_decode']:.1f} tokens/s")
-    if torch.cuda.is_available() and plan_device(args.device).device.type == "cuda":
-        print(f"peak GPU memory: {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB")
+    peak = None
+    if torch.cuda.is_available() and device.device.type == "cuda":
+        peak = torch.cuda.max_memory_allocated() / 2**30
+        print(f"peak GPU memory: {peak:.2f} GiB")
+    return {
+        "device": device.label,
+        "arch": args.arch,
+        "window_px": args.size,
+        "new_tokens": args.new_tokens,
+        "repeats": len(runs),
+        "polygons": polygons,
+        "seconds": means,
+        "total_s": total,
+        "non_model_share": non_model / total,
+        "decode_tokens_per_s": args.new_tokens / means["lvlm_decode"],
+        "peak_gib": peak,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -125,6 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", type=int, default=1024)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--new-tokens", type=int, default=128)
+    parser.add_argument("--json", type=Path, metavar="PATH", help="also write the figures here as JSON")
     args = parser.parse_args(argv)
     on_cuda = plan_device(args.device).device.type == "cuda"
     args.arch = args.arch or ("real" if on_cuda else "tiny")
@@ -137,7 +157,9 @@ def main(argv: list[str] | None = None) -> int:
         if on_cuda:
             torch.cuda.reset_peak_memory_stats()
         results = [run_once(engine, raster, folder / "out.gpkg") for _ in range(args.repeats)]
-    report([r[0] for r in results], results[-1][1], args)
+    figures = report([r[0] for r in results], results[-1][1], args)
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=1))
     return 0
 
 
