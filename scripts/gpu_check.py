@@ -155,15 +155,17 @@ def stop_group(process: subprocess.Popen) -> None:
 def run_parts(
     chosen: Sequence[Part], work: Path, *, budget_s: float, on_done: Callable[[PartRun], None] = lambda run: None
 ) -> list[PartRun]:
-    """Each part in turn under ``min(its cap, what is left of budget_s)``; none stops the others."""
+    """Each part in turn under ``min(its cap, what is left of budget_s)``; none stops the others. A part
+    is skipped when less than :data:`MIN_PART_S` of the budget is left."""
     start, runs = time.perf_counter(), []
     for part in chosen:
-        left = budget_s - (time.perf_counter() - start)
+        left = budget_s - (time.perf_counter() - start) - KILL_GRACE_S  # a stopped part may take the grace too
+        cap_s = min(part.cap_s, left)
         if left < MIN_PART_S:
             run = PartRun(part.name, "skipped", 0.0, part.cap_s, reason=f"only {max(left, 0):.0f} s of the budget left")
         else:
-            print(f"gpu_check: {part.name} (cap {min(part.cap_s, left):.0f} s) ...", flush=True)
-            run = run_part(part, work, cap_s=min(part.cap_s, left))
+            print(f"gpu_check: {part.name} (cap {cap_s:.0f} s) ...", flush=True)
+            run = run_part(part, work, cap_s=cap_s)
         print(f"gpu_check: {part.name} {run.status} in {run.seconds:.0f} s {run.reason}".rstrip(), flush=True)
         runs.append(run)
         on_done(run)
