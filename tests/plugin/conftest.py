@@ -21,6 +21,15 @@ def fake_backend():
     fake.stop()
 
 
+@pytest.fixture(autouse=True)
+def forget_settings():
+    """Every test starts from the default settings, whatever an earlier one remembered (tile size...)."""
+    yield
+    from qgis.core import QgsSettings
+
+    QgsSettings().remove("think2seg")
+
+
 @pytest.fixture
 def plugin(qgis_iface, project, fake_backend, tmp_path, slot_errors):
     """The plugin, loaded, talking to the fake backend; its settings are reset afterwards."""

@@ -6,16 +6,12 @@ from __future__ import annotations
 
 import json
 
+import job_output
 from qgis.core import (
     QgsCategorizedSymbolRenderer,
     QgsCoordinateReferenceSystem,
-    QgsFeature,
-    QgsField,
-    QgsFields,
-    QgsGeometry,
     QgsProject,
     QgsRectangle,
-    QgsVectorFileWriter,
     QgsVectorLayer,
 )
 
@@ -33,26 +29,8 @@ CRS = QgsCoordinateReferenceSystem("EPSG:32633")
 
 
 def write_layer(path, name: str, fields: list[tuple[str, object]], rows: list[dict], rect: QgsRectangle) -> None:
-    qfields = QgsFields()
-    for field, kind in fields:
-        qfields.append(QgsField(field, kind))
-    options = QgsVectorFileWriter.SaveVectorOptions()
-    options.driverName, options.layerName = "GPKG", name
-    options.actionOnExistingFile = (
-        QgsVectorFileWriter.ActionOnExistingFile.CreateOrOverwriteLayer
-        if path.exists()
-        else QgsVectorFileWriter.ActionOnExistingFile.CreateOrOverwriteFile
-    )
-    writer = QgsVectorFileWriter.create(
-        str(path), qfields, compat.WKB_POLYGON, CRS, QgsProject.instance().transformContext(), options
-    )
-    for values in rows:
-        feature = QgsFeature(qfields)
-        feature.setGeometry(QgsGeometry.fromRect(rect))
-        for key, value in values.items():
-            feature.setAttribute(key, value)
-        writer.addFeature(feature)
-    del writer
+    """Layer ``name`` of ``path``: one ``rect`` polygon per row of attributes."""
+    job_output.write_layer(str(path), name, fields, [(rect, values) for values in rows])
 
 
 def batch_output(path) -> None:
