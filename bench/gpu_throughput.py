@@ -266,10 +266,12 @@ def run_paths(
     engine = Engine(FixedText(prompter), segmenter)
     sizer = BatchSizer.plan(args.batch_size, engine)
     tiles = make_tiles(max(sizer.size * args.batches, args.reference_batch, args.reference_tiles), size)
-    prompt_tokens = int(prompter.model_inputs([make_view(tiles[0].pixels)], [QUESTION])["input_ids"].shape[1])
+    input_ids = prompter.model_inputs([make_view(tiles[0].pixels)], [QUESTION])["input_ids"]
+    prompt_tokens = int(input_ids.shape[1])
+    image_tokens = int((input_ids == prompter.model.config.image_token_id).sum())  # 900 for the real processor
     print(
         f"device {_device_label(device)}; {arch} architectures; {size}x{size} tiles; {new_tokens} new tokens; "
-        f"{prompt_tokens} prompt tokens",
+        f"{prompt_tokens} prompt tokens, {image_tokens} of them the image's",
         flush=True,
     )
 
@@ -298,7 +300,7 @@ def run_paths(
     }
     bandwidth = bandwidth_gbs(device, 1024 if device.type == "cuda" else 256)
     setup = {"device": _device_label(device), "arch": arch, "tile_px": size, "new_tokens": new_tokens}
-    setup |= {"prompt_tokens": prompt_tokens, "bandwidth_gbs": bandwidth}
+    setup |= {"prompt_tokens": prompt_tokens, "image_tokens": image_tokens, "bandwidth_gbs": bandwidth}
     results: list[PathResult] = []
     for name in [name for name in PATHS if name in args.paths]:
         if args.json:

@@ -102,6 +102,7 @@ def test_outputs_say_what_timed_out_and_what_never_ran(gpu_check, tmp_path):
     path |= {"decode_step_ms": 25.0, "roofline_step_ms": 2.0, "roofline_fraction": 0.08}
     paths = [path | {"name": "reference-b1", "tiles_per_s": 0.5}, path | {"name": "reference-b20", "tiles_per_s": 3.0}]
     figures = {"bandwidth_gbs": 4000.0, "running": "optimized", "paths": paths}
+    figures |= {"arch": "real", "prompt_tokens": 911, "image_tokens": 64}  # a processor that lost its limits
     run = gpu_check.PartRun("throughput", "timed_out", 180.0, 180.0, None, "over its cap of 180 s: stopped", figures)
     info = {
         "mode": "gpu",
@@ -115,7 +116,9 @@ def test_outputs_say_what_timed_out_and_what_never_ran(gpu_check, tmp_path):
     record = json.loads((tmp_path / "gpu_check.json").read_text())
     assert record["not_run_yet"] == PARTS[1:]
     assert "stopped during optimized" in record["parts"][0]["key_figures"]
-    assert {row["measured"] for row in record["targets"]} == {"not measured"}
+    check = next(row for row in record["targets"] if row["target"].startswith("check:"))
+    assert check["measured"] == "64" and check["met"] is False
+    assert {row["measured"] for row in record["targets"] if row is not check} == {"not measured"}
     table = (tmp_path / "gpu_check.md").read_text()
     assert "| throughput | timed_out (over its cap of 180 s: stopped) | 180 |" in table
     assert "| stages | not run yet |" in table and "| reference-b20 | 1 | 4 | 3 | 6.00x |" in table
