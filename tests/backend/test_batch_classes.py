@@ -26,8 +26,9 @@ from think2seg.testing.tiny_lvlm import question_for
 from conftest import FIXTURES
 from rasters import scene, write_raster
 
-WEST, EAST = "segment the west half", "segment the east half"
-ANSWERS = {  # boxes in the 840x840 view: the tile's west or east half
+WEST, EAST, MIDDLE = "segment the west half", "segment the east half", "segment the middle"
+ANSWERS = {  # boxes in the 840x840 view: the tile's west or east half, or its middle (half of each)
+    MIDDLE: '<think>Middle.</think> <answer>[{"bbox_2d": [210, 0, 630, 840], "positive_points": [[400, 100]]}]</answer>',
     WEST: '<think>West.</think> <answer>[{"bbox_2d": [0, 0, 420, 840], "positive_points": [[100, 100], [200, 200]]}]</answer>',
     EAST: '<think>East.</think> <answer>[{"bbox_2d": [420, 0, 840, 840], "positive_points": [[600, 100], [700, 200]]}]</answer>',
 }
@@ -96,6 +97,25 @@ def test_classes_in_one_pass_equal_one_run_per_question(tmp_path):
         assert mine["area_m2"].sum() == pytest.approx(segments(alone)["area_m2"].sum())
     west, east = (both[both["class"] == n].union_all() for n in ("west", "east"))
     assert west.intersection(east).area == pytest.approx(0)  # the halves share only edges here
+
+
+def test_overlaps_between_classes_are_kept_and_measured_per_raster(tmp_path):
+    raster, _ = write_scene(tmp_path / "scene.tif")
+    out = tmp_path / "out.gpkg"
+    classes = [ClassQuestions("west", (WEST,)), ClassQuestions("middle", (MIDDLE,))]
+    summary = run_batch(raster, classes, out, models=engine(), options=OPTIONS)
+    both = segments(out)
+    west, middle = (both[both["class"] == n].union_all() for n in ("west", "middle"))
+    shared = west.intersection(middle).area
+    assert shared > 0 and summary.class_polygons == both.groupby("class").size().to_dict()
+    overlaps = pyogrio.read_dataframe(out, layer="class_overlaps")
+    assert set(overlaps["source"]) == {str(raster)} and set(zip(overlaps["class_a"], overlaps["class_b"])) == {
+        ("middle", "west")
+    }
+    assert overlaps["area_m2"].sum() == pytest.approx(shared) == pytest.approx(overlaps.geometry.area.sum())
+    assert summary.class_overlaps == {("middle", "west"): pytest.approx(shared)}
+    run_batch(raster, CLASSES, tmp_path / "apart.gpkg", models=engine(), options=OPTIONS)
+    assert len(pyogrio.read_dataframe(tmp_path / "apart.gpkg", layer="class_overlaps")) == 0  # halves touch only
 
 
 def test_every_layer_says_the_class_and_runs_has_a_row_per_question(tmp_path):

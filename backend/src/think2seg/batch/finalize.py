@@ -29,6 +29,7 @@ from affine import Affine
 from rasterio.crs import CRS
 from shapely.geometry.base import BaseGeometry
 
+from think2seg.batch.layout import sql_text
 from think2seg.batch.stitch import merge_seam_pieces
 from think2seg.geo.areas import areas_m2
 from think2seg.geo.reproject import Reprojection
@@ -84,15 +85,11 @@ Polygons = tuple[np.ndarray, np.ndarray, np.ndarray]
 
 def _where(stamp: RunStamp) -> str:
     """The SQL condition on ``tile_pieces p`` for ``stamp``'s raster and question."""
-    return " AND ".join(f"p.{name} = {_quoted(value)}" for name, value in _keys(stamp).items())
+    return " AND ".join(f"p.{name} = {sql_text(value)}" for name, value in _keys(stamp).items())
 
 
 def _keys(stamp: RunStamp) -> dict[str, str]:
     return {"source": stamp.source, "class": stamp.label, "question": stamp.question}
-
-
-def _quoted(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
 
 
 def _single_pieces(path: Path, stamp: RunStamp) -> Iterator[Polygons]:

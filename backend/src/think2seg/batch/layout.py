@@ -52,3 +52,8 @@ def remove_gpkg(path: Path) -> None:
 
 def has_all_layers(path: Path) -> bool:
     return set(LAYERS) <= {str(name) for name, _ in pyogrio.list_layers(path)}
+
+
+def sql_text(text: str) -> str:
+    """``text`` as an SQL string literal (for pyogrio's ``where``)."""
+    return "'" + text.replace("'", "''") + "'"

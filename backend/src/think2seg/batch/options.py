@@ -149,6 +149,10 @@ class BatchSummary:
     """Whether the polygons were reprojected into ``output_crs`` (``--target-crs``)."""
     questions: int = 1
     """Questions asked of every tile (its classes'); tiles and counts are of tile-question pairs."""
+    class_overlaps: dict[tuple[str, str], float] = field(default_factory=dict)
+    """Total area (m²) per pair of classes that claim the same ground (layer ``class_overlaps``)."""
+    class_polygons: dict[str, int] = field(default_factory=dict)
+    """Polygons per class (label), when the run asked several questions."""
 
     def grid_text(self) -> str:
         """The grid's size: "16 tiles", or "16 tiles x 3 questions = 48 results" with several."""

@@ -40,6 +40,7 @@ from think2seg.batch.finalize import FinalStats, Finishing, finalize
 from think2seg.batch.grid import GridTile, TileGrid
 from think2seg.batch.inputs import RasterRef, check_one_crs, check_rasters, raster_name, raster_ref
 from think2seg.batch.options import BatchEngine, BatchOptions, BatchProgress, BatchSummary, ModelSpec
+from think2seg.batch.overlaps import write_class_overlaps
 from think2seg.batch.params import BatchParams, raster_fingerprint, stored_classes
 from think2seg.batch.region import aoi_fingerprint, batch_region, load_aoi
 from think2seg.batch.store import BatchStore, RasterEntry, TileRecord
@@ -103,12 +104,15 @@ def run_batch(
     run = _Run(plans, store, models, options, on_progress, stop)
     run.execute(progress)
     with run.timer.stage("finalize"):
-        stats = [
-            finalize(store.path, plan.entry.stamp_for(ask), plan.finishing(options, store), crs=out_crs)
+        stats = {
+            (plan.source, ask): finalize(
+                store.path, plan.entry.stamp_for(ask), plan.finishing(options, store), crs=out_crs
+            )
             for plan in plans
             for ask in plan.entry.asks
-        ]
-    return run.summary(stats, skipped, time.perf_counter() - started)
+        }
+        overlaps = write_class_overlaps(store.path, [p.source for p in plans], crs=out_crs) if len(asks) > 1 else {}
+    return run.summary(stats, skipped, time.perf_counter() - started, overlaps)
 
 
 def _asks(question: str | Sequence[ClassQuestions]) -> tuple[Ask, ...]:
@@ -362,7 +366,16 @@ class _Run:
             self._postfix()
             self.bar.refresh()
 
-    def summary(self, stats: list[FinalStats], skipped: list[str], wall_s: float) -> BatchSummary:
+    def summary(
+        self,
+        stats: dict[tuple[str, Ask], FinalStats],
+        skipped: list[str],
+        wall_s: float,
+        overlaps: dict[tuple[str, str], float],
+    ) -> BatchSummary:
+        by_class: Counter[str] = Counter()
+        for (_source, ask), final in stats.items():
+            by_class[ask.label] += final.polygons
         return BatchSummary(
             output=self.store.path,
             tiles_total=self.total,
@@ -371,8 +384,8 @@ class _Run:
             previously_failed=sum(
                 s.is_failure for done in self.finished_before.values() for d in done.values() for s in d.values()
             ),
-            polygons=sum(s.polygons for s in stats),
-            total_area_m2=sum(s.total_area_m2 for s in stats),
+            polygons=sum(s.polygons for s in stats.values()),
+            total_area_m2=sum(s.total_area_m2 for s in stats.values()),
             seconds=dict(self.timer.seconds),
             wall_s=wall_s,
             georeferenced=not self.options.pixel_coords,
@@ -385,6 +398,8 @@ class _Run:
             output_crs=crs_label(self.store.crs),
             reprojected=self.options.target_crs is not None,
             questions=self.questions,
+            class_overlaps=overlaps,
+            class_polygons=dict(by_class) if self.questions > 1 else {},
         )
 
     def _record_outside(self, source: str, grid_tile: GridTile, asks: tuple[Ask, ...]) -> None:

@@ -41,7 +41,7 @@ from shapely.geometry import Polygon
 
 from think2seg._version import __version__
 from think2seg.batch.grid import GridTile
-from think2seg.batch.layout import ADDED_COLUMNS, add_missing_columns, has_all_layers, remove_gpkg
+from think2seg.batch.layout import ADDED_COLUMNS, add_missing_columns, has_all_layers, remove_gpkg, sql_text
 from think2seg.batch.params import BatchParams
 from think2seg.batch.work import TileOutcome
 from think2seg.classes import Ask
@@ -230,7 +230,7 @@ class BatchStore:
             layer="tiles",
             columns=["class", "question", "tile_id", "status"],
             read_geometry=False,
-            where=f"source = {_quoted(source)}",
+            where=f"source = {sql_text(source)}",
         )
         done: Finished = {}
         for label, question, tile_id, status in frame[["class", "question", "tile_id", "status"]].itertuples(
@@ -420,11 +420,6 @@ def _concat(frames: list[gpd.GeoDataFrame]) -> gpd.GeoDataFrame:
     """One frame from several with the same columns (the first frame's types when all are empty)."""
     filled = [f for f in frames if len(f)]
     return pd.concat(filled, ignore_index=True) if len(filled) > 1 else (filled or frames)[0]
-
-
-def _quoted(text: str) -> str:
-    """``text`` as an SQL string literal."""
-    return "'" + text.replace("'", "''") + "'"
 
 
 def _read_runs(path: Path, policy: Continuation) -> dict[str, RasterEntry]:

@@ -32,7 +32,7 @@ from think2seg.cli.options import (
     classes_from_args,
     model_spec,
 )
-from think2seg.cli.summary import format_area, format_timings
+from think2seg.cli.summary import format_area, format_overlaps, format_timings
 from think2seg.errors import InputError
 from think2seg.geo.remote import is_remote
 from think2seg.options import OVERLAP_PX, PREFETCH, TILE_SIZE_PX
@@ -198,12 +198,20 @@ def format_batch_summary(summary: BatchSummary) -> str:
         + f"; skipped {summary.skipped}"
         + (f" ({skipped})" if skipped else "")
         + (f"; finished earlier {summary.tiles_before}" if summary.tiles_before else ""),
-        f"polygons   {summary.polygons}, total area {format_area(summary.total_area_m2, summary.georeferenced)}",
+        f"polygons   {summary.polygons}"
+        + (
+            f" ({', '.join(f'{name} {count}' for name, count in summary.class_polygons.items())})"
+            if summary.class_polygons
+            else ""
+        )
+        + f", total area {format_area(summary.total_area_m2, summary.georeferenced)}",
         f"time       wall {summary.wall_s:.1f}s; {format_timings(summary.seconds)}",
         f"batches    {summary.batch_size} tile(s) at once"
         + (f" (halved {summary.oom_splits}x on out-of-memory)" if summary.oom_splits else "")
         + (f" on each of {summary.workers} workers" if summary.workers else ""),
     ]
+    if summary.questions > 1:
+        lines.append(format_overlaps(summary.class_overlaps, georeferenced=summary.georeferenced))
     if summary.workers:
         lines.append(f"workers    {summary.workers}; tiles sent again after a worker died: {summary.retries}")
     for skipped in summary.skipped_rasters:

@@ -40,10 +40,10 @@ def format_scores(result: SegmentationResult) -> str:
     return f" (SAM scores {', '.join(f'{s:.2f}' for s in scores)})" if scores else ""
 
 
-def format_overlaps(overlaps: pd.DataFrame | None, *, georeferenced: bool) -> str:
+def format_overlaps(overlaps: pd.DataFrame | dict[tuple[str, str], float] | None, *, georeferenced: bool) -> str:
     """One line per pair of classes that claim the same ground (kept in both), or that none do;
-    ``overlaps`` is a ``class_overlaps`` layer."""
-    totals = overlap_totals(overlaps) if overlaps is not None else {}
+    ``overlaps`` is a ``class_overlaps`` layer or its totals (:func:`overlap_totals`)."""
+    totals = overlaps if isinstance(overlaps, dict) else overlap_totals(overlaps) if overlaps is not None else {}
     if not totals:
         return "overlaps   none between the classes"
     return "\n".join(
