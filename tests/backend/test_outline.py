@@ -1,4 +1,5 @@
 import math
+import time
 
 import numpy as np
 import pytest
@@ -8,8 +9,8 @@ from shapely import affinity
 from shapely.geometry import LineString, Point, Polygon, box
 
 from think2seg.errors import InputError
-from think2seg.geo import outline as outline_module
 from think2seg.geo.outline import AREA_TOLERANCE, DEFAULT_TOLERANCE_PX, OUTLINES, clean_outlines
+from think2seg.geo.simplify import simplified
 from think2seg.geo.vectorize import pixel_polygons
 
 CLEANING = [outline for outline in OUTLINES if outline != "pixel"]
@@ -146,7 +147,7 @@ def test_an_axis_aligned_building_gets_exactly_axis_aligned_edges():
 def test_simplify_keeps_topology_between_polygons_by_itself():
     """The joint Douglas-Peucker needs no cutting afterwards: neighbours one pixel apart stay apart."""
     polygons = pixel_polygons(np.random.default_rng(3).random((96, 96)) < 0.55)
-    simple = outline_module._simplified(polygons, 2.0)
+    simple = simplified(polygons, 2.0)
     assert shapely.is_valid(simple).all()
     left, right = shapely.STRtree(simple).query(simple, predicate="intersects")
     pairs = left < right
@@ -249,3 +250,75 @@ def test_unknown_outline_lists_the_choices():
 def test_bad_tolerance_is_refused(tolerance: object):
     with pytest.raises(InputError, match="tolerance_px must be a number >= 0"):
         clean_outlines(biggest(SHAPES["lake"]), outline="simplify", tolerance_px=tolerance)  # type: ignore[arg-type]
+
+
+def speckled_disc(size: int = 512, seed: int = 5) -> np.ndarray:
+    """A segmenter at its worst: a big disc riddled with one-pixel holes, speckle all around it."""
+    rows, cols = np.indices((size, size))
+    disc = (rows - size / 2) ** 2 + (cols - size / 2) ** 2 < (0.4 * size) ** 2
+    return disc ^ (np.random.default_rng(seed).random((size, size)) < 0.08)
+
+
+@pytest.mark.parametrize("outline", CLEANING)
+def test_a_speckled_mask_is_cleaned_in_seconds(outline: str):
+    """Thousands of holes and islands next to each other once took minutes (every ring compared
+    with every other); now the work grows with the number of neighbours, not its square."""
+    polygons = pixel_polygons(speckled_disc())
+    assert len(polygons) > 1000 and max(len(p.interiors) for p in polygons) > 5000
+    started = time.perf_counter()
+    cleaned, index = clean_outlines(polygons, outline=outline)
+    assert time.perf_counter() - started < 10.0
+    check_guarantees(polygons, cleaned, index)
+    disc = cleaned[index == int(np.argmax(shapely.area(polygons)))]
+    assert shapely.get_num_interior_rings(disc).sum() > 5000  # the holes are kept, not swallowed
+
+
+def restarted(polygon: Polygon, shift: int, *, reverse: bool, split_px: float | None) -> Polygon:
+    """``polygon`` with each ring starting ``shift`` corners later (reversed if ``reverse``) and,
+    with ``split_px``, its edges cut into pieces no longer than that by collinear vertices (what
+    stitching pieces across a tile seam leaves)."""
+
+    def ring(coords: object) -> np.ndarray:
+        xy = np.asarray(coords)[:-1]
+        xy = np.roll(xy[::-1] if reverse else xy, -(shift % len(xy)), axis=0)
+        return np.vstack([xy, xy[:1]])
+
+    moved = Polygon(ring(polygon.exterior.coords), [ring(hole.coords) for hole in polygon.interiors])
+    return moved if split_px is None else shapely.segmentize(moved, split_px)
+
+
+def normalized_wkts(geometries: np.ndarray) -> list[str]:
+    return sorted(shapely.to_wkt(shapely.normalize(geometries), rounding_precision=-1))
+
+
+@pytest.mark.parametrize("outline", CLEANING)
+def test_the_result_depends_on_the_polygons_not_on_their_order_or_ring_starts(outline: str):
+    """``batch`` gives the polygons of a raster in another order than ``segment``, stitched across
+    seams (rings starting elsewhere, extra vertices on the seams): the cleaned set is the same."""
+    mask = blob_mask(256, sigma_px=3, threshold=0.3, seed=4)
+    mask[200:250, 10:60] = np.random.default_rng(6).random((50, 50)) < 0.5  # neighbours a pixel apart
+    mask[:50, 200:250] = island_in_hole()
+    polygons = pixel_polygons(mask)
+    rng = np.random.default_rng(7)
+    order = rng.permutation(len(polygons))
+    given = np.array(
+        [
+            restarted(
+                polygons[k],
+                int(rng.integers(1000)),
+                reverse=bool(rng.integers(2)),
+                split_px=3.0 if rng.random() < 0.5 else None,
+            )
+            for k in order
+        ],
+        dtype=object,
+    )
+    assert normalized_wkts(given) != normalized_wkts(polygons)  # the extra vertices are there
+    cleaned, index = clean_outlines(polygons, outline=outline, tolerance_px=2.0)
+    again, again_index = clean_outlines(given, outline=outline, tolerance_px=2.0)
+    check_guarantees(given, again, again_index)
+    assert normalized_wkts(again) == normalized_wkts(cleaned)
+    for k in range(len(polygons)):  # each result goes back to the caller's index of its source
+        assert normalized_wkts(again[again_index == np.flatnonzero(order == k)[0]]) == normalized_wkts(
+            cleaned[index == k]
+        )
