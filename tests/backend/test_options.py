@@ -14,9 +14,10 @@ from fastapi.testclient import TestClient
 
 from think2seg.batch.options import BatchOptions
 from think2seg.cli import build_parser, main
-from think2seg.engine import Engine, Inference
+from think2seg.engine import Engine
 from think2seg.errors import InputError
 from think2seg.geo.arrays import tile_from_array
+from think2seg.inference import Inference
 from think2seg.options import (
     MAX_SIDE_PX,
     MIN_AREA_M2,

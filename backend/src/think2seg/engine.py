@@ -12,9 +12,9 @@ import os
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
-from typing import Any, TypedDict
+from typing import Any
 
 import numpy as np
 from affine import Affine
@@ -24,16 +24,22 @@ from rasterio.crs import CRS
 from think2seg.classes import ClassQuestions
 from think2seg.errors import InputError
 from think2seg.geo.arrays import tile_from_array
-from think2seg.geo.outline import check_outline
 from think2seg.geo.read import read_tile
 from think2seg.geo.vectorize import polygons_frame
+from think2seg.inference import (
+    Inference,
+    Segmented,
+    VectorArgs,
+    check_vector_options,
+    scored_mask,
+)
 from think2seg.instances import answer_instances, instance_masks, union_of
 from think2seg.models.base import Generation, Prompter, Segmenter, encode_many, generate_many
 from think2seg.models.device import plan_device
 from think2seg.models.qwen import MAX_NEW_TOKENS
 from think2seg.models.registry import check_segmenter, load_prompter, load_segmenter
 from think2seg.models.weights import DEFAULT_LVLM, DEFAULT_SEGMENTER
-from think2seg.options import MAX_SIDE_PX, MIN_AREA_M2, MIN_SCORE, SIMPLIFY_PX, check_min_area
+from think2seg.options import MAX_SIDE_PX, MIN_AREA_M2, MIN_SCORE, SIMPLIFY_PX
 from think2seg.result import InstanceResult, ResultStatus, SegmentationResult
 from think2seg.think2seg_rs.answer import AnswerMode, InstancePrompt, ParsedAnswer
 from think2seg.think2seg_rs.prompt import VIEW_SIZE_PX, make_view, validate_question
@@ -41,46 +47,6 @@ from think2seg.tile import Tile
 from think2seg.timing import StageTimer
 
 TextCallback = Callable[[str], None]
-
-NO_DATA_MESSAGE = "the window holds only nodata pixels, so no model was run: choose bounds over valid data"
-
-
-class VectorArgs(TypedDict):
-    """The vectorizing options of :meth:`Engine.vectorize`, passed along as keywords."""
-
-    simplify_px: float
-    min_area_m2: float
-    min_score: float
-    outline: str
-
-
-Segmented = tuple[tuple[InstanceResult, ...], np.ndarray | None]
-"""A tile's instances (with scores) and their (N, H, W) masks; None where SAM was not called."""
-
-
-@dataclass(frozen=True, eq=False)
-class Inference:
-    """The models' answer for one tile before vectorizing: status, union mask (H, W bool, nodata
-    False), instance prompts (with their scores), each instance's own mask (N, H, W bool, nodata
-    False; None where no SAM call was made), reasoning and the raw answer."""
-
-    tile: Tile
-    question: str
-    status: ResultStatus
-    mask: np.ndarray
-    instances: tuple[InstanceResult, ...] = ()
-    instance_masks: np.ndarray | None = None
-    reasoning: str = ""
-    raw_answer: str = ""
-    message: str = ""
-    new_tokens: int = 0
-    timings_s: dict[str, float] = field(default_factory=dict)
-    used_lvlm: bool = True
-
-    @classmethod
-    def no_data(cls, tile: Tile, question: str, timings_s: dict[str, float] | None = None) -> Inference:
-        mask = np.zeros((tile.height, tile.width), dtype=bool)
-        return cls(tile, question, ResultStatus.NO_DATA, mask, message=NO_DATA_MESSAGE, timings_s=timings_s or {})
 
 
 @dataclass(frozen=True, eq=False)
@@ -448,36 +414,3 @@ def _inference(answer: TileAnswer, question: str, segmented: Segmented, timer: S
         new_tokens=answer.generation.new_tokens,
         timings_s=dict(timer.seconds),
     )
-
-
-def scored_mask(inference: Inference, min_score: float) -> tuple[np.ndarray, np.ndarray | None]:
-    """The union mask of the instances scored at least ``min_score``, and the instance masks with
-    the others emptied (so no polygon is credited to them). Refuses a minimum score when the
-    segmenter gave no scores (NaN)."""
-    masks = inference.instance_masks
-    if min_score <= 0 or masks is None:
-        return inference.mask, masks
-    scores = np.array([i.score for i in inference.instances], dtype=np.float64)
-    if np.isnan(scores).any():
-        raise InputError(
-            f"{MIN_SCORE.name} needs mask scores, and this segmenter predicts none: drop the minimum score"
-        )
-    kept = masks & (scores >= min_score)[:, None, None]
-    return union_of(kept, inference.tile), kept
-
-
-def check_vector_options(
-    simplify_px: float,
-    min_area_m2: float,
-    crs: CRS | None,
-    *,
-    min_score: float = MIN_SCORE.default,
-    outline: str = "pixel",
-) -> None:
-    """Refuse options out of their limits (:mod:`think2seg.options`), an unknown outline, and a
-    minimum area in pixel coordinates."""
-    check_outline(outline)
-    SIMPLIFY_PX.check(simplify_px)
-    MIN_AREA_M2.check(min_area_m2)
-    MIN_SCORE.check(min_score)
-    check_min_area(min_area_m2, crs)

@@ -19,7 +19,8 @@ from think2seg.runs.policy import CLI_TERMS, Continuation, Terms
 if TYPE_CHECKING:
     from PIL import Image
 
-    from think2seg.engine import Engine, Inference
+    from think2seg.engine import Engine
+    from think2seg.inference import Inference
     from think2seg.tile import Tile
 
 _CHECKED = (TILE_SIZE_PX, OVERLAP_PX, PREFETCH, SIMPLIFY_PX, MIN_AREA_M2, MIN_SCORE)

@@ -24,10 +24,10 @@ from think2seg.batch.grid import GridTile
 from think2seg.batch.options import BatchEngine
 from think2seg.batch.tiles import Prefetcher, ReadTile, read_tiles
 from think2seg.classes import Ask
-from think2seg.engine import Inference, scored_mask
 from think2seg.geo.bands import StretchLimits
 from think2seg.geo.read import RasterSpec
 from think2seg.geo.vectorize import owner_scores, pixel_polygons, polygon_owners
+from think2seg.inference import Inference, scored_mask
 from think2seg.result import InstanceResult
 from think2seg.runs.microbatch import BatchSizer
 from think2seg.runs.push import push

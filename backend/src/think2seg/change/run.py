@@ -38,9 +38,10 @@ from think2seg.change.compare import MIN_CHANGE_M2, SLIVER_PX, ChangeFilter, Cha
 from think2seg.change.dates import AcquiredDate, acquired_date, parse_date
 from think2seg.change.layers import ChangeRun, carried, change_layer, date_segments, runs_table, write_change
 from think2seg.change.segment import DateSegments, read_window_tiles, segment_tiles, segment_window
-from think2seg.engine import Engine, VectorArgs
+from think2seg.engine import Engine
 from think2seg.errors import InputError
 from think2seg.geo.read import check_bounds
+from think2seg.inference import VectorArgs
 from think2seg.options import MAX_SIDE_PX, TILE_SIZE_PX
 from think2seg.output.atomic import check_output_path
 from think2seg.think2seg_rs.prompt import validate_question

@@ -20,9 +20,10 @@ from pyogrio.errors import DataLayerError, DataSourceError
 from think2seg.batch.options import BatchOptions, BatchSummary
 from think2seg.batch.runner import run_batch
 from think2seg.change.align import Alignment
-from think2seg.engine import NO_DATA_MESSAGE, Engine, VectorArgs
+from think2seg.engine import Engine
 from think2seg.errors import EmptyWindowError, ModelError, OutputError
 from think2seg.geo.read import RasterSource
+from think2seg.inference import NO_DATA_MESSAGE, VectorArgs
 from think2seg.output.gpkg import segments_frame
 from think2seg.result import ResultStatus, SegmentationResult
 from think2seg.tile import Tile

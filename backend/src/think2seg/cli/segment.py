@@ -28,9 +28,10 @@ from think2seg.cli.options import (
     model_spec,
 )
 from think2seg.cli.summary import format_overlaps, format_summary
-from think2seg.engine import NO_DATA_MESSAGE, Engine
+from think2seg.engine import Engine
 from think2seg.errors import EmptyWindowError, InputError
 from think2seg.geo.read import read_tile
+from think2seg.inference import NO_DATA_MESSAGE
 from think2seg.options import check_min_area
 from think2seg.output.atomic import check_output_path
 from think2seg.output.formats import VECTOR_FORMATS, check_vector_output, write_vector

@@ -32,9 +32,10 @@ from think2seg.change.align import align
 from think2seg.change.compare import CHANGE_LAYERS
 from think2seg.change.run import ChangeOptions, ChangeSummary, run_change
 from think2seg.classes import ClassQuestions
-from think2seg.engine import Engine, Inference
+from think2seg.engine import Engine
 from think2seg.errors import Cancelled, Think2SegError
 from think2seg.geo.read import RasterSource
+from think2seg.inference import Inference
 from think2seg.runs.policy import HTTP_TERMS, Continuation
 from think2seg.runs.states import JobState
 from think2seg.server.errors import ApiError, to_api_error

@@ -13,8 +13,8 @@ import numpy as np
 from PIL import Image
 from rasterio.crs import CRS
 
-from think2seg.engine import Inference, check_vector_options
 from think2seg.geo.overlaps import overlap_totals
+from think2seg.inference import Inference, check_vector_options
 from think2seg.output.geojson import json_number, to_feature_collection
 from think2seg.output.gpkg import class_overlaps_of
 from think2seg.output.maskfile import MASK_NODATA

@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING, Protocol
 from think2seg.models.base import Prompter, Segmenter
 
 if TYPE_CHECKING:
-    from think2seg.engine import Inference, TextCallback
+    from think2seg.engine import TextCallback
+    from think2seg.inference import Inference
     from think2seg.result import SegmentationResult
     from think2seg.think2seg_rs.answer import InstancePrompt
     from think2seg.tile import Tile

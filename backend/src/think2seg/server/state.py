@@ -17,7 +17,7 @@ from think2seg.tile import Tile
 from think2seg.timing import StageTimer
 
 if TYPE_CHECKING:
-    from think2seg.engine import Inference
+    from think2seg.inference import Inference
 
 log = logging.getLogger(__name__)
 
