@@ -74,16 +74,24 @@ def sam21_small_config() -> Sam2Config:
     )
 
 
-def random_qwen25vl_3b(device: DevicePlan, *, new_tokens: int) -> QwenPrompter:
-    """A prompter with Qwen2.5-VL-3B's architecture and random weights that writes exactly ``new_tokens``."""
+def qwen25vl_processor() -> Qwen2_5_VLProcessor:
+    """Qwen2.5-VL's processor with the tiny tokenizer (same special tokens) and the published image
+    limits, spelled out: an 840x840 view -> 30x30 = 900 image tokens. Not the class defaults: under
+    transformers 5.17 a processor built with other limits (the tiny model's) changes them."""
     tiny = _processor([])
-    processor = Qwen2_5_VLProcessor(
-        image_processor=Qwen2VLImageProcessor(),  # default limits: 840x840 -> 30x30 = 900 image tokens
+    return Qwen2_5_VLProcessor(
+        image_processor=Qwen2VLImageProcessor(min_pixels=56 * 56, max_pixels=28 * 28 * 16384),
         tokenizer=tiny.tokenizer,
         video_processor=Qwen2VLVideoProcessor(),
         chat_template=CHAT_TEMPLATE,
     )
-    ids = {token: tiny.tokenizer.convert_tokens_to_ids(token) for token in tiny.tokenizer.all_special_tokens}
+
+
+def random_qwen25vl_3b(device: DevicePlan, *, new_tokens: int) -> QwenPrompter:
+    """A prompter with Qwen2.5-VL-3B's architecture and random weights that writes exactly ``new_tokens``."""
+    processor = qwen25vl_processor()
+    tokenizer = processor.tokenizer
+    ids = {token: tokenizer.convert_tokens_to_ids(token) for token in tokenizer.all_special_tokens}
     config = qwen25vl_3b_config(ids)
     config._attn_implementation = device.attn_implementation
     with torch.device(device.device):
