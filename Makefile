@@ -62,6 +62,7 @@ bench: setup
 	$(BIN)/python bench/gpu_throughput.py
 	$(BIN)/python bench/workers_scaling.py
 	$(BIN)/python bench/train_step.py
+	$(BIN)/python bench/outline_speed.py
 
 # The GPU figures in one prepared run (README "Benchmarks"). `make gpu-wheels` (here, where pip reaches
 # PyPI) downloads into .gpu-wheels/ the wheels a GPU machine's Python 3.12 lacks (it has its own torch,
