@@ -294,7 +294,13 @@ class _Run:
                 pool = self._start_workers(stack) if works and self.options.workers else None
                 if works and pool is None:
                     self._load()
-                self.bar = tqdm(total=self.total, initial=self.before, unit="tile", disable=not progress, smoothing=0.1)
+                self.bar = tqdm(
+                    total=self.total,
+                    initial=self.before,
+                    unit="tile" if self.questions == 1 else "result",
+                    disable=not progress,
+                    smoothing=0.1,
+                )
                 for source, tile, asks in outside:
                     self._record_outside(source, tile, asks)
                 if pool is not None:
