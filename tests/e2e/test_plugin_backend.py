@@ -285,6 +285,34 @@ def test_processing_algorithm_runs_a_batch_job(plugin, raster_layer, backend, qg
     assert segments.isValid() and segments.crs().authid() == "EPSG:32633" and segments.featureCount() > 0
 
 
+def test_processing_with_classes_runs_one_batch_job_with_a_class_per_polygon(
+    plugin, raster_layer, backend, qgis_processing
+):
+    """Several classes through Processing: one real batch job asks both of every tile, each polygon
+    keeps its class, and the overlaps between the classes are measured in the file."""
+    import processing
+
+    output = backend.data_root / "processing_classes.gpkg"
+    output.unlink(missing_ok=True)
+    params = {
+        "INPUT": raster_layer,
+        "CLASSES": f"river: segment the river\nponds: {PONDS}",
+        "TILE_SIZE": 384,
+        "OVERLAP": 64,
+        "RESUME": False,
+        "OUTPUT": str(output),
+    }
+    result = processing.run("think2seg:segment_raster_by_question", params)
+    segments = QgsVectorLayer(result["SEGMENTS"], "segments", "ogr")
+    assert segments.isValid() and segments.crs().authid() == "EPSG:32633"
+    field = segments.fields().indexOf("class")
+    assert field >= 0 and set(segments.uniqueValues(field)) == {"river", "ponds"}
+    runs = QgsVectorLayer(f"{output}|layername=runs", "runs", "ogr")
+    assert runs.featureCount() == 2  # one row per question, one file
+    overlaps = QgsVectorLayer(f"{output}|layername=class_overlaps", "overlaps", "ogr")
+    assert overlaps.isValid()
+
+
 def test_raster_the_backend_may_not_read_is_uploaded_instead(plugin, qgis_iface, tmp_path):
     import shutil
 
